@@ -1,0 +1,203 @@
+"""The ``saerec`` command line: one sub-command per pipeline stage, all over one run directory.
+
+Usage errors and bad input exit with code 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import RunConfig, apply_overrides
+from .errors import SaerecError, UsageError
+
+log = logging.getLogger("saerec")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("--run", required=True, help="run directory (created if missing)")
+    p.add_argument("--config", help="YAML config (sections data, split, model, train)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set train.epochs=20 (repeatable)")
+    if data:
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--data-dir", help="dataset folder (GroupLens layout or Parquet schema); always wins")
+        g.add_argument("--dataset", help="dataset name: ml-1m (default), ml-20m, ml-100k, ml-latest-small, "
+                                         "synthetic, or a folder name under SAEREC_DATA_DIR")
+
+
+def _train_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-workers", type=int, help="Ray Train workers (default 1)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping on validation NDCG@10)")
+    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted training from its last checkpoint")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="saerec", description="Sparse autoencoders for sequential recommendation (GPTRec + SAE) on Ray.")
+    p.add_argument("--log-level", default=os.environ.get("SAEREC_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sp = sub.add_parser("data", help="load, split and describe a dataset; writes RUN/data/")
+    _common(sp)
+    sp = sub.add_parser("train", help="train GPTRec on Ray Train and evaluate it; writes RUN/recommender/")
+    _common(sp)
+    _train_flags(sp)
+    sp = sub.add_parser("evaluate", help="evaluate RUN's recommender on the test users (and popularity)")
+    _common(sp, data=False)
+    sp = sub.add_parser("run", help="the whole pipeline (data -> train -> evaluate) over one run directory")
+    _common(sp)
+    _train_flags(sp)
+    sp = sub.add_parser("download", help="download a GroupLens dataset into the cache (md5-checked)")
+    sp.add_argument("name", help="ml-1m, ml-20m, ml-100k or ml-latest-small")
+    return p
+
+
+def resolve_config(args) -> RunConfig:
+    """Base config (RUN/config.yaml if present, else --config, else defaults) + flags."""
+    from .rundir import RunDir
+
+    run = RunDir(args.run)
+    if args.config:
+        path = Path(args.config)
+        if not path.exists():
+            raise UsageError(f"--config {path}: no such file")
+        cfg = RunConfig.load(path)
+    elif (run.root / "config.yaml").exists():
+        cfg = RunConfig.load(run.root / "config.yaml")
+    else:
+        cfg = RunConfig()
+    apply_overrides(cfg, args.set)
+    if getattr(args, "data_dir", None):
+        cfg.data.data_dir, cfg.data.dataset = args.data_dir, Path(args.data_dir).name
+    elif getattr(args, "dataset", None):
+        cfg.data.dataset, cfg.data.data_dir = args.dataset, None
+    for flag, key in (("num_workers", "num_workers"), ("epochs", "epochs"), ("seed", "seed")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            setattr(cfg.train, key, v)
+    return cfg
+
+
+def _table(rows: list[tuple[str, dict]], keys: list[str]) -> str:
+    head = f"{'':<12}" + "".join(f"{k:>14}" for k in keys)
+    lines = [head] + [f"{name:<12}" + "".join(f"{m.get(k, float('nan')):>14.4f}" for k in keys) for name, m in rows]
+    return "\n".join(lines)
+
+
+def cmd_data(args) -> int:
+    from .data.prepare import prepare
+    from .rundir import RunDir
+
+    cfg = resolve_config(args)
+    run = RunDir(args.run)
+    run.root.mkdir(parents=True, exist_ok=True)
+    cfg.save(run.root / "config.yaml")
+    prep = prepare(run, cfg)
+    print(json.dumps({k: v for k, v in prep.meta.items() if k != "val_users"}, indent=2))
+    return 0
+
+
+def _train_and_evaluate(args, timings: dict[str, float]) -> int:
+    from .data.prepare import prepare
+    from .eval.evaluate import evaluate_run
+    from .rundir import RunDir
+    from .train.ray_train import train_recommender
+
+    t0 = time.time()
+    cfg = resolve_config(args)
+    run = RunDir(args.run)
+    run.root.mkdir(parents=True, exist_ok=True)
+    cfg.save(run.root / "config.yaml")
+    t = time.time()
+    prep = prepare(run, cfg)
+    timings["data"] = time.time() - t
+    t = time.time()
+    stats = train_recommender(run, cfg, prep, resume=args.resume, t_start=t0)
+    timings["train"] = time.time() - t
+    t = time.time()
+    metrics = {**evaluate_run(run, prep, batch_size=cfg.train.eval_batch_size), **stats}
+    timings["evaluate"] = time.time() - t
+    run.write_json("recommender/metrics.json", metrics)
+    _print_metrics(metrics)
+    print(f"best checkpoint after {metrics['seconds_to_best_checkpoint']:.0f}s (epoch {metrics['best_epoch']}); "
+          f"training {metrics['train_tokens_per_second']:,.0f} tokens/s; wrote {run.recommender / 'metrics.json'}")
+    return 0
+
+
+def _print_metrics(m: dict) -> None:
+    keys = ["ndcg@10", "hit_rate@10", "mrr@10", "coverage@10"]
+    print(_table([("GPTRec", m), ("popularity", m["popularity"])], keys))
+
+
+def cmd_train(args) -> int:
+    return _train_and_evaluate(args, {})
+
+
+def cmd_evaluate(args) -> int:
+    from .data.prepare import load_prepared
+    from .eval.evaluate import evaluate_run
+    from .rundir import RunDir
+
+    run = RunDir(args.run)
+    prep = load_prepared(run)
+    metrics = run.read_json("recommender/metrics.json") if run.has("recommender/metrics.json") else {}
+    metrics.update(evaluate_run(run, prep))
+    run.write_json("recommender/metrics.json", metrics)
+    _print_metrics(metrics)
+    return 0
+
+
+def cmd_run(args) -> int:
+    timings: dict[str, float] = {}
+    t0 = time.time()
+    rc = _train_and_evaluate(args, timings)
+    timings["total"] = time.time() - t0
+    print("stage timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    return rc
+
+
+def cmd_download(args) -> int:
+    from .data.download import GROUPLENS, download
+
+    if args.name not in GROUPLENS:
+        raise UsageError(f"download: unknown dataset '{args.name}' (known: {', '.join(sorted(GROUPLENS))})")
+    print(download(args.name))
+    return 0
+
+
+COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run,
+            "download": cmd_download}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+        if not args.command:
+            parser.print_help()
+            return 2
+        return COMMANDS[args.command](args)
+    except SaerecError as e:
+        print(f"saerec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("saerec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

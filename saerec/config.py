@@ -1,0 +1,175 @@
+"""Typed configuration: one dataclass per stage, YAML files plus ``--set section.key=value``.
+
+The resolved config is saved in the run directory (``RUN/config.yaml``) so every stage
+and every rerun sees exactly what produced the artifacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UsageError
+
+
+@dataclass
+class DataConfig:
+    """Where interactions come from and what the documented filters drop."""
+
+    dataset: str = "ml-1m"            # a GroupLens name, a folder under SAEREC_DATA_DIR, or "synthetic"
+    data_dir: str | None = None       # an explicit folder always wins over `dataset`
+    min_rating: float | None = None   # keep interactions with rating >= this (None: keep all, as the paper)
+    popularity_buckets: int = 3       # popularity:low/mid/high by train interaction count
+    synthetic_users: int = 2000       # only for dataset == "synthetic"
+    synthetic_items: int = 500
+    synthetic_genres: int = 8
+    synthetic_seed: int = 0
+
+
+@dataclass
+class SplitConfig:
+    """The paper's split (RePlay NewUsersSplitter + ColdUserRandomSplitter)."""
+
+    test_fraction: float = 0.1        # most recent new users -> test
+    sae_fraction: float = 0.4         # share of train users held out for the SAE (and validation)
+    seed: int = 42
+    val_users: int = 10_000           # SAE-part users whose last item is the validation target
+
+
+@dataclass
+class ModelConfig:
+    """GPTRec defaults from the paper: 3 layers, 2 heads, hidden 64, max length 200."""
+
+    n_layers: int = 3
+    n_heads: int = 2
+    d_model: int = 64
+    max_len: int = 200
+    dropout: float = 0.1              # embedding and residual dropout
+    attn_dropout: float = 0.0         # >0 forces the slow non-fused attention path on CPU
+
+
+@dataclass
+class TrainConfig:
+    """GPTRec training on Ray Train."""
+
+    epochs: int = 200                 # upper bound; early stopping usually ends sooner
+    patience: int = 10                # epochs without validation NDCG@10 improvement
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_tokens: int = 8192          # token budget per batch (length-bucketed, little padding)
+    windows: str = "last"             # "last": the most recent max_len+1 items per user; "all": every chunk
+    loss: str = "ce"                  # "ce" full softmax, or "sampled" (sampled softmax with logQ correction)
+    num_negatives: int = 1024         # for loss == "sampled"
+    negatives: str = "uniform"        # "uniform" or "inbatch" (popularity-proportional)
+    num_workers: int = 1
+    cpus_per_worker: float | None = None   # default: the cluster's CPUs split evenly
+    use_gpu: bool | None = None       # None: auto-detect
+    seed: int = 0
+    eval_batch_size: int = 256
+    max_failures: int = 0
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; saved as RUN/config.yaml."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "RunConfig":
+        cfg = cls()
+        for section, values in (d or {}).items():
+            if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
+                raise UsageError(f"unknown config section '{section}' (known: {', '.join(_sections(cfg))})")
+            if not isinstance(values, dict):
+                raise UsageError(f"config section '{section}' must be a mapping")
+            for key, value in values.items():
+                set_value(cfg, f"{section}.{key}", value)
+        return cfg
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path) -> "RunConfig":
+        try:
+            return cls.from_dict(yaml.safe_load(Path(path).read_text()))
+        except yaml.YAMLError as e:
+            raise UsageError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def _sections(cfg) -> list[str]:
+    return [f.name for f in dataclasses.fields(cfg)]
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Check/convert a YAML value to a dataclass field's type (int -> float allowed)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, name)
+            except UsageError as e:
+                errors.append(str(e))
+        raise UsageError(errors[0] if errors else f"{name}: bad value {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise UsageError(f"{name} must be {tp.__name__}, got {value!r}")
+
+
+def set_value(cfg: RunConfig, dotted: str, value: Any) -> None:
+    """Set ``section.key`` on a RunConfig, checking that both exist and the type fits."""
+    if "." not in dotted:
+        raise UsageError(f"config key '{dotted}' must look like section.key (e.g. train.epochs)")
+    section, key = dotted.split(".", 1)
+    sub = getattr(cfg, section, None)
+    if sub is None or not dataclasses.is_dataclass(sub):
+        raise UsageError(f"unknown config section '{section}' (known: {', '.join(_sections(cfg))})")
+    hints = typing.get_type_hints(type(sub))
+    if key not in hints:
+        raise UsageError(f"unknown config key '{dotted}' (known in {section}: {', '.join(hints)})")
+    setattr(sub, key, _coerce(value, hints[key], dotted))
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.key=value`` strings; values are parsed as YAML scalars."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise UsageError(f"--set expects section.key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        set_value(cfg, key.strip(), value)
+    return cfg

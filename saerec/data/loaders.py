@@ -1,0 +1,291 @@
+"""Loaders for GroupLens MovieLens folders and the generic Parquet schema.
+
+Every loader returns a :class:`~saerec.data.schema.Dataset` with interactions
+``(user_id, item_id, timestamp, rating)`` and items ``(item_id, title, genres, year)``.
+Parsing takes a fast columnar path (pyarrow); when that fails, a line-by-line pass finds
+the first bad line so the error names the file and the line.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ..errors import DataError
+from .schema import Dataset, check_interactions
+
+log = logging.getLogger("saerec.data")
+
+# ML-1M says "Children's", ML-20M "Children": one name so attributes mean the same everywhere.
+GENRE_ALIASES = {"Children's": "Children"}
+NO_GENRES = {"(no genres listed)", "unknown", ""}
+_YEAR_RE = re.compile(r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
+
+RATING_FIELDS = ("user_id", "item_id", "rating", "timestamp")
+
+
+def parse_year(title: str) -> int | None:
+    """Release year from a MovieLens title such as ``Toy Story (1995)``; None if absent."""
+    m = _YEAR_RE.search(title or "")
+    return int(m.group(1)) if m else None
+
+
+def normalise_genres(names) -> list[str]:
+    out = []
+    for g in names:
+        g = g.strip()
+        if g in NO_GENRES:
+            continue
+        out.append(GENRE_ALIASES.get(g, g))
+    return out
+
+
+def _items_frame(ids, titles, genres) -> pd.DataFrame:
+    df = pd.DataFrame({"item_id": np.asarray(ids, dtype="int64"), "title": list(titles), "genres": list(genres)})
+    df["year"] = pd.array([parse_year(t) for t in df["title"]], dtype="Int64")
+    dup = df["item_id"].duplicated()
+    if dup.any():
+        raise DataError(f"items: duplicate item_id {int(df.loc[dup, 'item_id'].iloc[0])}")
+    return df
+
+
+# --------------------------------------------------------------------------- line diagnosis
+def _diagnose(path: Path, sep: str, fields: tuple[str, ...], numeric: dict[str, type], encoding: str,
+              header: bool) -> DataError:
+    """Find the first line that breaks the format and describe it (slow path, only on failure)."""
+    with open(path, encoding=encoding, newline="") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            line = line.rstrip("\r\n")
+            if header and lineno == 1:
+                continue
+            if not line.strip():
+                return DataError(f"{path}:{lineno}: empty line")
+            parts = line.split(sep)
+            if len(parts) != len(fields):
+                if len(parts) == 1:
+                    return DataError(f"{path}:{lineno}: expected fields separated by {sep!r} "
+                                     f"({sep.join(fields)}), got {line[:80]!r}")
+                return DataError(f"{path}:{lineno}: expected {len(fields)} fields ({sep.join(fields)}), "
+                                 f"got {len(parts)}: {line[:80]!r}")
+            for name, value in zip(fields, parts):
+                kind = numeric.get(name)
+                if kind is None:
+                    continue
+                try:
+                    kind(value)
+                except ValueError:
+                    return DataError(f"{path}:{lineno}: field {name} must be {kind.__name__}, got {value!r}")
+    return DataError(f"{path}: could not be parsed")
+
+
+def _read_table(path: Path, sep: str, fields: tuple[str, ...], numeric: dict[str, type],
+                encoding: str = "utf-8", header: bool = False) -> pd.DataFrame:
+    """Read a delimited file into typed columns; on any failure raise a DataError naming the line."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    types = {n: (pa.int64() if k is int else pa.float64()) for n, k in numeric.items()}
+    raw = path.read_bytes()
+    if encoding != "utf-8":
+        raw = raw.decode(encoding).encode("utf-8")
+    if len(sep) > 1:
+        if b"\t" in raw:
+            raise _diagnose(path, sep, fields, numeric, encoding, header)
+        raw = raw.replace(sep.encode(), b"\t")
+        delim = "\t"
+    else:
+        delim = sep
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(raw),
+            read_options=pacsv.ReadOptions(column_names=list(fields), skip_rows=1 if header else 0),
+            parse_options=pacsv.ParseOptions(delimiter=delim, quote_char='"' if delim == "," else False),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+        raise _diagnose(path, sep, fields, numeric, encoding, header) from None
+    df = table.to_pandas()
+    for name in numeric:
+        if df[name].isna().any():   # an empty numeric field parses as null
+            raise _diagnose(path, sep, fields, numeric, encoding, header)
+    return df
+
+
+def _check_header(path: Path, expected: list[str]) -> None:
+    with open(path, encoding="utf-8", newline="") as fh:
+        first = fh.readline().rstrip("\r\n")
+    got = [c.strip() for c in first.split(",")]
+    if got[: len(expected)] != expected:
+        missing = [c for c in expected if c not in got]
+        raise DataError(f"{path}:1: header must start with {','.join(expected)}"
+                        + (f" (missing: {', '.join(missing)})" if missing else f", got {first[:80]!r}"))
+
+
+def _ratings(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    return check_interactions(df, where)
+
+
+# --------------------------------------------------------------------------- formats
+def load_ml1m(folder: Path) -> Dataset:
+    """MovieLens-1M (and ML-10M) ``::`` layout: ratings.dat, movies.dat (latin-1)."""
+    ratings_path, movies_path = folder / "ratings.dat", folder / "movies.dat"
+    df = _read_table(ratings_path, "::", RATING_FIELDS,
+                     {"user_id": int, "item_id": int, "rating": float, "timestamp": int}, encoding="latin-1")
+    ids, titles, genres = [], [], []
+    with open(movies_path, encoding="latin-1") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            parts = line.split("::")
+            if len(parts) != 3:
+                raise DataError(f"{movies_path}:{lineno}: expected 3 '::'-separated fields "
+                                f"(MovieID::Title::Genres), got {line[:80]!r}")
+            try:
+                ids.append(int(parts[0]))
+            except ValueError:
+                raise DataError(f"{movies_path}:{lineno}: MovieID must be int, got {parts[0]!r}") from None
+            titles.append(parts[1])
+            genres.append(normalise_genres(parts[2].split("|")))
+    return Dataset(folder.name, _ratings(df, str(ratings_path)), _items_frame(ids, titles, genres), str(folder))
+
+
+def load_movielens_csv(folder: Path) -> Dataset:
+    """MovieLens-20M / ml-latest(-small) CSV layout: ratings.csv, movies.csv (UTF-8, quoted titles)."""
+    ratings_path, movies_path = folder / "ratings.csv", folder / "movies.csv"
+    _check_header(ratings_path, ["userId", "movieId", "rating", "timestamp"])
+    df = _read_table(ratings_path, ",", RATING_FIELDS,
+                     {"user_id": int, "item_id": int, "rating": float, "timestamp": int}, header=True)
+    _check_header(movies_path, ["movieId", "title", "genres"])
+    try:
+        mv = pacsv.read_csv(movies_path, convert_options=pacsv.ConvertOptions(
+            column_types={"movieId": pa.int64(), "title": pa.string(), "genres": pa.string()})).to_pandas()
+    except pa.ArrowInvalid as e:
+        raise DataError(f"{movies_path}: {str(e).splitlines()[0]}") from None
+    genres = [normalise_genres(str(g).split("|")) for g in mv["genres"].fillna("")]
+    items = _items_frame(mv["movieId"], mv["title"].fillna(""), genres)
+    return Dataset(folder.name, _ratings(df, str(ratings_path)), items, str(folder))
+
+
+def load_ml100k(folder: Path) -> Dataset:
+    """MovieLens-100K: u.data (tab separated), u.item (``|``, latin-1, 19 genre flags), u.genre."""
+    data_path, item_path = folder / "u.data", folder / "u.item"
+    df = _read_table(data_path, "\t", RATING_FIELDS,
+                     {"user_id": int, "item_id": int, "rating": float, "timestamp": int})
+    genre_names = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+                   "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+                   "Thriller", "War", "Western"]
+    genre_path = folder / "u.genre"
+    if genre_path.exists():
+        rows = [ln.split("|") for ln in genre_path.read_text(encoding="latin-1").splitlines() if ln.strip()]
+        genre_names = [r[0] for r in sorted(rows, key=lambda r: int(r[1]))]
+    ids, titles, genres = [], [], []
+    with open(item_path, encoding="latin-1") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            parts = line.split("|")
+            if len(parts) != 5 + len(genre_names):
+                raise DataError(f"{item_path}:{lineno}: expected {5 + len(genre_names)} '|'-separated fields, "
+                                f"got {len(parts)}")
+            try:
+                ids.append(int(parts[0]))
+                flags = [int(x) for x in parts[5:]]
+            except ValueError:
+                raise DataError(f"{item_path}:{lineno}: item id and genre flags must be integers") from None
+            title = parts[1]
+            if parse_year(title) is None and parts[2][-4:].isdigit():
+                title = f"{title} ({parts[2][-4:]})"
+            titles.append(title)
+            genres.append(normalise_genres(n for n, f in zip(genre_names, flags) if f))
+    return Dataset(folder.name, _ratings(df, str(data_path)), _items_frame(ids, titles, genres), str(folder))
+
+
+def load_parquet(folder: Path) -> Dataset:
+    """The generic schema (see :mod:`saerec.data.schema`)."""
+    path = folder / "interactions.parquet"
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+    interactions = check_interactions(table.to_pandas(), str(path))
+    items_path = folder / "items.parquet"
+    if items_path.exists():
+        items = pq.read_table(items_path).to_pandas()
+        if "item_id" not in items.columns:
+            raise DataError(f"{items_path}: missing column item_id")
+        items = items.copy()
+        items["item_id"] = items["item_id"].astype("int64")
+        if "title" not in items.columns:
+            items["title"] = items["item_id"].astype(str)
+        if "genres" in items.columns:
+            items["genres"] = [normalise_genres(g.split("|") if isinstance(g, str) else list(g if g is not None else []))
+                               for g in items["genres"]]
+        else:
+            items["genres"] = [[] for _ in range(len(items))]
+        if "year" not in items.columns:
+            items["year"] = pd.array([parse_year(t) for t in items["title"]], dtype="Int64")
+        if items["item_id"].duplicated().any():
+            raise DataError(f"{items_path}: duplicate item_id")
+    else:
+        ids = np.unique(interactions["item_id"].to_numpy())
+        items = _items_frame(ids, [str(i) for i in ids], [[] for _ in ids])
+    return Dataset(folder.name, interactions, items.reset_index(drop=True), str(folder))
+
+
+FORMATS: dict[str, tuple[tuple[str, ...], Callable[[Path], Dataset]]] = {
+    "parquet": (("interactions.parquet",), load_parquet),
+    "movielens-1m": (("ratings.dat", "movies.dat"), load_ml1m),
+    "movielens-csv": (("ratings.csv", "movies.csv"), load_movielens_csv),
+    "movielens-100k": (("u.data", "u.item"), load_ml100k),
+}
+
+
+def detect_format(folder: Path) -> str:
+    """Name the layout of a folder from the files it holds."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a directory")
+    for name, (files, _) in FORMATS.items():
+        if all((folder / f).exists() for f in files):
+            return name
+    expected = "; ".join(" + ".join(files) for files, _ in FORMATS.values())
+    present = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"
+    raise DataError(f"{folder}: unrecognised dataset layout (expected one of: {expected}; found: {present})")
+
+
+def load_folder(folder: str | Path, min_rating: float | None = None) -> Dataset:
+    """Load any supported folder; apply the documented filters and log what they dropped."""
+    folder = Path(folder)
+    fmt = detect_format(folder)
+    ds = FORMATS[fmt][1](folder)
+    ds = apply_filters(ds, min_rating)
+    log.info("loaded %s (%s): %s interactions, %s users, %s items; dropped %s", ds.name, fmt,
+             f"{len(ds.interactions):,}", f"{ds.interactions['user_id'].nunique():,}",
+             f"{ds.interactions['item_id'].nunique():,}", ds.dropped or "nothing")
+    return ds
+
+
+def apply_filters(ds: Dataset, min_rating: float | None = None) -> Dataset:
+    """The only filters that drop interactions: ratings below ``min_rating``, items without metadata."""
+    ints = ds.interactions
+    dropped = dict(ds.dropped)
+    if min_rating is not None:
+        if "rating" not in ints.columns:
+            raise DataError(f"{ds.name}: min_rating set but the log has no rating column")
+        keep = ints["rating"] >= min_rating
+        dropped["rating_below_min"] = int((~keep).sum())
+        ints = ints[keep]
+    known = ints["item_id"].isin(ds.items["item_id"])
+    if not known.all():
+        dropped["item_without_metadata"] = int((~known).sum())
+        ints = ints[known]
+    return Dataset(ds.name, ints.reset_index(drop=True), ds.items, ds.source, dropped)

@@ -1,0 +1,87 @@
+"""The data stage: load -> split -> attributes, written once to ``RUN/data/`` and read by every later stage.
+
+Reruns with the same data/split config reuse ``RUN/data`` (checked by a hash of that config).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..config import RunConfig
+from ..rundir import RunDir
+from .attributes import build_attributes
+from .download import resolve
+from .loaders import apply_filters, load_folder
+from .schema import Dataset
+from .sequences import ItemIndex, Sequences, build_sequences, eval_pairs
+from .split import PARTS, Split, split
+from .synthetic import SyntheticConfig, generate
+
+log = logging.getLogger("saerec.data")
+
+
+@dataclass
+class Prepared:
+    split: Split
+    items: pd.DataFrame       # attribute table (saerec.data.attributes)
+    index: ItemIndex          # dense indices over train items (rec + sae parts)
+    meta: dict
+
+    def sequences(self, part: str) -> Sequences:
+        return build_sequences(self.split.part(part), self.index)
+
+    def eval_set(self, part: str, max_len: int, users=None) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """(user ids, inputs, targets) for test users or for the validation users of the SAE part."""
+        seqs = self.sequences(part)
+        if users is not None:
+            seqs = seqs.select(users)
+        inputs, targets = eval_pairs(seqs, max_len)
+        return seqs.users, inputs, targets
+
+
+def config_hash(cfg: RunConfig) -> str:
+    blob = json.dumps({"data": asdict(cfg.data), "split": asdict(cfg.split)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_dataset(cfg: RunConfig) -> Dataset:
+    d = cfg.data
+    if d.dataset == "synthetic" and not d.data_dir:
+        ds = generate(SyntheticConfig(users=d.synthetic_users, items=d.synthetic_items,
+                                      genres=d.synthetic_genres, seed=d.synthetic_seed))
+        return apply_filters(ds, d.min_rating)
+    folder = resolve(d.dataset, d.data_dir)
+    return load_folder(folder, d.min_rating)
+
+
+def prepare(run: RunDir, cfg: RunConfig, force: bool = False) -> Prepared:
+    h = config_hash(cfg)
+    if not force and run.has("data/split.json") and run.read_json("data/split.json").get("config_hash") == h:
+        log.info("data: reusing %s (same data/split config)", run.data)
+        return load_prepared(run)
+    ds = load_dataset(cfg)
+    sp = split(ds.interactions, cfg.split)
+    items = build_attributes(ds.items, sp.part("rec"), cfg.data.popularity_buckets)
+    run.data.mkdir(parents=True, exist_ok=True)
+    sp.interactions.to_parquet(run.data / "interactions.parquet", index=False)
+    items.to_parquet(run.data / "items.parquet", index=False)
+    meta = {"config_hash": h, "dataset": ds.name, "source": ds.source, "loader_dropped": ds.dropped,
+            **sp.meta()}
+    run.write_json("data/split.json", meta)
+    return Prepared(sp, items, ItemIndex.from_ids(sp.train()["item_id"]), meta)
+
+
+def load_prepared(run: RunDir) -> Prepared:
+    meta = run.read_json("data/split.json")
+    ints = run.read_parquet("data/interactions.parquet")
+    ints["part"] = pd.Categorical(ints["part"].astype(str), categories=list(PARTS))
+    items = run.read_parquet("data/items.parquet")
+    sp = Split(ints, int(meta["cut_time"]), np.asarray(meta["val_users"], dtype=np.int64),
+               {k: v for k, v in meta.items() if k not in ("cut_time", "val_users")})
+    return Prepared(sp, items, ItemIndex.from_ids(sp.train()["item_id"]), meta)

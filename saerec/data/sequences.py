@@ -1,0 +1,81 @@
+"""Dense item indices and per-user sequences (CSR arrays) for the model.
+
+The model sees dense indices 1..V (0 is padding); the dataset's own item ids are used at every
+boundary (CLI, files, gRPC). :class:`ItemIndex` is the one place that maps between them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class ItemIndex:
+    item_ids: np.ndarray            # dense index i (1..V) -> item_ids[i - 1]
+
+    @classmethod
+    def from_ids(cls, ids) -> "ItemIndex":
+        return cls(np.unique(np.asarray(ids, dtype=np.int64)))
+
+    @property
+    def size(self) -> int:
+        return len(self.item_ids)
+
+    def to_index(self, ids, missing: int = 0) -> np.ndarray:
+        """Dataset ids -> dense indices (``missing`` for ids the model does not know)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(self.item_ids, ids).clip(0, max(self.size - 1, 0))
+        known = self.item_ids[pos] == ids if self.size else np.zeros(len(ids), bool)
+        return np.where(known, pos + 1, missing).astype(np.int64)
+
+    def to_ids(self, index) -> np.ndarray:
+        return self.item_ids[np.asarray(index, dtype=np.int64) - 1]
+
+
+@dataclass
+class Sequences:
+    """Users' item sequences (dense indices, time order) stored flat with offsets."""
+
+    users: np.ndarray               # user ids, one per sequence
+    offsets: np.ndarray             # len(users) + 1
+    items: np.ndarray               # int32 dense indices
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def get(self, i: int) -> np.ndarray:
+        return self.items[self.offsets[i]: self.offsets[i + 1]]
+
+    def select(self, user_ids) -> "Sequences":
+        pos = np.searchsorted(self.users, np.asarray(user_ids))
+        parts = [self.get(int(p)) for p in pos]
+        lens = np.array([len(p) for p in parts], dtype=np.int64)
+        return Sequences(self.users[pos], np.concatenate([[0], np.cumsum(lens)]),
+                         np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32))
+
+
+def build_sequences(interactions: pd.DataFrame, index: ItemIndex) -> Sequences:
+    """Sort by (user, time) keeping file order among equal timestamps; map ids to dense indices."""
+    df = interactions[["user_id", "item_id", "timestamp"]]
+    order = np.lexsort((np.arange(len(df)), df["timestamp"].to_numpy(), df["user_id"].to_numpy()))
+    users_sorted = df["user_id"].to_numpy()[order]
+    items = index.to_index(df["item_id"].to_numpy()[order]).astype(np.int32)
+    users, starts = np.unique(users_sorted, return_index=True)
+    offsets = np.append(starts, len(users_sorted)).astype(np.int64)
+    return Sequences(users, offsets, items)
+
+
+def eval_pairs(seqs: Sequences, max_len: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Evaluation inputs (history minus last item, most recent ``max_len``) and targets (last item)."""
+    inputs, targets = [], np.empty(len(seqs), dtype=np.int64)
+    for i in range(len(seqs)):
+        s = seqs.get(i)
+        inputs.append(s[:-1][-max_len:])
+        targets[i] = s[-1]
+    return inputs, targets

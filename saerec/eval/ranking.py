@@ -1,0 +1,58 @@
+"""Top-K recommendation lists from GPTRec (or popularity) with seen items filtered."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from ..model.gptrec import GPTRec, Intervention
+from ..train.batching import pad_inputs
+from .metrics import ranking_metrics
+
+
+def mask_seen(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """Set the score of every item in a user's input to -inf (scores column j = dense index j + 1)."""
+    idx = (inputs - 1).clamp(min=0)
+    fill = torch.where(inputs > 0, float("-inf"), 0.0).to(scores.dtype)
+    # padding maps to column 0 with fill 0: scatter_add of 0 leaves it untouched
+    return scores.scatter_add(1, idx, fill)
+
+
+@torch.no_grad()
+def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: int = 256,
+              exclude_seen: bool = True, interventions: Mapping[str, Intervention] | None = None,
+              device: str | torch.device = "cpu") -> np.ndarray:
+    """Top-``k`` dense indices for each input sequence (batched by length to avoid padding work)."""
+    was_training = model.training
+    model.eval()
+    out = np.zeros((len(inputs), k), dtype=np.int64)
+    order = np.argsort([len(s) for s in inputs], kind="stable")
+    for lo in range(0, len(order), batch_size):
+        rows = order[lo: lo + batch_size]
+        items, lengths = pad_inputs([inputs[i] for i in rows])
+        items, lengths = items.to(device), lengths.to(device)
+        h = model.last_hidden(model(items, lengths, interventions=interventions), lengths)
+        scores = model.scores(h)
+        if exclude_seen:
+            scores = mask_seen(scores, items)
+        out[rows] = (scores.topk(k, dim=1).indices + 1).cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def popularity_topk(counts: np.ndarray, inputs: list[np.ndarray], k: int = 10) -> np.ndarray:
+    """Most popular items (``counts[j]`` for dense index j + 1), excluding each user's seen items."""
+    ranked = np.argsort(-counts, kind="stable") + 1
+    head = ranked[: k + max((len(s) for s in inputs), default=0)]
+    out = np.zeros((len(inputs), k), dtype=np.int64)
+    for r, s in enumerate(inputs):
+        out[r] = head[~np.isin(head, s)][:k]
+    return out
+
+
+def evaluate_model(model: GPTRec, inputs: list[np.ndarray], targets: np.ndarray, k: int = 10,
+                   batch_size: int = 256, device="cpu") -> dict[str, float]:
+    topk = recommend(model, inputs, k=k, batch_size=batch_size, device=device)
+    return ranking_metrics(topk, targets, model.n_items, k)

@@ -1,0 +1,174 @@
+"""GPTRec (the paper's recommender): GPT-2 blocks over item embeddings, output tied to the input table.
+
+Layout follows nanoGPT: learned positions, pre-LN blocks (attention + GELU MLP), dropout, a final
+LayerNorm, N(0, 0.02) init with the residual projections scaled by 1/sqrt(2 * n_layers).
+
+Sequences are **right-padded** with index 0: with causal attention a real position never sees
+the padding after it, so no attention mask is needed and the outputs at real positions do not
+depend on how much padding a batch carries.
+
+Named hidden states: ``embed`` (after embeddings + dropout), ``block.0`` ... ``block.{L-1}`` (each
+block's output: the residual stream), ``final`` (after the last LayerNorm, what the head scores).
+An :class:`Intervention` replaces or edits one named state at chosen positions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        assert cfg.d_model % cfg.n_heads == 0, "d_model must be divisible by n_heads"
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.n_heads = cfg.n_heads
+        self.dropout = cfg.attn_dropout
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
+        self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+@dataclass
+class Intervention:
+    """Edit a named hidden state at chosen positions.
+
+    ``fn`` receives the selected vectors as an ``(N, d)`` tensor together with the batch row of
+    each (``(N,)`` long tensor, so different users in one batch can get different edits) and
+    returns the replacement ``(N, d)``. ``positions``: ``"last"`` (each sequence's last real
+    position: the one that makes the recommendation), ``"all"`` (every real position), or a
+    boolean ``(B, T)`` mask.
+    """
+
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    positions: str | torch.Tensor = "last"
+
+
+@dataclass
+class ModelOutput:
+    hidden: torch.Tensor                                  # (B, T, d): the ``final`` state
+    captured: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def position_mask(positions: str | torch.Tensor, lengths: torch.Tensor, T: int) -> torch.Tensor:
+    """Boolean (B, T) mask of the positions an intervention touches."""
+    ar = torch.arange(T, device=lengths.device)[None, :]
+    if isinstance(positions, torch.Tensor):
+        return positions.to(torch.bool) & (ar < lengths[:, None])
+    if positions == "last":
+        return ar == (lengths[:, None] - 1)
+    if positions == "all":
+        return ar < lengths[:, None]
+    raise ValueError(f"positions must be 'last', 'all' or a mask, got {positions!r}")
+
+
+class GPTRec(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_items: int):
+        super().__init__()
+        self.cfg, self.n_items = cfg, n_items
+        self.item_emb = nn.Embedding(n_items + 1, cfg.d_model, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.apply(self._init)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    @property
+    def state_names(self) -> list[str]:
+        return ["embed", *(f"block.{i}" for i in range(len(self.blocks))), "final"]
+
+    def forward(self, items: torch.Tensor, lengths: torch.Tensor | None = None,
+                capture: Sequence[str] = (), interventions: Mapping[str, Intervention] | None = None) -> ModelOutput:
+        """items: (B, T) right-padded dense indices. Returns the final hidden states and any captured ones."""
+        B, T = items.shape
+        if T > self.cfg.max_len:
+            raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
+        interventions = interventions or {}
+        unknown = [n for n in (*capture, *interventions) if n not in self.state_names]
+        if unknown:
+            raise KeyError(f"unknown hidden state(s) {unknown}; known: {self.state_names}")
+        if lengths is None:
+            lengths = (items != 0).sum(1)
+        captured: dict[str, torch.Tensor] = {}
+
+        def visit(name: str, h: torch.Tensor) -> torch.Tensor:
+            iv = interventions.get(name)
+            if iv is not None:
+                mask = position_mask(iv.positions, lengths, T)
+                rows = mask.nonzero()[:, 0]
+                h = h.clone()
+                h[mask] = iv.fn(h[mask], rows).to(h.dtype)
+            if name in capture:
+                captured[name] = h
+            return h
+
+        pos = torch.arange(T, device=items.device)
+        x = visit("embed", self.drop(self.item_emb(items) + self.pos_emb(pos)[None]))
+        for i, block in enumerate(self.blocks):
+            x = visit(f"block.{i}", block(x))
+        x = visit("final", self.ln_f(x))
+        return ModelOutput(x, captured)
+
+    def item_weights(self) -> torch.Tensor:
+        """Output head (tied to the input embedding), without the padding row: (V, d)."""
+        return self.item_emb.weight[1:]
+
+    def scores(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits over items 1..V for hidden vectors (..., d); column j is dense index j + 1."""
+        return hidden @ self.item_weights().T
+
+    def last_hidden(self, out: ModelOutput, lengths: torch.Tensor) -> torch.Tensor:
+        return out.hidden[torch.arange(len(lengths), device=lengths.device), lengths - 1]

@@ -1,0 +1,32 @@
+"""Start or join Ray once per process (the embedded local default, or RAY_ADDRESS for a cluster)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("saerec")
+
+
+def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_store_mb: int = 512) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Loopback-only local clusters: token auth (default since Ray 2.59) only gets in the way of
+    # `ray start --address` and friends; a cluster started elsewhere keeps its own setting.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address != "local":
+        ray.init(address=address, logging_level=logging.WARNING)
+        return
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+             object_store_memory=object_store_mb * 1024 * 1024, logging_level=logging.WARNING,
+             log_to_driver=True)
+    log.info("started a local Ray runtime with %s CPUs", ray.cluster_resources().get("CPU"))
+
+
+def cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1))

@@ -1,0 +1,87 @@
+"""The run directory: the one artifact layout every stage reads and writes.
+
+```
+RUN/
+  config.yaml                 resolved config of the last command
+  data/                       interactions.parquet (with a `part` column: rec / sae / test),
+                              items.parquet (item attributes), split.json (cut time, sizes, drops)
+  recommender/                model.safetensors, config.json, items.parquet (dense index <-> item id),
+                              metrics.json, history.json (per epoch), ray/ (Ray Train storage)
+  activations/ sae/ interpret/ steer/   later stages
+  report.md
+```
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import RunError
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.root = Path(path).expanduser().resolve()
+
+    # folders --------------------------------------------------------------
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def recommender(self) -> Path:
+        return self.root / "recommender"
+
+    def stage(self, name: str) -> Path:
+        p = self.root / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    # files ----------------------------------------------------------------
+    def write_json(self, rel: str, obj: Any) -> Path:
+        p = self.root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+        tmp.replace(p)
+        return p
+
+    def read_json(self, rel: str) -> Any:
+        p = self.root / rel
+        if not p.exists():
+            raise RunError(f"{p} is missing; {_hint(rel)}")
+        return json.loads(p.read_text())
+
+    def read_parquet(self, rel: str) -> pd.DataFrame:
+        p = self.root / rel
+        if not p.exists():
+            raise RunError(f"{p} is missing; {_hint(rel)}")
+        return pd.read_parquet(p)
+
+    def has(self, rel: str) -> bool:
+        return (self.root / rel).exists()
+
+
+def _hint(rel: str) -> str:
+    if rel.startswith("data/"):
+        return "run `saerec data --run RUN` or `saerec train --run RUN` first"
+    if rel.startswith("recommender/"):
+        return "run `saerec train --run RUN` first"
+    return "run the stage that writes it first"
+
+
+def _json_default(o):
+    import numpy as np
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")

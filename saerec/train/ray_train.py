@@ -1,0 +1,226 @@
+"""GPTRec training on Ray Train: data-parallel workers (gloo on CPU, NCCL on GPU), a checkpoint
+every epoch, early stopping on validation NDCG@10, resume from the last checkpoint after a failure.
+
+The driver packs the training windows and validation set into the object store once; each worker
+builds the same length-bucketed batch list per epoch and takes its share (equal counts, so DDP
+steps stay in lockstep). Validation is sharded across workers and summed with all_reduce, so
+every worker takes the same early-stopping decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig, RunConfig, TrainConfig
+from ..data.prepare import Prepared
+from ..errors import RunError
+from ..eval.metrics import ranking_metrics
+from ..eval.ranking import recommend
+from ..model.checkpoint import WEIGHTS, save_model
+from ..model.gptrec import GPTRec
+from ..progress import Progress, fmt_seconds
+from ..rundir import RunDir
+from .batching import bucket_batches, make_windows, shard_batches
+from .loop import train_epoch, unwrap
+
+log = logging.getLogger("saerec.train")
+
+EXPERIMENT = "gptrec"
+
+
+def _pack(arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    lens = np.array([len(a) for a in arrays], dtype=np.int64)
+    flat = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
+    return {"flat": flat, "offsets": np.concatenate([[0], np.cumsum(lens)])}
+
+
+def _unpack(p: dict[str, np.ndarray]) -> list[np.ndarray]:
+    o = p["offsets"]
+    return [p["flat"][o[i]: o[i + 1]] for i in range(len(o) - 1)]
+
+
+def _allreduce(values: list[float]) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _validate(core: GPTRec, inputs: list[np.ndarray], targets: np.ndarray, rank: int, world: int,
+              device, batch_size: int) -> dict[str, float]:
+    mine = np.arange(rank, len(inputs), world)
+    if len(mine):
+        topk = recommend(core, [inputs[i] for i in mine], k=10, batch_size=batch_size, device=device)
+        m = ranking_metrics(topk, targets[mine], core.n_items)
+        sums = [m["ndcg@10"] * len(mine), m["hit_rate@10"] * len(mine), float(len(mine))]
+    else:
+        sums = [0.0, 0.0, 0.0]
+    ndcg, hr, n = _allreduce(sums)
+    return {"val_ndcg@10": ndcg / max(n, 1), "val_hit_rate@10": hr / max(n, 1)}
+
+
+def worker_loop(config: dict) -> None:
+    """Runs on every Ray Train worker."""
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    local_world = max(ctx.get_local_world_size(), 1)
+    torch.set_num_threads(max(1, min(int(config["cpus_per_worker"]), (os.cpu_count() or 1) // local_world)))
+    mc, tc = ModelConfig(**config["model"]), TrainConfig(**config["train"])
+    data = ray.get(config["data_ref"])
+    windows, val_inputs = _unpack(data["windows"]), _unpack(data["val_inputs"])
+    val_targets, lengths = data["val_targets"], np.array([len(w) - 1 for w in windows])
+    log_q = torch.from_numpy(data["log_q"]) if data.get("log_q") is not None else None
+
+    torch.manual_seed(tc.seed)
+    model = ray.train.torch.prepare_model(GPTRec(mc, int(data["n_items"])))
+    device = ray.train.torch.get_device()
+    core = unwrap(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    state = {"epoch": 0, "best_ndcg": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [],
+             "seconds_to_best": None, "train_seconds": 0.0, "train_tokens": 0}
+    best_weights = None
+
+    from safetensors.torch import load_file
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:   # resume after a failure or an interrupted job
+        with ckpt.as_directory() as d:
+            core.load_state_dict(load_file(os.path.join(d, WEIGHTS), device=str(device)))
+            opt.load_state_dict(torch.load(os.path.join(d, "optimizer.pt"), weights_only=True))
+            best_weights = load_file(os.path.join(d, "best.safetensors"))
+            state = json.loads(Path(d, "state.json").read_text())
+        if rank == 0:
+            print(f"[saerec] resumed from checkpoint after epoch {state['epoch']}", flush=True)
+
+    say = (lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None)
+    epoch_times: list[float] = []
+    for epoch in range(state["epoch"], tc.epochs):
+        rng = np.random.default_rng([tc.seed, epoch])
+        batches = shard_batches(bucket_batches(lengths, tc.batch_tokens, rng), rank, world)
+        prog = Progress(f"epoch {epoch + 1}", sum(int(lengths[b].sum()) for b in batches), unit="tok",
+                        every_s=30, printer=say)
+        t_epoch = time.perf_counter()
+        stats = train_epoch(model, opt, windows, batches, tc, device, log_q, prog)
+        tokens, seconds = _allreduce([float(stats.tokens), 0.0])[0], stats.seconds
+        val = _validate(core, val_inputs, val_targets, rank, world, device, tc.eval_batch_size)
+        epoch_times.append(time.perf_counter() - t_epoch)
+        state["train_seconds"] += seconds
+        state["train_tokens"] += int(tokens)
+        improved = val["val_ndcg@10"] > state["best_ndcg"]
+        if improved:
+            state.update(best_ndcg=val["val_ndcg@10"], best_epoch=epoch + 1, bad_epochs=0,
+                         seconds_to_best=time.time() - config["t_start"])
+            best_weights = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+        row = {"epoch": epoch + 1, "loss": stats.loss, "tokens_per_second": tokens / max(seconds, 1e-9),
+               "padding_fraction": 1 - stats.tokens / max(stats.padded, 1), **val}
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        stop = state["bad_epochs"] >= tc.patience or epoch + 1 >= tc.epochs
+        left = min(tc.epochs - epoch - 1, tc.patience - state["bad_epochs"])
+        say(f"[saerec] epoch {epoch + 1}/{tc.epochs} | loss {stats.loss:.4f} | {row['tokens_per_second']:,.0f} tok/s"
+            f" | val ndcg@10 {val['val_ndcg@10']:.4f} (best {state['best_ndcg']:.4f} @ {state['best_epoch']})"
+            f" | {epoch_times[-1]:.1f}s/epoch | ETA <= {fmt_seconds(left * np.median(epoch_times))}"
+            + (" | early stop" if stop and epoch + 1 < tc.epochs else ""))
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                from safetensors.torch import save_file
+                save_model(tmp, core, {"epoch": epoch + 1})
+                save_file(best_weights, os.path.join(tmp, "best.safetensors"))
+                torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
+                Path(tmp, "state.json").write_text(json.dumps(state))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report({**row, "best_val_ndcg@10": state["best_ndcg"], "stop": stop}, checkpoint=checkpoint)
+        if stop:
+            break
+
+
+def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: bool = False,
+                      t_start: float | None = None) -> dict:
+    """Train GPTRec with Ray Train and write ``RUN/recommender/`` (best weights + history)."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ..raycluster import cluster_cpus, ensure_ray
+
+    t_start = t_start or time.time()
+    mc, tc = cfg.model, cfg.train
+    if tc.num_workers < 1:
+        raise RunError("train.num_workers must be >= 1")
+    rec = prepared.sequences("rec")
+    windows = make_windows(rec, mc.max_len, tc.windows)
+    val_users, val_inputs, val_targets = prepared.eval_set("sae", mc.max_len, users=prepared.split.val_users)
+    log_q = None
+    if tc.loss == "sampled" and tc.negatives == "inbatch":
+        counts = np.bincount(rec.items, minlength=prepared.index.size + 1)[1:].astype(np.float64) + 1.0
+        log_q = np.log(counts / counts.sum()).astype(np.float32)
+    ensure_ray()
+    data_ref = ray.put({"windows": _pack(windows), "val_inputs": _pack(val_inputs), "val_targets": val_targets,
+                        "n_items": prepared.index.size, "log_q": log_q})
+    use_gpu = tc.use_gpu if tc.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
+    cpus = tc.cpus_per_worker or max(1.0, float(int(cluster_cpus() // tc.num_workers)))
+    storage = run.recommender / "ray"
+    if not resume and (storage / EXPERIMENT).exists():
+        shutil.rmtree(storage / EXPERIMENT)
+    storage.mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"model": asdict(mc), "train": asdict(tc), "data_ref": data_ref,
+                           "cpus_per_worker": cpus, "t_start": t_start},
+        scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus}),
+        run_config=RayRunConfig(name=EXPERIMENT, storage_path=str(storage),
+                                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                failure_config=FailureConfig(max_failures=tc.max_failures)),
+    )
+    log.info("training GPTRec: %d windows, %d validation users, %d workers x %.1f CPU%s", len(windows),
+             len(val_users), tc.num_workers, cpus, " + GPU" if use_gpu else "")
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    with result.checkpoint.as_directory() as d:
+        state = json.loads(Path(d, "state.json").read_text())
+        out = run.recommender
+        save_model(out, _load_into_model(mc, prepared.index.size, Path(d, "best.safetensors")),
+                   {"best_epoch": state["best_epoch"], "dataset": prepared.meta.get("dataset")})
+    prepared.items.merge(pd_index_frame(prepared), on="item_id").to_parquet(out / "items.parquet", index=False)
+    run.write_json("recommender/split.json", prepared.meta)
+    run.write_json("recommender/history.json", state["history"])
+    tps = state["train_tokens"] / max(state["train_seconds"], 1e-9)
+    return {"best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
+            "best_val_ndcg@10": state["best_ndcg"], "train_tokens_per_second": tps,
+            "seconds_to_best_checkpoint": state["seconds_to_best"], "train_seconds": state["train_seconds"],
+            "num_workers": tc.num_workers, "use_gpu": bool(use_gpu)}
+
+
+def _load_into_model(mc: ModelConfig, n_items: int, path: Path) -> GPTRec:
+    from safetensors.torch import load_file
+
+    model = GPTRec(mc, n_items)
+    model.load_state_dict(load_file(str(path)))
+    return model
+
+
+def pd_index_frame(prepared: Prepared):
+    import pandas as pd
+
+    return pd.DataFrame({"item_id": prepared.index.item_ids,
+                         "index": np.arange(1, prepared.index.size + 1, dtype=np.int64)})
