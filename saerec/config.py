@@ -62,7 +62,7 @@ class TrainConfig:
     patience: int = 10                # epochs without validation NDCG@10 improvement
     lr: float = 1e-3
     weight_decay: float = 0.0
-    batch_tokens: int = 8192          # token budget per batch (length-bucketed, little padding)
+    batch_tokens: int = 4096          # token budget per batch (length-bucketed, little padding)
     windows: str = "last"             # "last": the most recent max_len+1 items per user; "all": every chunk
     loss: str = "ce"                  # "ce" full softmax, or "sampled" (sampled softmax with logQ correction)
     num_negatives: int = 1024         # for loss == "sampled"
@@ -71,6 +71,7 @@ class TrainConfig:
     cpus_per_worker: float | None = None   # default: the cluster's CPUs split evenly
     use_gpu: bool | None = None       # None: auto-detect
     seed: int = 0
+    ce_chunk: int = 256               # rows per chunk of the fused full-softmax CE on CPU (0: plain)
     eval_batch_size: int = 256
     max_failures: int = 0
 

@@ -20,9 +20,13 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_s
     if address and address != "local":
         ray.init(address=address, logging_level=logging.WARNING)
         return
+    # Without the dashboard, Ray Train's placement-group cleaner warns every few seconds that the
+    # state API is unavailable; worker loggers at ERROR keep the console readable (our progress
+    # lines are prints). SAEREC_RAY_LOG_LEVEL=INFO brings Ray's messages back.
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
              object_store_memory=object_store_mb * 1024 * 1024, logging_level=logging.WARNING,
-             log_to_driver=True)
+             log_to_driver=True,
+             logging_config=ray.LoggingConfig(log_level=os.environ.get("SAEREC_RAY_LOG_LEVEL", "ERROR")))
     log.info("started a local Ray runtime with %s CPUs", ray.cluster_resources().get("CPU"))
 
 

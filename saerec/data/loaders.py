@@ -68,7 +68,7 @@ def _diagnose(path: Path, sep: str, fields: tuple[str, ...], numeric: dict[str, 
             if header and lineno == 1:
                 continue
             if not line.strip():
-                return DataError(f"{path}:{lineno}: empty line")
+                continue   # blank lines carry no data (the fast path skips them too)
             parts = line.split(sep)
             if len(parts) != len(fields):
                 if len(parts) == 1:

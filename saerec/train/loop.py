@@ -46,7 +46,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, window
         y = tgt[mask]
         W = core.item_weights()
         if cfg.loss == "ce":
-            loss = full_ce(h, W, y)
+            loss = full_ce(h, W, y, chunk=cfg.ce_chunk)
         else:
             loss = sampled_ce(h, W, y, cfg.num_negatives, log_q if cfg.negatives == "inbatch" else None)
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,257 @@
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import data_folder
+from saerec.config import SplitConfig
+from saerec.data.attributes import attribute_columns, build_attributes, genre_columns
+from saerec.data.loaders import detect_format, load_folder, parse_year
+from saerec.data.sequences import ItemIndex, build_sequences, eval_pairs
+from saerec.data.split import new_users_cut, split
+from saerec.data.synthetic import SyntheticConfig, generate, write_parquet
+from saerec.errors import DataError, DatasetNotFound
+
+
+# ----------------------------------------------------------------- loaders on the real files
+@pytest.mark.parametrize("name, fmt, n", [
+    ("ml-1m-users-1-2999", "movielens-1m", 487_650),
+    ("ml-latest-small", "movielens-csv", 100_836),
+    ("ml-100k", "movielens-100k", 100_000),
+])
+def test_real_folders_load(name, fmt, n):
+    folder = data_folder(name)
+    assert detect_format(folder) == fmt
+    ds = load_folder(folder)
+    assert len(ds.interactions) == n
+    assert set(ds.interactions["item_id"]) <= set(ds.items["item_id"])
+    assert ds.interactions.dtypes["timestamp"] == np.int64
+    attrs = build_attributes(ds.items, ds.interactions)
+    genres = genre_columns(attrs)
+    assert "Sci-Fi" in genres and "Children" in genres and "Children's" not in genres
+    assert any(c.startswith("decade:") for c in attribute_columns(attrs))
+    toy = attrs[attrs["title"].str.startswith("Toy Story (1995)")].iloc[0]
+    assert toy["year"] == 1995 and toy["decade"] == "1990s" and toy["Animation"] and not toy["Horror"]
+
+
+def test_ml20m_movies_csv_parses():
+    folder = data_folder("ml-20m")
+    from saerec.data.loaders import normalise_genres
+    import pyarrow.csv as pacsv
+    mv = pacsv.read_csv(folder / "movies.csv").to_pandas()
+    assert len(mv) == 27_278
+    assert normalise_genres(["(no genres listed)"]) == []
+
+
+def test_parse_year():
+    assert parse_year("Toy Story (1995)") == 1995
+    assert parse_year("Babylon 5") is None
+    assert parse_year("Cosmos (1980) ") == 1980
+
+
+# ----------------------------------------------------------------- bad input
+def write(p: Path, text: str, enc="utf-8") -> Path:
+    p.write_bytes(text.encode(enc))
+    return p
+
+
+@pytest.fixture
+def ml1m(tmp_path):
+    write(tmp_path / "movies.dat", "1::Toy Story (1995)::Animation|Children's\n2::Heat (1995)::Action\n", "latin-1")
+    write(tmp_path / "ratings.dat", "1::1::5::100\n1::2::3::200\n2::1::4::150\n")
+    return tmp_path
+
+
+def test_ml1m_good(ml1m):
+    write(ml1m / "ratings.dat", "1::1::5::100\n\n1::2::3::200\n2::1::4::150\n")   # blank lines carry no data
+    ds = load_folder(ml1m)
+    assert len(ds.interactions) == 3 and ds.items.loc[0, "genres"] == ["Animation", "Children"]
+
+
+@pytest.mark.parametrize("ratings, message", [
+    ("1::1::5::100\n1::2::3\n", r"ratings.dat:2: expected 4 fields"),
+    ("1::1::5::100\n1::x::3::200\n", r"ratings.dat:2: field item_id must be int, got 'x'"),
+    ("1,1,5,100\n", r"ratings.dat:1: expected fields separated by '::'"),
+])
+def test_ml1m_bad_ratings_name_file_and_line(ml1m, ratings, message):
+    write(ml1m / "ratings.dat", ratings)
+    with pytest.raises(DataError, match=message):
+        load_folder(ml1m)
+
+
+def test_ml1m_bad_movies_line(ml1m):
+    write(ml1m / "movies.dat", "1::Toy Story (1995)::Animation\n2::Heat (1995)\n", "latin-1")
+    with pytest.raises(DataError, match=r"movies.dat:2: expected 3 '::'-separated fields"):
+        load_folder(ml1m)
+
+
+def test_csv_missing_column_and_bad_value(tmp_path):
+    write(tmp_path / "movies.csv", 'movieId,title,genres\n1,"Heat, The (1995)",Action\n')
+    write(tmp_path / "ratings.csv", "userId,movieId,timestamp\n1,1,100\n")
+    with pytest.raises(DataError, match=r"ratings.csv:1: header must start with .*missing: rating"):
+        load_folder(tmp_path)
+    write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\r\n1,1,4.5,100\r\n1,1,4.0,abc\r\n")
+    with pytest.raises(DataError, match=r"ratings.csv:3: field timestamp must be int, got 'abc'"):
+        load_folder(tmp_path)
+    write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\r\n1,1,4.5,100\r\n")
+    ds = load_folder(tmp_path)
+    assert ds.items.loc[0, "title"] == "Heat, The (1995)" and ds.interactions["rating"].iloc[0] == 4.5
+
+
+def test_ml100k_bad_line(tmp_path):
+    write(tmp_path / "u.item", "1|Toy Story (1995)|01-Jan-1995||url|" + "|".join(["0"] * 19) + "\n", "latin-1")
+    write(tmp_path / "u.data", "1\t1\t5\t100\n2\t1\t4\n")
+    with pytest.raises(DataError, match=r"u.data:2: expected 4 fields"):
+        load_folder(tmp_path)
+
+
+def test_parquet_schema_and_missing_column(tmp_path):
+    pd.DataFrame({"user_id": [1, 1, 2], "item_id": [10, 11, 10],
+                  "timestamp": pd.to_datetime([1, 2, 3], unit="s")}).to_parquet(tmp_path / "interactions.parquet")
+    pd.DataFrame({"item_id": [10, 11], "genres": [["Rock"], ["Jazz", "Rock"]],
+                  "energetic": [True, False]}).to_parquet(tmp_path / "items.parquet")
+    ds = load_folder(tmp_path)
+    assert ds.interactions["timestamp"].tolist() == [1, 2, 3]
+    attrs = build_attributes(ds.items, ds.interactions)
+    assert {"Rock", "Jazz", "energetic", "popularity:high"} <= set(attribute_columns(attrs))
+    pd.DataFrame({"user_id": [1], "item": [10], "timestamp": [1]}).to_parquet(tmp_path / "interactions.parquet")
+    with pytest.raises(DataError, match=r"interactions.parquet: missing column\(s\) item_id"):
+        load_folder(tmp_path)
+
+
+def test_unknown_layout(tmp_path):
+    write(tmp_path / "foo.txt", "x")
+    with pytest.raises(DataError, match="unrecognised dataset layout"):
+        load_folder(tmp_path)
+
+
+def test_min_rating_filter_counts_what_it_drops(ml1m):
+    ds = load_folder(ml1m, min_rating=4)
+    assert len(ds.interactions) == 2 and ds.dropped == {"rating_below_min": 1}
+
+
+# ----------------------------------------------------------------- download / resolution
+def test_offline_missing_dataset_says_what_to_do(tmp_path, monkeypatch):
+    from saerec.data.download import resolve
+    monkeypatch.setenv("SAEREC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SAEREC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SAEREC_OFFLINE", "1")
+    with pytest.raises(DatasetNotFound, match=r"download .*ml-1m.zip \(md5 c4d9eecfca2ab87c1945afe126590906\)"):
+        resolve("ml-1m")
+    (tmp_path / "data" / "ml-1m").mkdir(parents=True)
+    assert resolve("ml-1m") == tmp_path / "data" / "ml-1m"          # local copy wins, no download
+
+
+def test_download_checks_md5_and_caches(tmp_path, monkeypatch):
+    """A real HTTP download over loopback of a GroupLens-shaped zip."""
+    import hashlib
+    import http.server
+    import threading
+    from functools import partial
+    from saerec.data import download as dl
+
+    src = data_folder("ml-100k")
+    served = tmp_path / "served"
+    served.mkdir()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in ("u.data", "u.item", "u.genre"):
+            zf.write(src / f, f"ml-100k/{f}")
+    (served / "ml-100k.zip").write_bytes(buf.getvalue())
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("SAEREC_GROUPLENS_URL", f"http://127.0.0.1:{httpd.server_address[1]}/")
+        monkeypatch.setenv("SAEREC_CACHE_DIR", str(tmp_path / "cache"))
+        monkeypatch.delenv("SAEREC_DATA_DIR", raising=False)
+        monkeypatch.setenv("SAEREC_OFFLINE", "0")
+        good = hashlib.md5(buf.getvalue()).hexdigest()
+        monkeypatch.setitem(dl.GROUPLENS, "ml-100k", dl.Remote("ml-100k.zip", "0" * 32, "ml-100k"))
+        with pytest.raises(DataError, match="md5 mismatch"):
+            dl.resolve("ml-100k")
+        assert not (tmp_path / "cache" / "ml-100k").exists()           # nothing unpacked
+        monkeypatch.setitem(dl.GROUPLENS, "ml-100k", dl.Remote("ml-100k.zip", good, "ml-100k"))
+        folder = dl.resolve("ml-100k")
+        assert folder == tmp_path / "cache" / "ml-100k" and len(load_folder(folder).interactions) == 100_000
+        httpd.shutdown()
+        assert dl.resolve("ml-100k") == folder                         # cached: no network needed
+    finally:
+        httpd.server_close()
+
+
+# ----------------------------------------------------------------- split
+def hand_made() -> pd.DataFrame:
+    rows = []
+    # users 1-8 start at t=1..8; users 9, 10 start last (t=20, 21) -> 2 newest of 10 = 20%
+    for u in range(1, 9):
+        rows += [(u, 100 + u, u), (u, 200, u + 10), (u, 300 + u, u + 30)]
+    rows += [(9, 200, 20), (9, 101, 22), (9, 999, 23), (10, 102, 21), (10, 103, 25)]
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+def test_split_matches_hand_made_example():
+    df = hand_made()
+    assert new_users_cut(df, 0.2) == 20
+    sp = split(df, SplitConfig(test_fraction=0.2, sae_fraction=0.25, seed=1))
+    assert sp.cut_time == 20
+    test = sp.part("test")
+    assert set(test["user_id"]) == {9, 10}
+    assert 999 not in set(test["item_id"])                            # cold item dropped
+    assert sp.stats["dropped_test_cold_interactions"] == 1
+    train = sp.train()
+    assert (train["timestamp"] < 20).all()
+    assert len(train) == 16                                            # 8 users x 2 interactions before T
+    assert sp.stats["interactions_after_cut_of_train_users"] == 8
+    assert sp.stats["sae_users"] == 2 and sp.stats["rec_users"] == 6
+
+
+def test_split_has_no_leakage_on_movielens():
+    ds = load_folder(data_folder("ml-1m-users-1-2999"))
+    sp = split(ds.interactions, SplitConfig())
+    rec, sae, test = (sp.part(p) for p in ("rec", "sae", "test"))
+    train = sp.train()
+    assert (train["timestamp"] < sp.cut_time).all()
+    starts = ds.interactions.groupby("user_id")["timestamp"].min()
+    assert (starts[test["user_id"].unique()] >= sp.cut_time).all()    # test users are new after T
+    assert set(test["user_id"]).isdisjoint(train["user_id"])
+    assert set(rec["user_id"]).isdisjoint(sae["user_id"])
+    assert set(test["item_id"]) <= set(train["item_id"])
+    assert set(sp.val_users) <= set(sae["user_id"])
+    assert set(sp.val_users).isdisjoint(rec["user_id"])                # validation never in recommender training
+    n_train_users = train["user_id"].nunique()
+    assert abs(sae["user_id"].nunique() - 0.4 * n_train_users) <= 1
+    assert abs(test["user_id"].nunique() - 0.1 * ds.interactions["user_id"].nunique()) <= 5
+    assert train.groupby("user_id").size().min() >= 2
+    # deterministic under the seed
+    again = split(ds.interactions, SplitConfig())
+    assert set(again.part("sae")["user_id"]) == set(sae["user_id"])
+
+
+def test_eval_pairs_input_is_history_minus_last():
+    df = pd.DataFrame({"user_id": [1, 1, 1, 2, 2], "item_id": [5, 6, 7, 6, 5], "timestamp": [3, 1, 2, 1, 1]})
+    idx = ItemIndex.from_ids([5, 6, 7])
+    seqs = build_sequences(df, idx)
+    inputs, targets = eval_pairs(seqs, max_len=10)
+    assert idx.to_ids(inputs[0]).tolist() == [6, 7] and idx.to_ids([targets[0]]).tolist() == [5]
+    assert idx.to_ids(inputs[1]).tolist() == [6] and idx.to_ids([targets[1]]).tolist() == [5]   # file order on ties
+    assert idx.to_index([7, 42]).tolist() == [3, 0]
+
+
+# ----------------------------------------------------------------- synthetic
+def test_synthetic_plants_genres_and_streams(tmp_path):
+    ds = generate(SyntheticConfig(users=300, items=120, genres=5, seed=3))
+    assert ds.interactions.groupby(["user_id", "item_id"]).size().max() == 1
+    attrs = build_attributes(ds.items, ds.interactions)
+    assert {"Action", "Children", "Fantasy", "Sci-Fi", "Western"} <= set(genre_columns(attrs))
+    # users concentrate on few genres: the top genre of a user's first 10 items covers far more than 1/5
+    primary = dict(zip(ds.items["item_id"], [g[0] for g in ds.items["genres"]]))
+    first = ds.interactions.groupby("user_id").head(10).assign(g=lambda d: d["item_id"].map(primary))
+    share = first.groupby("user_id")["g"].agg(lambda s: s.value_counts(normalize=True).iloc[0]).mean()
+    assert share > 0.45
+    folder = write_parquet(tmp_path / "syn", SyntheticConfig(users=500, items=100, seed=1), chunk_users=128)
+    assert len(load_folder(folder).interactions) > 500 * 15

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+from sklearn.metrics import ndcg_score
+
+from saerec.eval.metrics import ranking_metrics, target_ranks
+from saerec.eval.ranking import mask_seen, popularity_topk
+import torch
+
+
+def test_hand_computed_values():
+    topk = np.array([[5, 3, 9], [1, 2, 4], [7, 8, 6], [3, 5, 1]])
+    targets = np.array([3, 4, 10, 3])
+    m = ranking_metrics(topk, targets, n_catalog=20, k=3)
+    # ranks: 1, 2, miss, 0
+    assert m["ndcg@3"] == pytest.approx((1 / np.log2(3) + 1 / np.log2(4) + 0 + 1) / 4)
+    assert m["hit_rate@3"] == pytest.approx(3 / 4)
+    assert m["mrr@3"] == pytest.approx((1 / 2 + 1 / 3 + 0 + 1) / 4)
+    assert m["coverage@3"] == pytest.approx(len({5, 3, 9, 1, 2, 4, 7, 8, 6}) / 20)
+    assert list(target_ranks(topk, targets)) == [1, 2, -1, 0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ndcg_matches_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    n_users, n_items, k = 50, 40, 10
+    scores = rng.normal(size=(n_users, n_items))          # continuous: no ties
+    targets = rng.integers(0, n_items, size=n_users)
+    topk = np.argsort(-scores, axis=1)[:, :k]
+    ours = ranking_metrics(topk, targets, n_items, k)["ndcg@10"]
+    y_true = np.zeros_like(scores)
+    y_true[np.arange(n_users), targets] = 1
+    assert ours == pytest.approx(ndcg_score(y_true, scores, k=k))
+
+
+def test_mask_seen_and_popularity():
+    scores = torch.zeros(2, 5)
+    inputs = torch.tensor([[1, 3, 0], [5, 0, 0]])          # dense indices, 0 = padding
+    masked = mask_seen(scores, inputs)
+    assert torch.isinf(masked[0, [0, 2]]).all() and torch.isfinite(masked[0, [1, 3, 4]]).all()
+    assert torch.isinf(masked[1, 4]) and torch.isfinite(masked[1, :4]).all()
+    counts = np.array([10.0, 50.0, 30.0, 5.0, 1.0])          # items 1..5
+    top = popularity_topk(counts, [np.array([2]), np.array([1, 3])], k=2)
+    assert top.tolist() == [[3, 1], [2, 4]]
