@@ -63,7 +63,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_tokens: int = 4096          # token budget per batch (length-bucketed, little padding)
-    windows: str = "last"             # "last": the most recent max_len+1 items per user; "all": every chunk
+    windows: str = "all"              # "all": every chunk of each history; "last": the most recent max_len+1 items (authors)
     loss: str = "ce"                  # "ce" full softmax, or "sampled" (sampled softmax with logQ correction)
     num_negatives: int = 1024         # for loss == "sampled"
     negatives: str = "uniform"        # "uniform" or "inbatch" (popularity-proportional)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -71,6 +72,13 @@ def _validate(core: GPTRec, inputs: list[np.ndarray], targets: np.ndarray, rank:
     return {"val_ndcg@10": ndcg / max(n, 1), "val_hit_rate@10": hr / max(n, 1)}
 
 
+def _say(msg: str) -> None:
+    """One progress line to the worker's stdout (Ray forwards it to the driver). Not ``print``:
+    Ray Train patches print in workers to log *and* echo, which shows every line twice."""
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
+
+
 def worker_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import ray
@@ -105,9 +113,9 @@ def worker_loop(config: dict) -> None:
             best_weights = load_file(os.path.join(d, "best.safetensors"))
             state = json.loads(Path(d, "state.json").read_text())
         if rank == 0:
-            print(f"[saerec] resumed from checkpoint after epoch {state['epoch']}", flush=True)
+            _say(f"[saerec] resumed from checkpoint after epoch {state['epoch']}")
 
-    say = (lambda m: print(m, flush=True)) if rank == 0 else (lambda m: None)
+    say = _say if rank == 0 else (lambda m: None)
     epoch_times: list[float] = []
     for epoch in range(state["epoch"], tc.epochs):
         rng = np.random.default_rng([tc.seed, epoch])
@@ -136,7 +144,8 @@ def worker_loop(config: dict) -> None:
         left = min(tc.epochs - epoch - 1, tc.patience - state["bad_epochs"])
         say(f"[saerec] epoch {epoch + 1}/{tc.epochs} | loss {stats.loss:.4f} | {row['tokens_per_second']:,.0f} tok/s"
             f" | val ndcg@10 {val['val_ndcg@10']:.4f} (best {state['best_ndcg']:.4f} @ {state['best_epoch']})"
-            f" | {epoch_times[-1]:.1f}s/epoch | ETA <= {fmt_seconds(left * np.median(epoch_times))}"
+            f" | {epoch_times[-1]:.1f}s/epoch | ETA {fmt_seconds(left * np.median(epoch_times))} if no further"
+            f" improvement (max {fmt_seconds((tc.epochs - epoch - 1) * np.median(epoch_times))})"
             + (" | early stop" if stop and epoch + 1 < tc.epochs else ""))
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
@@ -189,7 +198,10 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
                                      resources_per_worker={"CPU": cpus}),
         run_config=RayRunConfig(name=EXPERIMENT, storage_path=str(storage),
                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-                                failure_config=FailureConfig(max_failures=tc.max_failures)),
+                                failure_config=FailureConfig(max_failures=tc.max_failures),
+                                # Train's own per-report INFO lines drown the progress lines
+                                logging_config=ray.LoggingConfig(
+                                    log_level=os.environ.get("SAEREC_RAY_LOG_LEVEL", "WARNING"))),
     )
     log.info("training GPTRec: %d windows, %d validation users, %d workers x %.1f CPU%s", len(windows),
              len(val_users), tc.num_workers, cpus, " + GPU" if use_gpu else "")
