@@ -84,7 +84,7 @@ def test_ml1m_bad_ratings_name_file_and_line(ml1m, ratings, message):
 
 def test_ml1m_bad_movies_line(ml1m):
     write(ml1m / "movies.dat", "1::Toy Story (1995)::Animation\n2::Heat (1995)\n", "latin-1")
-    with pytest.raises(DataError, match=r"movies.dat:2: expected 3 '::'-separated fields"):
+    with pytest.raises(DataError, match=r"movies.dat:2: expected 3 '::'-separated fields \(MovieID::Title::Genres\)"):
         load_folder(ml1m)
 
 

@@ -133,6 +133,22 @@ def _ratings(df: pd.DataFrame, where: str) -> pd.DataFrame:
     return check_interactions(df, where)
 
 
+def _split_lines(path: Path, sep: str, n_fields: int, layout: str, encoding: str = "latin-1"):
+    """Yield (line number, fields) of a small metadata file, checking the field count of each line."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    with open(path, encoding=encoding) as fh:
+        for lineno, line in enumerate(fh, start=1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            parts = line.split(sep)
+            if len(parts) != n_fields:
+                raise DataError(f"{path}:{lineno}: expected {n_fields} {sep!r}-separated fields "
+                                f"({layout}), got {len(parts)}: {line[:80]!r}")
+            yield lineno, parts
+
+
 # --------------------------------------------------------------------------- formats
 def load_ml1m(folder: Path) -> Dataset:
     """MovieLens-1M (and ML-10M) ``::`` layout: ratings.dat, movies.dat (latin-1)."""
@@ -140,21 +156,13 @@ def load_ml1m(folder: Path) -> Dataset:
     df = _read_table(ratings_path, "::", RATING_FIELDS,
                      {"user_id": int, "item_id": int, "rating": float, "timestamp": int}, encoding="latin-1")
     ids, titles, genres = [], [], []
-    with open(movies_path, encoding="latin-1") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            parts = line.split("::")
-            if len(parts) != 3:
-                raise DataError(f"{movies_path}:{lineno}: expected 3 '::'-separated fields "
-                                f"(MovieID::Title::Genres), got {line[:80]!r}")
-            try:
-                ids.append(int(parts[0]))
-            except ValueError:
-                raise DataError(f"{movies_path}:{lineno}: MovieID must be int, got {parts[0]!r}") from None
-            titles.append(parts[1])
-            genres.append(normalise_genres(parts[2].split("|")))
+    for lineno, parts in _split_lines(movies_path, "::", 3, "MovieID::Title::Genres"):
+        try:
+            ids.append(int(parts[0]))
+        except ValueError:
+            raise DataError(f"{movies_path}:{lineno}: MovieID must be int, got {parts[0]!r}") from None
+        titles.append(parts[1])
+        genres.append(normalise_genres(parts[2].split("|")))
     return Dataset(folder.name, _ratings(df, str(ratings_path)), _items_frame(ids, titles, genres), str(folder))
 
 
@@ -188,25 +196,17 @@ def load_ml100k(folder: Path) -> Dataset:
         rows = [ln.split("|") for ln in genre_path.read_text(encoding="latin-1").splitlines() if ln.strip()]
         genre_names = [r[0] for r in sorted(rows, key=lambda r: int(r[1]))]
     ids, titles, genres = [], [], []
-    with open(item_path, encoding="latin-1") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            parts = line.split("|")
-            if len(parts) != 5 + len(genre_names):
-                raise DataError(f"{item_path}:{lineno}: expected {5 + len(genre_names)} '|'-separated fields, "
-                                f"got {len(parts)}")
-            try:
-                ids.append(int(parts[0]))
-                flags = [int(x) for x in parts[5:]]
-            except ValueError:
-                raise DataError(f"{item_path}:{lineno}: item id and genre flags must be integers") from None
-            title = parts[1]
-            if parse_year(title) is None and parts[2][-4:].isdigit():
-                title = f"{title} ({parts[2][-4:]})"
-            titles.append(title)
-            genres.append(normalise_genres(n for n, f in zip(genre_names, flags) if f))
+    for lineno, parts in _split_lines(item_path, "|", 5 + len(genre_names), "id|title|release|video|url|genre flags"):
+        try:
+            ids.append(int(parts[0]))
+            flags = [int(x) for x in parts[5:]]
+        except ValueError:
+            raise DataError(f"{item_path}:{lineno}: item id and genre flags must be integers") from None
+        title = parts[1]
+        if parse_year(title) is None and parts[2][-4:].isdigit():
+            title = f"{title} ({parts[2][-4:]})"
+        titles.append(title)
+        genres.append(normalise_genres(n for n, f in zip(genre_names, flags) if f))
     return Dataset(folder.name, _ratings(df, str(data_path)), _items_frame(ids, titles, genres), str(folder))
 
 

@@ -70,11 +70,36 @@ def prepare(run: RunDir, cfg: RunConfig, force: bool = False) -> Prepared:
     items = build_attributes(ds.items, sp.part("rec"), cfg.data.popularity_buckets)
     run.data.mkdir(parents=True, exist_ok=True)
     sp.interactions.to_parquet(run.data / "interactions.parquet", index=False)
+    write_sequences(sp, run.data / "sequences.parquet")
     items.to_parquet(run.data / "items.parquet", index=False)
     meta = {"config_hash": h, "dataset": ds.name, "source": ds.source, "loader_dropped": ds.dropped,
             **sp.meta()}
     run.write_json("data/split.json", meta)
     return Prepared(sp, items, ItemIndex.from_ids(sp.train()["item_id"]), meta)
+
+
+def write_sequences(sp: Split, path, row_group_users: int = 4096) -> None:
+    """One row per user: ``user_id``, ``part``, ``items`` (dataset item ids in time order).
+
+    Later stages stream this file with Ray Data (a user never spans two rows), so they never have
+    to regroup the interaction log in memory.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ints = sp.interactions
+    order = np.lexsort((np.arange(len(ints)), ints["timestamp"].to_numpy(), ints["user_id"].to_numpy()))
+    users = ints["user_id"].to_numpy()[order]
+    items = ints["item_id"].to_numpy()[order]
+    parts = ints["part"].astype(str).to_numpy()[order]
+    uniq, starts = np.unique(users, return_index=True)
+    offsets = np.append(starts, len(users)).astype(np.int32)
+    table = pa.table({
+        "user_id": pa.array(uniq, pa.int64()),
+        "part": pa.array(parts[starts]),
+        "items": pa.ListArray.from_arrays(pa.array(offsets), pa.array(items, pa.int64())),
+    })
+    pq.write_table(table, path, row_group_size=row_group_users)
 
 
 def load_prepared(run: RunDir) -> Prepared:

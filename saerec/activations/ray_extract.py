@@ -1,0 +1,74 @@
+"""Stream users through GPTRec with Ray Data and write one block's activations as Parquet shards.
+
+``read_parquet(RUN/data/sequences.parquet)`` -> keep one part (the SAE part for training, test for
+interpretation) -> ``map_batches(ActivationActor, compute=ActorPoolStrategy)``: each actor loads the
+checkpoint once -> ``write_parquet(RUN/activations/<part>/)``. Batches of users flow through with
+backpressure, so memory does not grow with the number of users. Columns: ``user_id``,
+``position``, ``item_id`` (the dataset's id), ``activation`` (fixed-size float32 tensor).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..rundir import RunDir
+
+log = logging.getLogger("saerec.activations")
+
+
+class ActivationActor:
+    """Holds one GPTRec replica; maps a batch of users to their activation rows."""
+
+    def __init__(self, recommender_dir: str, layer: str, threads: int = 1):
+        import torch
+
+        from ..data.sequences import ItemIndex
+        from ..model.checkpoint import load_model
+        import pandas as pd
+
+        torch.set_num_threads(max(1, threads))
+        self.model, _ = load_model(recommender_dir)
+        items = pd.read_parquet(Path(recommender_dir) / "items.parquet", columns=["item_id", "index"])
+        self.index = ItemIndex(items.sort_values("index")["item_id"].to_numpy())
+        self.layer = layer
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from .extract import block_activations
+
+        seqs = [self.index.to_index(np.asarray(s)) for s in batch["items"]]
+        seqs = [s[s > 0] for s in seqs]                       # items unknown to the model are skipped
+        keep = [i for i, s in enumerate(seqs) if len(s)]
+        rows = block_activations(self.model, batch["user_id"][keep], [seqs[i] for i in keep], self.layer)
+        rows["item_id"] = self.index.to_ids(rows.pop("item"))
+        return rows
+
+
+def extract(run: RunDir, part: str = "sae", layer: str = "block.0", actors: int = 1,
+            users_per_batch: int = 64, threads_per_actor: int = 1) -> Path:
+    """Write ``RUN/activations/<part>/*.parquet``; returns the folder."""
+    import ray
+    import ray.data
+
+    from ..raycluster import ensure_ray
+
+    ensure_ray()
+    out = run.stage("activations") / part
+    if out.exists():
+        shutil.rmtree(out)
+    src = str(run.data / "sequences.parquet")
+    ds = ray.data.read_parquet(src, columns=["user_id", "part", "items"])
+    ds = ds.filter(lambda r: r["part"] == part)
+    ds = ds.map_batches(
+        ActivationActor,
+        fn_constructor_kwargs={"recommender_dir": str(run.recommender), "layer": layer,
+                               "threads": threads_per_actor},
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_size=users_per_batch, batch_format="numpy", num_cpus=threads_per_actor,
+    )
+    ds.write_parquet(str(out), mode="overwrite", min_rows_per_file=200_000)
+    log.info("wrote activations of %s users (%s) to %s", part, layer, out)
+    return out

@@ -1,0 +1,185 @@
+"""The shared SAE interface and the tricks every kind uses.
+
+f = act(W_enc (x - b_dec) + b_enc),  x_hat = f W_dec + b_dec   (x already normalised)
+
+- Decoder rows (one per latent) are kept at unit norm: re-projected after every step, and the
+  gradient component parallel to each row is removed before the step (so Adam does not fight the
+  projection). With unit rows, a latent's activation is its contribution's length.
+- W_enc starts as W_dec^T; b_dec starts at the data mean (or geometric median).
+- Dead latents: a counter of activations since each latent last fired; ``dead_window`` without
+  firing = dead. TopK kinds add the AuxK loss (reconstruct the detached residual from the top
+  ``k_aux`` dead latents).
+- Weights stay fp32.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from .normalize import Normalizer
+
+KINDS = ("relu", "topk", "batchtopk", "jumprelu")
+
+
+@dataclass
+class SAEConfig:
+    kind: str = "relu"
+    n_latents: int = 2048
+    l1: float = 0.1                 # relu: L1 weight (paper: 0.1)
+    recon: str = "squared"          # "squared": ||x - x_hat||^2 (paper); "l2": ||x - x_hat|| (authors' library)
+    k: int = 32                     # topk / batchtopk: active latents per activation (mean, for batchtopk)
+    auxk_alpha: float = 1 / 32      # topk kinds: weight of the AuxK loss
+    k_aux: int | None = None        # default: d_in // 2
+    dead_window: int = 200_000      # activations without firing before a latent counts as dead
+    jump_bandwidth: float = 0.001   # jumprelu: straight-through rectangle width
+    jump_init_threshold: float = 0.001
+    l0: float = 0.01                # jumprelu: L0 penalty weight
+    b_dec_init: str = "mean"        # "mean" or "geometric_median"
+    normalization: str = "global"   # "global" (paper), "per_dim", "none"
+    lr: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 5
+    shuffle_buffer: int = 65_536
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"sae kind must be one of {KINDS}, got {self.kind!r}")
+        if self.recon not in ("squared", "l2"):
+            raise ValueError(f"recon must be 'squared' or 'l2', got {self.recon!r}")
+
+
+@dataclass
+class SAEOutput:
+    x_hat: torch.Tensor
+    f: torch.Tensor
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class SparseAutoencoder(nn.Module):
+    """Base class: subclasses define ``activation`` (pre-activations -> codes) and ``sparsity_loss``."""
+
+    def __init__(self, d_in: int, cfg: SAEConfig):
+        super().__init__()
+        self.d_in, self.cfg = d_in, cfg
+        g = torch.Generator().manual_seed(cfg.seed)
+        W_dec = torch.randn(cfg.n_latents, d_in, generator=g)
+        W_dec /= W_dec.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec)
+        self.W_enc = nn.Parameter(W_dec.T.clone())
+        self.b_enc = nn.Parameter(torch.zeros(cfg.n_latents))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.register_buffer("since_fired", torch.zeros(cfg.n_latents, dtype=torch.long))
+        self.normalizer = Normalizer.identity()
+
+    # ------------------------------------------------------------------ interface
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes for normalised activations; never depends on other rows of the batch."""
+        return self.activation(self.pre_acts(x))
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        return f @ self.W_dec + self.b_dec
+
+    def sparsity_loss(self, f: torch.Tensor, pre: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def train_codes(self, pre: torch.Tensor) -> torch.Tensor:
+        """Codes used in training (BatchTopK overrides: the batch decides there)."""
+        return self.activation(pre)
+
+    def forward(self, x: torch.Tensor) -> SAEOutput:
+        pre = self.pre_acts(x)
+        f = self.train_codes(pre) if self.training else self.activation(pre)
+        x_hat = self.decode(f)
+        err = (x - x_hat).pow(2).sum(-1)
+        recon = err.mean() if self.cfg.recon == "squared" else err.clamp_min(1e-12).sqrt().mean()
+        parts = {"recon": recon, **self.sparsity_loss(f, pre)}
+        if self.training:
+            self._track_dead(f)
+            aux = self.aux_loss(x, x_hat, pre)
+            if aux is not None:
+                parts["auxk"] = aux
+        return SAEOutput(x_hat, f, sum(parts.values()), parts)
+
+    # ------------------------------------------------------------------ training helpers
+    def aux_loss(self, x, x_hat, pre) -> torch.Tensor | None:
+        return None
+
+    @torch.no_grad()
+    def _track_dead(self, f: torch.Tensor) -> None:
+        fired = (f > 0).any(0)
+        self.since_fired += f.shape[0]
+        self.since_fired[fired] = 0
+
+    def dead_mask(self) -> torch.Tensor:
+        return self.since_fired >= self.cfg.dead_window
+
+    @torch.no_grad()
+    def init_b_dec(self, x: torch.Tensor) -> None:
+        """Decoder bias at the mean (or geometric median) of a sample of normalised activations."""
+        if self.cfg.b_dec_init == "geometric_median":
+            self.b_dec.copy_(geometric_median(x))
+        else:
+            self.b_dec.copy_(x.mean(0))
+
+    @torch.no_grad()
+    def remove_parallel_grads(self) -> None:
+        if self.W_dec.grad is not None:
+            W = self.W_dec
+            self.W_dec.grad -= (self.W_dec.grad * W).sum(1, keepdim=True) * W
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
+def geometric_median(x: torch.Tensor, iters: int = 100, eps: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm."""
+    y = x.mean(0)
+    for _ in range(iters):
+        w = 1.0 / (x - y).norm(dim=1).clamp_min(eps)
+        y_new = (w[:, None] * x).sum(0) / w.sum()
+        if (y_new - y).norm() < eps * max(1.0, float(y.norm())):
+            return y_new
+        y = y_new
+    return y
+
+
+def build_sae(d_in: int, cfg: SAEConfig) -> SparseAutoencoder:
+    from .jumprelu import JumpReLUSAE
+    from .relu import ReLUSAE
+    from .topk import BatchTopKSAE, TopKSAE
+
+    return {"relu": ReLUSAE, "topk": TopKSAE, "batchtopk": BatchTopKSAE, "jumprelu": JumpReLUSAE}[cfg.kind](d_in, cfg)
+
+
+def save_sae(folder: str | Path, sae: SparseAutoencoder, extra: dict | None = None) -> None:
+    """``sae.safetensors`` + ``cfg.json`` (architecture, normaliser, anything in ``extra``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
+    save_file(tensors, str(folder / "sae.safetensors"))
+    meta = {"d_in": sae.d_in, "sae": asdict(sae.cfg), "normalizer": sae.normalizer.to_dict(), **(extra or {})}
+    (folder / "cfg.json").write_text(json.dumps(meta, indent=2))
+
+
+def load_sae(folder: str | Path) -> tuple[SparseAutoencoder, dict]:
+    folder = Path(folder)
+    meta = json.loads((folder / "cfg.json").read_text())
+    sae = build_sae(int(meta["d_in"]), SAEConfig(**meta["sae"]))
+    sae.load_state_dict(load_file(str(folder / "sae.safetensors")))
+    sae.normalizer = Normalizer.from_dict(meta["normalizer"])
+    return sae.eval(), meta

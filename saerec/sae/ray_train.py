@@ -1,0 +1,191 @@
+"""SAE training on Ray Train over a Ray Data stream of activation shards.
+
+Workers read their split of ``RUN/activations/sae/*.parquet`` with ``get_dataset_shard`` (files
+shuffled per epoch, a local shuffle buffer per worker), normalise with the constants computed on
+the driver, and train data-parallel (DDP averages gradients; decoder projection runs after it, so
+every rank holds the same weights). One checkpoint per epoch: ``sae.safetensors`` + ``cfg.json`` +
+optimizer + state, so a killed worker resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..progress import Progress
+from .base import SAEConfig, build_sae, load_sae, save_sae
+from .normalize import Normalizer, NormStats
+from .trainer import make_optimizer, train_steps
+
+log = logging.getLogger("saerec.sae")
+EXPERIMENT = "sae"
+
+
+def _say(msg: str) -> None:
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
+
+
+def sae_worker_loop(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    logging.getLogger("ray.train").setLevel(os.environ.get("SAEREC_RAY_LOG_LEVEL", "WARNING"))
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.set_num_threads(max(1, int(config["threads"])))
+    cfg = SAEConfig(**config["sae"])
+    sae = build_sae(int(config["d_in"]), cfg)
+    sae.normalizer = Normalizer.from_dict(config["normalizer"])
+    with torch.no_grad():
+        sae.b_dec.copy_(torch.tensor(config["b_dec"], dtype=torch.float32))
+    opt = make_optimizer(sae)
+    state = {"epoch": 0, "history": [], "seconds": 0.0, "rows": 0}
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        from safetensors.torch import load_file
+        with ckpt.as_directory() as d:
+            sae.load_state_dict(load_file(os.path.join(d, "sae.safetensors")))
+            opt.load_state_dict(torch.load(os.path.join(d, "optimizer.pt"), weights_only=True))
+            state = json.loads(Path(d, "state.json").read_text())
+        if rank == 0:
+            _say(f"[saerec] SAE resumed after epoch {state['epoch']}")
+    model = ray.train.torch.prepare_model(sae)
+    core = getattr(model, "module", model)
+    shard = ray.train.get_dataset_shard("train")
+    norm = core.normalizer
+    for epoch in range(state["epoch"], cfg.epochs):
+        prog = Progress(f"SAE epoch {epoch + 1}", config.get("rows_per_worker"), unit="act", every_s=30,
+                        printer=_say if rank == 0 else (lambda m: None))
+        batches = (norm(b["activation"]) for b in shard.iter_torch_batches(
+            batch_size=cfg.batch_size, local_shuffle_buffer_size=cfg.shuffle_buffer,
+            dtypes=torch.float32, local_shuffle_seed=cfg.seed + epoch, drop_last=True))
+        t = time.perf_counter()
+        parts = _train_ddp(model, core, opt, batches, prog)
+        seconds = time.perf_counter() - t
+        state["seconds"] += seconds
+        state["rows"] += parts["rows"]
+        state["epoch"] = epoch + 1
+        row = {"epoch": epoch + 1, **parts, "activations_per_second": parts["rows"] / max(seconds, 1e-9),
+               "dead_fraction_window": float(core.dead_mask().float().mean())}
+        state["history"].append(row)
+        if rank == 0:
+            _say(f"[saerec] SAE epoch {epoch + 1}/{cfg.epochs} | loss {parts['loss']:.4f} | "
+                 + " | ".join(f"{k} {v:.4f}" for k, v in parts.items() if k not in ("loss", "rows"))
+                 + f" | {row['activations_per_second']:,.0f} act/s/worker")
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                save_sae(tmp, core)
+                torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
+                Path(tmp, "state.json").write_text(json.dumps(state))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(row, checkpoint=checkpoint)
+
+
+def _train_ddp(model, core, opt, batches, prog) -> dict:
+    """Like trainer.train_steps, but the forward goes through the DDP wrapper."""
+    sums, rows = {}, 0
+    model.train()
+    for x in batches:
+        out = model(x)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        core.remove_parallel_grads()
+        opt.step()
+        core.normalize_decoder()
+        n = x.shape[0]
+        rows += n
+        for k, v in {**out.parts, "loss": out.loss}.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
+        prog.update(n)
+    return {k: v / max(rows, 1) for k, v in sums.items()} | {"rows": rows}
+
+
+def activation_dataset(folder: Path):
+    import ray.data
+
+    return ray.data.read_parquet(str(folder), columns=["activation"], shuffle="files")
+
+
+def norm_and_init(folder: Path, mode: str, b_dec_init: str, sample_rows: int = 20_000) -> tuple[Normalizer, np.ndarray, int, int]:
+    """One streamed pass: normalisation constants, a sample for the decoder-bias init, row count, d."""
+    import pyarrow.parquet as pq
+
+    stats, sample, n, d = NormStats(mode), [], 0, None
+    for f in sorted(Path(folder).glob("*.parquet")):
+        pf = pq.ParquetFile(f)
+        for rb in pf.iter_batches(batch_size=65_536, columns=["activation"]):
+            x = _to_tensor(rb.column(0))
+            stats.update(x)
+            n += x.shape[0]
+            d = x.shape[1]
+            if sum(len(s) for s in sample) < sample_rows:
+                sample.append(x[: sample_rows])
+    norm = stats.finish()
+    xs = norm(torch.cat(sample)[:sample_rows])
+    from .base import geometric_median
+    b_dec = geometric_median(xs) if b_dec_init == "geometric_median" else xs.mean(0)
+    return norm, b_dec.numpy(), n, d
+
+
+def _to_tensor(col) -> torch.Tensor:
+    """An Arrow fixed-shape tensor / fixed-size-list column -> (N, d) float32 tensor."""
+    import pyarrow as pa
+
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if hasattr(arr, "to_numpy_ndarray"):
+        return torch.from_numpy(np.ascontiguousarray(arr.to_numpy_ndarray(), dtype=np.float32))
+    storage = arr.storage if hasattr(arr, "storage") else arr
+    d = storage.type.list_size
+    return torch.from_numpy(np.asarray(storage.flatten(), dtype=np.float32).reshape(-1, d).copy())
+
+
+def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int | None = None,
+              resume: bool = False) -> dict:
+    """Train an SAE on ``RUN/activations/sae`` with Ray Train; writes ``RUN/sae/sae.safetensors``+``cfg.json``."""
+    import shutil
+
+    from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ..raycluster import cluster_cpus, ensure_ray
+
+    ensure_ray()
+    acts = Path(run_root) / "activations" / "sae"
+    norm, b_dec, n_rows, d = norm_and_init(acts, cfg.normalization, cfg.b_dec_init)
+    # Train reserves its workers' CPUs; Ray Data's read tasks need what is left, so keep one logical
+    # CPU free for them (else the read hangs, see the Ray notes). Torch threads follow the machine.
+    reserve = max(1.0, (cluster_cpus() - 1) // num_workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // num_workers)
+    storage = Path(run_root) / "sae" / "ray"
+    if not resume and (storage / EXPERIMENT).exists():
+        shutil.rmtree(storage / EXPERIMENT)
+    storage.mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        sae_worker_loop,
+        train_loop_config={"sae": asdict(cfg), "d_in": d, "normalizer": norm.to_dict(), "b_dec": b_dec.tolist(),
+                           "threads": threads, "rows_per_worker": n_rows // num_workers},
+        scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": reserve}),
+        datasets={"train": activation_dataset(acts)},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=RunConfig(name=EXPERIMENT, storage_path=str(storage),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    with result.checkpoint.as_directory() as dd:
+        sae, _ = load_sae(dd)
+        state = json.loads(Path(dd, "state.json").read_text())
+    return {"sae": sae, "history": state["history"], "activations": n_rows, "d_in": d,
+            "train_activations_per_second": state["rows"] / max(state["seconds"], 1e-9) * num_workers}
