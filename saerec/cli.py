@@ -56,9 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flags(sp)
     sp = sub.add_parser("evaluate", help="evaluate RUN's recommender on the test users (and popularity)")
     _common(sp, data=False)
-    sp = sub.add_parser("run", help="the whole pipeline (data -> train -> evaluate) over one run directory")
+    sp = sub.add_parser("run", help="the whole pipeline (data -> train -> evaluate -> extract -> sae -> interpret) "
+                                         "over one run directory, with stage timings")
     _common(sp)
     _train_flags(sp)
+    sp = sub.add_parser("extract", help="stream SAE-part and test users through GPTRec with Ray Data; "
+                                        "writes RUN/activations/")
+    _common(sp, data=False)
+    sp.add_argument("--layer", help="hidden state to read: embed, block.0 (default), block.1, ..., final")
+    sp = sub.add_parser("sae", help="train the SAE on RUN/activations with Ray Train and measure it; writes RUN/sae/")
+    _common(sp, data=False)
+    sp.add_argument("--kind", choices=["relu", "topk", "batchtopk", "jumprelu"], help="SAE kind (default relu)")
+    sp = sub.add_parser("interpret", help="feature x attribute statistics, SAE vs neurons, feature catalog, "
+                                          "plots and report; writes RUN/interpret/")
+    _common(sp, data=False)
     sp = sub.add_parser("download", help="download a GroupLens dataset into the cache (md5-checked)")
     sp.add_argument("name", help="ml-1m, ml-20m, ml-100k or ml-latest-small")
     return p
@@ -87,6 +98,10 @@ def resolve_config(args) -> RunConfig:
         v = getattr(args, flag, None)
         if v is not None:
             setattr(cfg.train, key, v)
+    if getattr(args, "layer", None):
+        cfg.activations.layer = args.layer
+    if getattr(args, "kind", None):
+        cfg.sae.kind = args.kind
     return cfg
 
 
@@ -159,10 +174,82 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _stage_run(args) -> tuple:
+    from .rundir import RunDir
+
+    run = RunDir(args.run)
+    if not run.has("recommender/model.safetensors"):
+        raise SaerecError(f"{run.recommender}: no trained recommender; run `saerec train --run {args.run}` first")
+    cfg = resolve_config(args)
+    cfg.save(run.root / "config.yaml")
+    return run, cfg
+
+
+def cmd_extract(args) -> int:
+    from .sae.stage import extract_stage
+
+    run, cfg = _stage_run(args)
+    secs = extract_stage(run, cfg)
+    print(f"activations of {cfg.activations.layer} written to {run.root / 'activations'} "
+          + ", ".join(f"({p}: {s:.1f}s)" for p, s in secs.items()))
+    return 0
+
+
+def _print_sae(m: dict) -> None:
+    print(f"SAE {m['sae']['kind']} x{m['sae']['n_latents']} on {m['layer']}: explained variance "
+          f"{m['explained_variance']:.3f}, RMSE {m['rmse']:.3f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.1%}")
+    print(f"NDCG@10 original {m['ndcg@10_original']:.4f}, reconstructed {m['ndcg@10_reconstructed']:.4f}, "
+          f"with error term {m['ndcg@10_error_term']:.4f} (identical: {m['error_term_identical_to_original']}); "
+          f"{m['train_activations_per_second']:,.0f} activations/s")
+
+
+def cmd_sae(args) -> int:
+    from .sae.stage import extract_stage, sae_stage
+
+    run, cfg = _stage_run(args)
+    if not run.has("activations/meta.json"):
+        extract_stage(run, cfg)
+    _print_sae(sae_stage(run, cfg))
+    return 0
+
+
+def _print_interpret(s: dict) -> None:
+    print(f"mean top-feature correlation over genres: SAE {s['mean_top_correlation_sae']:.3f} vs neurons "
+          f"{s['mean_top_correlation_neurons']:.3f}")
+    for r in s["attributes"][:8]:
+        print(f"  {r['attribute']:<16} feature #{r['sae_feature']:<5} corr {r['sae_correlation']:.3f}  "
+              f"AUC {r['sae_auc']:.3f}  (best neuron {r['neuron_correlation']:.3f})")
+
+
+def cmd_interpret(args) -> int:
+    from .interpret.stage import interpret_stage
+
+    run, _ = _stage_run(args)
+    if not run.has("sae/sae.safetensors"):
+        raise SaerecError(f"{run.root / 'sae'}: no SAE; run `saerec sae --run {args.run}` first")
+    _print_interpret(interpret_stage(run))
+    print(f"wrote {run.root / 'interpret' / 'report.md'}")
+    return 0
+
+
 def cmd_run(args) -> int:
+    from .rundir import RunDir
+    from .sae.stage import extract_stage, sae_stage
+
     timings: dict[str, float] = {}
     t0 = time.time()
     rc = _train_and_evaluate(args, timings)
+    run, cfg = RunDir(args.run), RunConfig.load(RunDir(args.run).root / "config.yaml")
+    t = time.time()
+    extract_stage(run, cfg)
+    timings["extract"] = time.time() - t
+    t = time.time()
+    _print_sae(sae_stage(run, cfg))
+    timings["sae"] = time.time() - t
+    t = time.time()
+    from .interpret.stage import interpret_stage
+    _print_interpret(interpret_stage(run))
+    timings["interpret"] = time.time() - t
     timings["total"] = time.time() - t0
     print("stage timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return rc
@@ -178,7 +265,7 @@ def cmd_download(args) -> int:
 
 
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run,
-            "download": cmd_download}
+            "extract": cmd_extract, "sae": cmd_sae, "interpret": cmd_interpret, "download": cmd_download}
 
 
 def main(argv: list[str] | None = None) -> int:

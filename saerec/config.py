@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import UsageError
+from .sae.base import SAEConfig
 
 
 @dataclass
@@ -77,6 +78,20 @@ class TrainConfig:
 
 
 @dataclass
+class ActivationsConfig:
+    """Which hidden state the SAE reads, and how Ray Data streams users through the model."""
+
+    layer: str = "block.0"            # the paper: output of the first block
+    actors: int = 1                   # Ray Data actor pool size (one model replica each)
+    users_per_batch: int = 64
+
+
+@dataclass
+class SAEStageConfig:
+    num_workers: int = 1              # Ray Train workers for SAE training
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; saved as RUN/config.yaml."""
 
@@ -84,6 +99,9 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    activations: ActivationsConfig = field(default_factory=ActivationsConfig)
+    sae: SAEConfig = field(default_factory=SAEConfig)
+    sae_train: SAEStageConfig = field(default_factory=SAEStageConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

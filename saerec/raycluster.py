@@ -34,3 +34,17 @@ def cluster_cpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("CPU", 1))
+
+
+def quiet_ray_train_logs() -> None:
+    """Inside a Ray Train worker: drop Train's per-report INFO lines (one long line per epoch).
+
+    Some Train modules name their logger by file path (``getLogger(__file__)``), so match both forms.
+    ``SAEREC_RAY_LOG_LEVEL=INFO`` keeps them.
+    """
+    level = os.environ.get("SAEREC_RAY_LOG_LEVEL", "WARNING")
+    import ray.train  # noqa: F401  (make sure Train's loggers exist)
+
+    for name in ["ray.train", *logging.root.manager.loggerDict]:
+        if name.startswith("ray.train") or "/ray/train/" in name:
+            logging.getLogger(name).setLevel(level)

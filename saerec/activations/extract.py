@@ -1,4 +1,4 @@
-"""Hidden states of one named block at every non-padding position (plain torch)."""
+"""Hidden states of one named block at every real position of every user (plain torch)."""
 
 from __future__ import annotations
 
@@ -9,25 +9,40 @@ from ..model.gptrec import GPTRec
 from ..train.batching import pad_inputs
 
 
+def windows(seq: np.ndarray, max_len: int) -> list[tuple[int, np.ndarray]]:
+    """(start, window) pairs covering ``seq`` with model-length windows aligned to its end, as training does."""
+    out, end = [], len(seq)
+    while end > 0:
+        start = max(0, end - max_len)
+        out.append((start, seq[start:end]))
+        end = start
+    return out[::-1]
+
+
 @torch.no_grad()
 def block_activations(model: GPTRec, users: np.ndarray, seqs: list[np.ndarray], layer: str = "block.0",
                       max_len: int | None = None) -> dict[str, np.ndarray]:
-    """Rows for every real position of every sequence (each truncated to its most recent ``max_len``).
+    """Rows for every position of every sequence (longer ones in ``max_len`` windows).
 
-    Returns ``user_id``, ``position`` (0-based within the model input), ``item`` (dense index of the
-    item *at* that position: the paper labels a position with the attributes of its input item),
+    Returns ``user_id``, ``position`` (index in the user's whole history), ``item`` (dense index of
+    the item *at* that position: the paper labels a position with its input item's attributes) and
     ``activation`` (float32, (N, d)).
     """
     max_len = max_len or model.cfg.max_len
-    seqs = [s[-max_len:] for s in seqs]
-    items, lengths = pad_inputs(seqs)
-    out = model(items, lengths, capture=[layer])
-    h = out.captured[layer]
+    owners, starts, chunks = [], [], []
+    for u, s in zip(np.asarray(users), seqs):
+        for start, w in windows(np.asarray(s), max_len):
+            owners.append(u)
+            starts.append(start)
+            chunks.append(w)
+    items, lengths = pad_inputs(chunks)
+    h = model(items, lengths, capture=[layer]).captured[layer]
     mask = torch.arange(items.shape[1])[None, :] < lengths[:, None]
     rows, pos = mask.nonzero(as_tuple=True)
+    r = rows.numpy()
     return {
-        "user_id": np.asarray(users)[rows.numpy()].astype(np.int64),
-        "position": pos.numpy().astype(np.int32),
+        "user_id": np.asarray(owners, dtype=np.int64)[r],
+        "position": (np.asarray(starts, dtype=np.int64)[r] + pos.numpy()).astype(np.int32),
         "item": items[rows, pos].numpy().astype(np.int64),
         "activation": h[mask].float().numpy(),
     }

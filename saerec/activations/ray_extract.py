@@ -60,7 +60,7 @@ def extract(run: RunDir, part: str = "sae", layer: str = "block.0", actors: int 
     if out.exists():
         shutil.rmtree(out)
     src = str(run.data / "sequences.parquet")
-    ds = ray.data.read_parquet(src, columns=["user_id", "part", "items"])
+    ds = ray.data.read_parquet(src).select_columns(["user_id", "part", "items"])
     ds = ds.filter(lambda r: r["part"] == part)
     ds = ds.map_batches(
         ActivationActor,

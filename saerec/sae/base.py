@@ -81,7 +81,9 @@ class SparseAutoencoder(nn.Module):
 
     # ------------------------------------------------------------------ interface
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.b_dec) @ self.W_enc + self.b_enc
+        # = (x - b_dec) W_enc + b_enc, written so b_dec's gradient is a vector-matrix product
+        # instead of a full (batch x latents x d) GEMM through the centred input
+        return x @ self.W_enc + (self.b_enc - self.b_dec @ self.W_enc)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -39,7 +39,9 @@ def sae_worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    logging.getLogger("ray.train").setLevel(os.environ.get("SAEREC_RAY_LOG_LEVEL", "WARNING"))
+    from ..raycluster import quiet_ray_train_logs
+
+    quiet_ray_train_logs()
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     torch.set_num_threads(max(1, int(config["threads"])))
@@ -114,7 +116,7 @@ def _train_ddp(model, core, opt, batches, prog) -> dict:
 def activation_dataset(folder: Path):
     import ray.data
 
-    return ray.data.read_parquet(str(folder), columns=["activation"], shuffle="files")
+    return ray.data.read_parquet(str(folder), shuffle="files").select_columns(["activation"])
 
 
 def norm_and_init(folder: Path, mode: str, b_dec_init: str, sample_rows: int = 20_000) -> tuple[Normalizer, np.ndarray, int, int]:

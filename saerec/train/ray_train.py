@@ -85,8 +85,9 @@ def worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    # Ray Train logs every report (a long INFO line per epoch) to the console; keep ours readable
-    logging.getLogger("ray.train").setLevel(os.environ.get("SAEREC_RAY_LOG_LEVEL", "WARNING"))
+    from ..raycluster import quiet_ray_train_logs
+
+    quiet_ray_train_logs()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     local_world = max(ctx.get_local_world_size(), 1)

@@ -1,0 +1,155 @@
+"""SAE training throughput (activations/s), saerec vs saprmarks/dictionary_learning, side by side.
+
+Both train on the same in-memory pool of normalised activations (data loading excluded for
+both), 1 process, fp32, batch 256, dictionary 2048, ReLU + L1 0.1, Adam lr 1e-3:
+
+- ``saerec_relu``: ``saerec.sae`` ReLU-L1 with decoder projection (``trainer.train_steps``)
+- ``dictionary_learning``: its ``StandardTrainer.update`` (ConstrainedAdam, schedulers), the
+  trainer the paper's authors used, loaded from a checkout you point to with ``--dl-path``
+  (fetched separately, never vendored; it needs ``pip install einops``)
+- ``saerec_topk`` / ``saerec_batchtopk``: for reference
+
+Activations: ``--run RUN`` uses RUN/activations/sae (GPTRec block.0 on ML-1M users 1-2999);
+otherwise a Gaussian mixture shaped like them. Reports the median over ``--rounds`` of
+``--steps`` steps each (after warm-up) and writes JSON.
+
+    python benchmarks/sae_throughput.py --run runs/main --dl-path /path/to/dictionary_learning
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+from saerec.sae import SAEConfig, build_sae
+from saerec.sae.normalize import NormStats
+from saerec.sae.trainer import make_optimizer, train_steps
+
+
+def load_pool(run: str | None, n: int = 1 << 20) -> torch.Tensor:
+    if run and Path(run, "activations", "sae").exists():
+        import pandas as pd
+        import numpy as np
+        df = pd.read_parquet(Path(run, "activations", "sae"), columns=["activation"])
+        x = torch.from_numpy(np.stack(df["activation"].to_numpy()).astype("float32"))
+        src = f"{run}/activations/sae"
+    else:
+        g = torch.Generator().manual_seed(0)
+        means = torch.randn(64, 64, generator=g) * 2
+        comp = torch.randint(0, 64, (n,), generator=g)
+        x = means[comp] + torch.randn(n, 64, generator=g) * (0.25 + 0.5 * torch.rand(64, generator=g))[comp, None]
+        src = "gaussian mixture"
+    st = NormStats("global")
+    st.update(x)
+    x = st.finish()(x)
+    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(1))], src
+
+
+def import_dictionary_learning(path: str):
+    """Import only trainers/standard.py and what it needs, skipping the package __init__ (nnsight)."""
+    root = Path(path) / "dictionary_learning"
+    for name, sub in (("dictionary_learning", root), ("dictionary_learning.trainers", root / "trainers")):
+        mod = types.ModuleType(name)
+        mod.__path__ = [str(sub)]
+        sys.modules[name] = mod
+    spec = importlib.util.spec_from_file_location("dictionary_learning.trainers.standard",
+                                                  root / "trainers" / "standard.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod.StandardTrainer
+
+
+def batches(pool, batch, steps, offset):
+    n = len(pool)
+    for i in range(steps):
+        lo = ((offset + i) * batch) % (n - batch)
+        yield pool[lo: lo + batch]
+
+
+def bench_saerec(kind, pool, args):
+    cfg = SAEConfig(kind=kind, n_latents=args.dict_size, l1=0.1, k=32, lr=1e-3, batch_size=args.batch)
+    sae = build_sae(pool.shape[1], cfg)
+    sae.init_b_dec(pool[:20_000])
+    opt = make_optimizer(sae)
+    train_steps(sae, opt, batches(pool, args.batch, args.warmup, 0))
+    rates = []
+    for r in range(args.rounds):
+        t = time.perf_counter()
+        train_steps(sae, opt, batches(pool, args.batch, args.steps, args.warmup + r * args.steps))
+        rates.append(args.steps * args.batch / (time.perf_counter() - t))
+    return rates
+
+
+def bench_dl(Trainer, pool, args):
+    total = args.warmup + args.rounds * args.steps
+    tr = Trainer(steps=total + 10, activation_dim=pool.shape[1], dict_size=args.dict_size, layer=0,
+                 lm_name="bench", lr=1e-3, l1_penalty=0.1, warmup_steps=1000, sparsity_warmup_steps=2000,
+                 device="cpu", seed=0)
+    step = 0
+    for x in batches(pool, args.batch, args.warmup, 0):
+        tr.update(step, x)
+        step += 1
+    rates = []
+    for r in range(args.rounds):
+        t = time.perf_counter()
+        for x in batches(pool, args.batch, args.steps, args.warmup + r * args.steps):
+            tr.update(step, x)
+            step += 1
+        rates.append(args.steps * args.batch / (time.perf_counter() - t))
+    return rates
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run")
+    ap.add_argument("--dl-path", default=os.environ.get("DICTIONARY_LEARNING_PATH"))
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--dict-size", type=int, default=2048)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--out", default="benchmarks/results/sae_throughput.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    pool, src = load_pool(args.run)
+    results = {}
+    order = ["saerec_relu", "dictionary_learning", "saerec_topk", "saerec_batchtopk"]
+    Trainer = import_dictionary_learning(args.dl_path) if args.dl_path else None
+    for name in order:
+        if name == "dictionary_learning":
+            if Trainer is None:
+                print("skipping dictionary_learning (no --dl-path)")
+                continue
+            rates = bench_dl(Trainer, pool, args)
+        else:
+            rates = bench_saerec(name.split("_", 1)[1], pool, args)
+        results[name] = {"activations_per_second_median": statistics.median(rates), "rounds": rates}
+        print(f"{name:<22}{statistics.median(rates):>12,.0f} act/s  (rounds: {', '.join(f'{r:,.0f}' for r in rates)})",
+              flush=True)
+    out = {"benchmark": "sae_train_throughput", "activations": src, "pool_rows": len(pool), "batch": args.batch,
+           "dict_size": args.dict_size, "steps_per_round": args.steps, "rounds": args.rounds, "threads": args.threads,
+           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+           "results": results}
+    if "dictionary_learning" in results:
+        base = results["dictionary_learning"]["activations_per_second_median"]
+        out["ratio_vs_dictionary_learning"] = {k: v["activations_per_second_median"] / base for k, v in results.items()}
+        print("ratio vs dictionary_learning: " + ", ".join(f"{k} {v:.2f}x" for k, v in out["ratio_vs_dictionary_learning"].items()))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

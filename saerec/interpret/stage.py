@@ -1,0 +1,160 @@
+"""The interpret stage: RUN/activations/test + RUN/sae -> RUN/interpret/.
+
+Streams test-user activations once; for every position it takes the SAE codes and the raw block
+neurons, and the binary attributes of the item *at* that position. Writes:
+
+- ``feature_attribute.parquet``: every (feature, attribute) pair: correlation, AUC, sensitivity, precision
+- ``attributes.parquet``: per attribute, the top SAE feature and top neuron (by correlation) and their metrics
+- ``catalog.parquet``: per feature, its label (best attribute), firing frequency, top-activating
+  positions, promoted items
+- ``summary.json``: ``mean_top_correlation_sae``/``_neurons`` over genres (the paper's score) and over all attributes
+- plots (Figures 2, 4, 5) and ``report.md``
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+from ..data.attributes import attribute_columns, genre_columns
+from ..model.checkpoint import load_model
+from ..rundir import RunDir
+from ..sae.base import load_sae
+from ..sae.ray_train import _to_tensor
+from ..sae.splice import splice
+from .stats import StreamedAttributeStats
+
+log = logging.getLogger("saerec.interpret")
+
+
+class TopActivations:
+    """The ``k`` highest activations of every feature with the (user, position, item) they came from."""
+
+    def __init__(self, n_features: int, k: int = 10):
+        self.k = k
+        self.vals = torch.full((k, n_features), -1.0)
+        self.meta = torch.zeros((k, n_features, 3), dtype=torch.long)
+
+    def update(self, f: torch.Tensor, meta: torch.Tensor) -> None:
+        vals = torch.cat([self.vals, f])
+        top = vals.topk(self.k, dim=0)
+        allmeta = torch.cat([self.meta, meta[:, None, :].expand(-1, f.shape[1], -1)])
+        self.vals = top.values
+        self.meta = allmeta.gather(0, top.indices[:, :, None].expand(-1, -1, 3))
+
+
+def promoted_items(model, sae, layer: str, inputs: list[np.ndarray], features: np.ndarray, value: float,
+                   top: int = 10, users: int = 64) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Items whose logits rise most when a feature is added at the last position (delta splice),
+    averaged over a sample of histories: the feature's effect pushed through the rest of the model."""
+    from ..train.batching import pad_inputs
+
+    sample = inputs[:users]
+    items, lengths = pad_inputs(sample)
+    out = {}
+    with torch.no_grad():
+        base = model.scores(model.last_hidden(model(items, lengths), lengths))
+        for j in features:
+            iv = splice(sae, "delta", edit=lambda f, r, j=int(j): f.index_add(
+                1, torch.tensor([j]), torch.full((f.shape[0], 1), value)), positions="last")
+            h = model.last_hidden(model(items, lengths, interventions={layer: iv}), lengths)
+            delta = (model.scores(h) - base).mean(0)
+            vals, idx = delta.topk(top)
+            out[int(j)] = (idx.numpy() + 1, vals.numpy())
+    return out
+
+
+def interpret_stage(run: RunDir, batch_rows: int = 32_768, auc_sample: int = 200_000, top_k: int = 10,
+                    promote_value: float = 5.0) -> dict:
+    sae, meta = load_sae(run.root / "sae")
+    layer = meta["layer"]
+    items = pd.read_parquet(run.recommender / "items.parquet")
+    attrs = attribute_columns(items)
+    genres = genre_columns(items)
+    lookup = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())
+    Y_all = torch.from_numpy(items[attrs].to_numpy(dtype=bool).copy())
+    m, d = sae.cfg.n_latents, sae.d_in
+    sae_stats = StreamedAttributeStats(m, len(attrs), auc_sample)
+    neuron_stats = StreamedAttributeStats(d, len(attrs), auc_sample)
+    tops = TopActivations(m, top_k)
+    folder = run.root / "activations" / "test"
+    with torch.no_grad():
+        for f in sorted(folder.glob("*.parquet")):
+            for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_rows,
+                                                     columns=["user_id", "position", "item_id", "activation"]):
+                h = _to_tensor(rb.column("activation"))
+                item_ids = rb.column("item_id").to_numpy()
+                Y = Y_all[torch.from_numpy(lookup[item_ids].to_numpy())]
+                codes = sae.encode(sae.normalizer(h))
+                sae_stats.update(codes, Y)
+                neuron_stats.update(h, Y)
+                tops.update(codes, torch.from_numpy(np.stack([rb.column("user_id").to_numpy(),
+                                                              rb.column("position").to_numpy().astype(np.int64),
+                                                              item_ids], 1)))
+    S, N = sae_stats.result(), neuron_stats.result()
+    out = run.stage("interpret")
+
+    pair = pd.DataFrame({
+        "feature": np.repeat(np.arange(m), len(attrs)), "attribute": np.tile(attrs, m),
+        "correlation": S.correlation.ravel(), "auc": S.auc.ravel(),
+        "sensitivity": S.sensitivity.ravel(), "precision": S.precision.ravel()})
+    pair.to_parquet(out / "feature_attribute.parquet", index=False)
+
+    best_f, best_n = S.correlation.argmax(0), N.correlation.argmax(0)
+    ar = np.arange(len(attrs))
+    per_attr = pd.DataFrame({
+        "attribute": attrs, "is_genre": [a in genres for a in attrs], "share": S.attribute_share,
+        "sae_feature": best_f, "sae_correlation": S.correlation[best_f, ar], "sae_auc": S.auc[best_f, ar],
+        "sae_sensitivity": S.sensitivity[best_f, ar], "sae_precision": S.precision[best_f, ar],
+        "neuron": best_n, "neuron_correlation": N.correlation[best_n, ar], "neuron_auc": N.auc[best_n, ar],
+    }).sort_values("sae_correlation", ascending=False)
+    per_attr.to_parquet(out / "attributes.parquet", index=False)
+
+    # catalog ---------------------------------------------------------------------------
+    label = S.correlation.argmax(1)
+    model, _ = load_model(run.recommender)
+    from ..data.prepare import load_prepared
+    prep = load_prepared(run)
+    _, inputs, _ = prep.eval_set("test", model.cfg.max_len)
+    alive = np.flatnonzero(S.firing > 0)
+    promo = promoted_items(model, sae, layer, inputs, alive, promote_value)
+    ids = prep.index.item_ids
+    catalog = pd.DataFrame({
+        "feature": np.arange(m),
+        "label": [attrs[a] for a in label],
+        "label_correlation": S.correlation[np.arange(m), label],
+        "label_auc": S.auc[np.arange(m), label],
+        "label_sensitivity": S.sensitivity[np.arange(m), label],
+        "label_precision": S.precision[np.arange(m), label],
+        "firing_frequency": S.firing,
+        "max_activation": tops.vals[0].numpy(),
+        "top_users": [tops.meta[:, j, 0].tolist() for j in range(m)],
+        "top_positions": [tops.meta[:, j, 1].tolist() for j in range(m)],
+        "top_items": [tops.meta[:, j, 2].tolist() for j in range(m)],
+        "top_values": [tops.vals[:, j].tolist() for j in range(m)],
+        "promoted_items": [ids[promo[j][0] - 1].tolist() if j in promo else [] for j in range(m)],
+        "promoted_logit_change": [promo[j][1].tolist() if j in promo else [] for j in range(m)],
+    })
+    catalog.to_parquet(out / "catalog.parquet", index=False)
+
+    g = per_attr[per_attr["is_genre"]]
+    summary = {
+        "mean_top_correlation_sae": float(g["sae_correlation"].mean()) if len(g) else None,
+        "mean_top_correlation_neurons": float(g["neuron_correlation"].mean()) if len(g) else None,
+        "mean_top_auc_sae": float(g["sae_auc"].mean()) if len(g) else None,
+        "mean_top_sensitivity_sae": float(g["sae_sensitivity"].mean()) if len(g) else None,
+        "mean_top_correlation_sae_all_attributes": float(per_attr["sae_correlation"].mean()),
+        "mean_top_correlation_neurons_all_attributes": float(per_attr["neuron_correlation"].mean()),
+        "positions": S.n, "auc_sample_rows": S.auc_rows, "layer": layer, "features": m,
+        "alive_features": int(len(alive)),
+        "attributes": per_attr.to_dict(orient="records"),
+    }
+    run.write_json("interpret/summary.json", summary)
+    from .report import write_plots_and_report
+    write_plots_and_report(run, S, N, attrs, genres, per_attr, catalog, items, sae_stats, summary)
+    return summary

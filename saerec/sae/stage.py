@@ -1,0 +1,68 @@
+"""The SAE stage over a run directory: activations (Ray Data) -> SAE (Ray Train) -> metrics.
+
+Writes ``RUN/activations/{sae,test}/``, ``RUN/sae/sae.safetensors`` + ``cfg.json`` (architecture,
+normaliser, per-feature statistics), ``metrics.json`` and ``history.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ..config import RunConfig
+from ..data.prepare import load_prepared
+from ..model.checkpoint import load_model
+from ..rundir import RunDir
+from .base import save_sae
+
+log = logging.getLogger("saerec.sae")
+
+
+def extract_stage(run: RunDir, cfg: RunConfig, parts=("sae", "test")) -> dict:
+    from ..activations.ray_extract import extract
+
+    out = {}
+    for part in parts:
+        t = time.time()
+        extract(run, part, cfg.activations.layer, cfg.activations.actors, cfg.activations.users_per_batch)
+        out[part] = time.time() - t
+    run.write_json("activations/meta.json", {"layer": cfg.activations.layer, "parts": list(parts),
+                                             "seconds": out})
+    return out
+
+
+def sae_stage(run: RunDir, cfg: RunConfig) -> dict:
+    from .evaluate import downstream_metrics, reconstruction_metrics
+    from .ray_train import train_sae
+
+    meta = run.read_json("activations/meta.json")
+    if meta["layer"] != cfg.activations.layer:
+        log.info("activations were taken at %s, config asks for %s: re-extracting", meta["layer"], cfg.activations.layer)
+        extract_stage(run, cfg)
+    t = time.time()
+    res = train_sae(run.root, cfg.sae, cfg.sae_train.num_workers)
+    train_seconds = time.time() - t
+    sae = res["sae"]
+    recon, feats = reconstruction_metrics(sae, run.root / "activations" / "test")
+    model, _ = load_model(run.recommender)
+    prep = load_prepared(run)
+    _, inputs, targets = prep.eval_set("test", model.cfg.max_len)
+    down = downstream_metrics(model, sae, cfg.activations.layer, inputs, targets)
+    save_sae(run.root / "sae", sae, {"layer": cfg.activations.layer, "feature_stats": feats})
+    metrics = {
+        **recon,
+        "ndcg@10_original": down["original"]["ndcg@10"],
+        "ndcg@10_reconstructed": down["reconstructed"]["ndcg@10"],
+        "ndcg@10_error_term": down["error_term"]["ndcg@10"],
+        "error_term_identical_to_original": down["error_term_identical_to_original"],
+        "downstream": down,
+        "sae": {"kind": sae.cfg.kind, "n_latents": sae.cfg.n_latents, "l1": sae.cfg.l1, "k": sae.cfg.k,
+                "normalization": sae.cfg.normalization, "recon": sae.cfg.recon},
+        "layer": cfg.activations.layer,
+        "train_activations": res["activations"],
+        "train_activations_per_second": res["train_activations_per_second"],
+        "train_seconds": train_seconds,
+    }
+    run.write_json("sae/metrics.json", metrics)
+    run.write_json("sae/history.json", res["history"])
+    return metrics
