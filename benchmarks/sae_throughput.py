@@ -93,7 +93,7 @@ def bench_saerec(kind, pool, args):
 
 def bench_dl(Trainer, pool, args):
     total = args.warmup + args.rounds * args.steps
-    tr = Trainer(steps=total + 10, activation_dim=pool.shape[1], dict_size=args.dict_size, layer=0,
+    tr = Trainer(steps=max(total + 10, 2100), activation_dim=pool.shape[1], dict_size=args.dict_size, layer=0,
                  lm_name="bench", lr=1e-3, l1_penalty=0.1, warmup_steps=1000, sparsity_warmup_steps=2000,
                  device="cpu", seed=0)
     step = 0

@@ -47,3 +47,17 @@ def test_average_ranks_match_scipy():
     x = torch.tensor(np.round(np.random.default_rng(0).normal(size=(50, 4)), 1))
     expected = np.stack([rankdata(x[:, j].numpy()) for j in range(4)], 1)
     assert np.allclose(average_ranks(x).numpy(), expected)
+
+
+def test_top_activations_streamed_equal_direct_topk():
+    from saerec.interpret.stage import TopActivations
+
+    torch.manual_seed(0)
+    f = torch.rand(1000, 7)
+    meta = torch.stack([torch.arange(1000), torch.arange(1000) * 2, torch.arange(1000) * 3], 1)
+    top = TopActivations(7, k=5)
+    for lo in range(0, 1000, 130):
+        top.update(f[lo:lo + 130], meta[lo:lo + 130])
+    ref = f.topk(5, dim=0)
+    assert torch.equal(top.vals, ref.values)
+    assert torch.equal(top.meta[:, :, 0], ref.indices) and torch.equal(top.meta[:, :, 2], ref.indices * 3)

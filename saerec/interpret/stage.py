@@ -41,11 +41,13 @@ class TopActivations:
         self.meta = torch.zeros((k, n_features, 3), dtype=torch.long)
 
     def update(self, f: torch.Tensor, meta: torch.Tensor) -> None:
-        vals = torch.cat([self.vals, f])
-        top = vals.topk(self.k, dim=0)
-        allmeta = torch.cat([self.meta, meta[:, None, :].expand(-1, f.shape[1], -1)])
+        """f: (B, m) codes; meta: (B, 3) user, position, item of each row."""
+        top = torch.cat([self.vals, f]).topk(self.k, dim=0)          # indices < k: kept from before
+        idx = top.indices
+        kept = self.meta.gather(0, idx.clamp(max=self.k - 1)[:, :, None].expand(-1, -1, 3))
+        new = meta[(idx - self.k).clamp(min=0)]                       # (k, m, 3), no (B, m, 3) copy
         self.vals = top.values
-        self.meta = allmeta.gather(0, top.indices[:, :, None].expand(-1, -1, 3))
+        self.meta = torch.where((idx < self.k)[:, :, None], kept, new)
 
 
 def promoted_items(model, sae, layer: str, inputs: list[np.ndarray], features: np.ndarray, value: float,
@@ -69,7 +71,7 @@ def promoted_items(model, sae, layer: str, inputs: list[np.ndarray], features: n
     return out
 
 
-def interpret_stage(run: RunDir, batch_rows: int = 32_768, auc_sample: int = 200_000, top_k: int = 10,
+def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_000, top_k: int = 10,
                     promote_value: float = 5.0) -> dict:
     sae, meta = load_sae(run.root / "sae")
     layer = meta["layer"]
@@ -89,7 +91,7 @@ def interpret_stage(run: RunDir, batch_rows: int = 32_768, auc_sample: int = 200
                                                      columns=["user_id", "position", "item_id", "activation"]):
                 h = _to_tensor(rb.column("activation"))
                 item_ids = rb.column("item_id").to_numpy()
-                Y = Y_all[torch.from_numpy(lookup[item_ids].to_numpy())]
+                Y = Y_all[torch.from_numpy(lookup[item_ids].to_numpy().copy())]
                 codes = sae.encode(sae.normalizer(h))
                 sae_stats.update(codes, Y)
                 neuron_stats.update(h, Y)

@@ -131,11 +131,26 @@ class SparseAutoencoder(nn.Module):
 
     @torch.no_grad()
     def init_b_dec(self, x: torch.Tensor) -> None:
-        """Decoder bias at the mean (or geometric median) of a sample of normalised activations."""
+        """Initialise from a sample of normalised activations: b_dec at their mean (or geometric
+        median), then W_enc rescaled so reconstructions start at the inputs' size.
+
+        With W_enc = W_dec^T and thousands of unit rows over a 64-d space, about half the latents
+        fire at init and the reconstruction starts ~m/(2d) times too large; the first epochs would
+        only shrink it. ReLU-type codes scale linearly with W_enc, so one factor fixes it (as in
+        openai/sparse_autoencoder).
+        """
         if self.cfg.b_dec_init == "geometric_median":
             self.b_dec.copy_(geometric_median(x))
         else:
             self.b_dec.copy_(x.mean(0))
+        was = self.training
+        self.eval()
+        x_hat = self.decode(self.encode(x))
+        self.train(was)
+        got = (x_hat - self.b_dec).norm(dim=1).mean()
+        want = (x - self.b_dec).norm(dim=1).mean()
+        if got > 0:
+            self.W_enc.mul_(want / got)
 
     @torch.no_grad()
     def remove_parallel_grads(self) -> None:

@@ -48,8 +48,8 @@ def sae_worker_loop(config: dict) -> None:
     cfg = SAEConfig(**config["sae"])
     sae = build_sae(int(config["d_in"]), cfg)
     sae.normalizer = Normalizer.from_dict(config["normalizer"])
-    with torch.no_grad():
-        sae.b_dec.copy_(torch.tensor(config["b_dec"], dtype=torch.float32))
+    # same init on every rank: the driver's normalised sample (b_dec, then the encoder scale)
+    sae.init_b_dec(torch.tensor(config["init_sample"], dtype=torch.float32))
     opt = make_optimizer(sae)
     state = {"epoch": 0, "history": [], "seconds": 0.0, "rows": 0}
     ckpt = ray.train.get_checkpoint()
@@ -68,9 +68,7 @@ def sae_worker_loop(config: dict) -> None:
     for epoch in range(state["epoch"], cfg.epochs):
         prog = Progress(f"SAE epoch {epoch + 1}", config.get("rows_per_worker"), unit="act", every_s=30,
                         printer=_say if rank == 0 else (lambda m: None))
-        batches = (norm(b["activation"]) for b in shard.iter_torch_batches(
-            batch_size=cfg.batch_size, local_shuffle_buffer_size=cfg.shuffle_buffer,
-            dtypes=torch.float32, local_shuffle_seed=cfg.seed + epoch, drop_last=True))
+        batches = minibatches(shard, cfg, epoch, norm)
         t = time.perf_counter()
         parts = _train_ddp(model, core, opt, batches, prog)
         seconds = time.perf_counter() - t
@@ -92,6 +90,20 @@ def sae_worker_loop(config: dict) -> None:
                 Path(tmp, "state.json").write_text(json.dumps(state))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(row, checkpoint=checkpoint)
+
+
+def minibatches(shard, cfg: SAEConfig, epoch: int, norm: Normalizer, per_block: int = 64):
+    """Training steps from a Ray Data shard: pull large shuffled blocks (files shuffled, a local
+    shuffle buffer), permute inside each and cut into ``batch_size`` rows. Asking Ray Data for
+    256-row batches directly costs more per batch than the SAE step itself."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    block = cfg.batch_size * per_block
+    for b in shard.iter_torch_batches(batch_size=block, local_shuffle_buffer_size=max(cfg.shuffle_buffer, block),
+                                      dtypes=torch.float32, local_shuffle_seed=cfg.seed + epoch):
+        x = norm(b["activation"])
+        x = x[torch.randperm(len(x), generator=g)]
+        for lo in range(0, len(x) - cfg.batch_size + 1, cfg.batch_size):   # drop the ragged tail
+            yield x[lo: lo + cfg.batch_size]
 
 
 def _train_ddp(model, core, opt, batches, prog) -> dict:
@@ -119,8 +131,8 @@ def activation_dataset(folder: Path):
     return ray.data.read_parquet(str(folder), shuffle="files").select_columns(["activation"])
 
 
-def norm_and_init(folder: Path, mode: str, b_dec_init: str, sample_rows: int = 20_000) -> tuple[Normalizer, np.ndarray, int, int]:
-    """One streamed pass: normalisation constants, a sample for the decoder-bias init, row count, d."""
+def norm_and_init(folder: Path, mode: str, sample_rows: int = 20_000) -> tuple[Normalizer, np.ndarray, int, int]:
+    """One streamed pass: normalisation constants, a normalised sample for the init, row count, d."""
     import pyarrow.parquet as pq
 
     stats, sample, n, d = NormStats(mode), [], 0, None
@@ -134,10 +146,7 @@ def norm_and_init(folder: Path, mode: str, b_dec_init: str, sample_rows: int = 2
             if sum(len(s) for s in sample) < sample_rows:
                 sample.append(x[: sample_rows])
     norm = stats.finish()
-    xs = norm(torch.cat(sample)[:sample_rows])
-    from .base import geometric_median
-    b_dec = geometric_median(xs) if b_dec_init == "geometric_median" else xs.mean(0)
-    return norm, b_dec.numpy(), n, d
+    return norm, norm(torch.cat(sample)[:sample_rows]).numpy(), n, d
 
 
 def _to_tensor(col) -> torch.Tensor:
@@ -145,11 +154,14 @@ def _to_tensor(col) -> torch.Tensor:
     import pyarrow as pa
 
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if hasattr(arr, "to_numpy_ndarray"):
+    if hasattr(arr, "to_numpy_ndarray"):                     # Arrow / Ray fixed-shape tensor extension
         return torch.from_numpy(np.ascontiguousarray(arr.to_numpy_ndarray(), dtype=np.float32))
     storage = arr.storage if hasattr(arr, "storage") else arr
-    d = storage.type.list_size
-    return torch.from_numpy(np.asarray(storage.flatten(), dtype=np.float32).reshape(-1, d).copy())
+    if len(storage) == 0:
+        return torch.zeros(0, 0)
+    # fixed_size_list, list or large_list of equal-length rows (Ray Data picks per block)
+    flat = np.asarray(storage.flatten(), dtype=np.float32)
+    return torch.from_numpy(flat.reshape(len(storage), -1).copy())
 
 
 def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int | None = None,
@@ -164,7 +176,7 @@ def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int
 
     ensure_ray()
     acts = Path(run_root) / "activations" / "sae"
-    norm, b_dec, n_rows, d = norm_and_init(acts, cfg.normalization, cfg.b_dec_init)
+    norm, init_sample, n_rows, d = norm_and_init(acts, cfg.normalization)
     # Train reserves its workers' CPUs; Ray Data's read tasks need what is left, so keep one logical
     # CPU free for them (else the read hangs, see the Ray notes). Torch threads follow the machine.
     reserve = max(1.0, (cluster_cpus() - 1) // num_workers)
@@ -175,7 +187,7 @@ def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int
     storage.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         sae_worker_loop,
-        train_loop_config={"sae": asdict(cfg), "d_in": d, "normalizer": norm.to_dict(), "b_dec": b_dec.tolist(),
+        train_loop_config={"sae": asdict(cfg), "d_in": d, "normalizer": norm.to_dict(), "init_sample": init_sample,
                            "threads": threads, "rows_per_worker": n_rows // num_workers},
         scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": reserve}),
         datasets={"train": activation_dataset(acts)},
