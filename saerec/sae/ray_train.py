@@ -70,7 +70,7 @@ def sae_worker_loop(config: dict) -> None:
                         printer=_say if rank == 0 else (lambda m: None))
         batches = minibatches(shard, cfg, epoch, norm)
         t = time.perf_counter()
-        parts = _train_ddp(model, core, opt, batches, prog)
+        parts = train_steps(core, opt, batches, prog, forward=model)
         seconds = time.perf_counter() - t
         state["seconds"] += seconds
         state["rows"] += parts["rows"]
@@ -104,25 +104,6 @@ def minibatches(shard, cfg: SAEConfig, epoch: int, norm: Normalizer, per_block: 
         x = x[torch.randperm(len(x), generator=g)]
         for lo in range(0, len(x) - cfg.batch_size + 1, cfg.batch_size):   # drop the ragged tail
             yield x[lo: lo + cfg.batch_size]
-
-
-def _train_ddp(model, core, opt, batches, prog) -> dict:
-    """Like trainer.train_steps, but the forward goes through the DDP wrapper."""
-    sums, rows = {}, 0
-    model.train()
-    for x in batches:
-        out = model(x)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        core.remove_parallel_grads()
-        opt.step()
-        core.normalize_decoder()
-        n = x.shape[0]
-        rows += n
-        for k, v in {**out.parts, "loss": out.loss}.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-        prog.update(n)
-    return {k: v / max(rows, 1) for k, v in sums.items()} | {"rows": rows}
 
 
 def activation_dataset(folder: Path):

@@ -19,13 +19,18 @@ def make_optimizer(sae: SparseAutoencoder) -> torch.optim.Optimizer:
 
 
 def train_steps(sae: SparseAutoencoder, opt: torch.optim.Optimizer, batches: Iterable[torch.Tensor],
-                progress=None) -> dict[str, float]:
-    """One pass over ``batches``; returns mean loss parts weighted by rows."""
-    sae.train()
+                progress=None, forward: torch.nn.Module | None = None) -> dict[str, float]:
+    """One pass over ``batches``; returns mean loss parts weighted by rows.
+
+    ``forward``: the module to call instead of ``sae`` (its DDP wrapper on Ray Train workers, so
+    gradients are averaged before the decoder projection runs on every rank).
+    """
+    forward = forward or sae
+    forward.train()
     sums: dict[str, float] = {}
     rows = 0
     for x in batches:
-        out = sae(x)
+        out = forward(x)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         sae.remove_parallel_grads()
