@@ -80,7 +80,7 @@ def batches(pool, batch, steps, offset):
 def bench_saerec(kind, pool, args):
     cfg = SAEConfig(kind=kind, n_latents=args.dict_size, l1=0.1, k=32, lr=1e-3, batch_size=args.batch)
     sae = build_sae(pool.shape[1], cfg)
-    sae.init_b_dec(pool[:20_000])
+    sae.init_from_sample(pool[:20_000])
     opt = make_optimizer(sae)
     train_steps(sae, opt, batches(pool, args.batch, args.warmup, 0))
     rates = []

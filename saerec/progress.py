@@ -7,9 +7,17 @@ workers whose stdout is forwarded line by line to the driver.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 log = logging.getLogger("saerec")
+
+
+def print_line(msg: str) -> None:
+    """One line to stdout, flushed. Used inside Ray Train workers instead of ``print``: Train
+    patches print there to log *and* echo, which shows every line twice on the driver."""
+    sys.stdout.write(msg + "\n")
+    sys.stdout.flush()
 
 
 def fmt_seconds(s: float) -> str:

@@ -22,7 +22,7 @@ def planted(n=40_000, d=16, n_dirs=24, active=3, seed=0):
 def fit(kind, x, epochs=6, **kw):
     cfg = SAEConfig(kind=kind, n_latents=64, lr=3e-3, batch_size=256, dead_window=20_000, seed=1, **kw)
     sae = build_sae(x.shape[1], cfg)
-    sae.init_b_dec(x[:4096])
+    sae.init_from_sample(x[:4096])
     opt = make_optimizer(sae)
     g = torch.Generator().manual_seed(0)
     for _ in range(epochs):

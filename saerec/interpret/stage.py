@@ -14,18 +14,16 @@ neurons, and the binary attributes of the item *at* that position. Writes:
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 
+from ..activations.store import iter_batches, to_tensor
 from ..data.attributes import attribute_columns, genre_columns
 from ..model.checkpoint import load_model
 from ..rundir import RunDir
 from ..sae.base import load_sae
-from ..sae.ray_train import _to_tensor
 from ..sae.splice import splice
 from .stats import StreamedAttributeStats
 
@@ -86,18 +84,16 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
     tops = TopActivations(m, top_k)
     folder = run.root / "activations" / "test"
     with torch.no_grad():
-        for f in sorted(folder.glob("*.parquet")):
-            for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_rows,
-                                                     columns=["user_id", "position", "item_id", "activation"]):
-                h = _to_tensor(rb.column("activation"))
-                item_ids = rb.column("item_id").to_numpy()
-                Y = Y_all[torch.from_numpy(lookup[item_ids].to_numpy().copy())]
-                codes = sae.encode(sae.normalizer(h))
-                sae_stats.update(codes, Y)
-                neuron_stats.update(h, Y)
-                tops.update(codes, torch.from_numpy(np.stack([rb.column("user_id").to_numpy(),
-                                                              rb.column("position").to_numpy().astype(np.int64),
-                                                              item_ids], 1)))
+        for rb in iter_batches(folder, ("user_id", "position", "item_id", "activation"), batch_rows):
+            h = to_tensor(rb.column("activation"))
+            item_ids = rb.column("item_id").to_numpy()
+            Y = Y_all[torch.from_numpy(lookup[item_ids].to_numpy().copy())]
+            codes = sae.encode(sae.normalizer(h))
+            sae_stats.update(codes, Y)
+            neuron_stats.update(h, Y)
+            tops.update(codes, torch.from_numpy(np.stack([rb.column("user_id").to_numpy(),
+                                                          rb.column("position").to_numpy().astype(np.int64),
+                                                          item_ids], 1)))
     S, N = sae_stats.result(), neuron_stats.result()
     out = run.stage("interpret")
 

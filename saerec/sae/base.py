@@ -130,7 +130,7 @@ class SparseAutoencoder(nn.Module):
         return self.since_fired >= self.cfg.dead_window
 
     @torch.no_grad()
-    def init_b_dec(self, x: torch.Tensor) -> None:
+    def init_from_sample(self, x: torch.Tensor) -> None:
         """Initialise from a sample of normalised activations: b_dec at their mean (or geometric
         median), then W_enc rescaled so reconstructions start at the inputs' size.
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
+from ..activations.store import iter_batches, to_tensor
 from ..eval.metrics import ranking_metrics
 from ..eval.ranking import recommend
 from ..model.gptrec import GPTRec
 from .base import SparseAutoencoder
-from .ray_train import _to_tensor
 from .splice import splice
 from .trainer import ReconStats
 
@@ -27,11 +26,10 @@ def reconstruction_metrics(sae: SparseAutoencoder, folder: Path, batch_rows: int
     """Stream ``folder/*.parquet`` activations: RMSE, explained variance, L0, dead fraction + feature stats."""
     sae.eval()
     stats = ReconStats(sae.cfg.n_latents)
-    for f in sorted(Path(folder).glob("*.parquet")):
-        for rb in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=["activation"]):
-            x = sae.normalizer(_to_tensor(rb.column(0)))
-            codes = sae.encode(x)
-            stats.update(x, sae.decode(codes), codes)
+    for rb in iter_batches(folder, batch_rows=batch_rows):
+        x = sae.normalizer(to_tensor(rb.column(0)))
+        codes = sae.encode(x)
+        stats.update(x, sae.decode(codes), codes)
     return stats.result(), stats.feature_stats()
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -21,18 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..progress import Progress
+from ..activations.store import iter_batches, to_tensor
+from ..progress import Progress, print_line
 from .base import SAEConfig, build_sae, load_sae, save_sae
 from .normalize import Normalizer, NormStats
 from .trainer import make_optimizer, train_steps
 
 log = logging.getLogger("saerec.sae")
 EXPERIMENT = "sae"
-
-
-def _say(msg: str) -> None:
-    sys.stdout.write(msg + "\n")
-    sys.stdout.flush()
 
 
 def sae_worker_loop(config: dict) -> None:
@@ -49,7 +44,7 @@ def sae_worker_loop(config: dict) -> None:
     sae = build_sae(int(config["d_in"]), cfg)
     sae.normalizer = Normalizer.from_dict(config["normalizer"])
     # same init on every rank: the driver's normalised sample (b_dec, then the encoder scale)
-    sae.init_b_dec(torch.tensor(config["init_sample"], dtype=torch.float32))
+    sae.init_from_sample(torch.tensor(config["init_sample"], dtype=torch.float32))
     opt = make_optimizer(sae)
     state = {"epoch": 0, "history": [], "seconds": 0.0, "rows": 0}
     ckpt = ray.train.get_checkpoint()
@@ -60,14 +55,14 @@ def sae_worker_loop(config: dict) -> None:
             opt.load_state_dict(torch.load(os.path.join(d, "optimizer.pt"), weights_only=True))
             state = json.loads(Path(d, "state.json").read_text())
         if rank == 0:
-            _say(f"[saerec] SAE resumed after epoch {state['epoch']}")
+            print_line(f"[saerec] SAE resumed after epoch {state['epoch']}")
     model = ray.train.torch.prepare_model(sae)
     core = getattr(model, "module", model)
     shard = ray.train.get_dataset_shard("train")
     norm = core.normalizer
     for epoch in range(state["epoch"], cfg.epochs):
         prog = Progress(f"SAE epoch {epoch + 1}", config.get("rows_per_worker"), unit="act", every_s=30,
-                        printer=_say if rank == 0 else (lambda m: None))
+                        printer=print_line if rank == 0 else (lambda m: None))
         batches = minibatches(shard, cfg, epoch, norm)
         t = time.perf_counter()
         parts = train_steps(core, opt, batches, prog, forward=model)
@@ -79,7 +74,7 @@ def sae_worker_loop(config: dict) -> None:
                "dead_fraction_window": float(core.dead_mask().float().mean())}
         state["history"].append(row)
         if rank == 0:
-            _say(f"[saerec] SAE epoch {epoch + 1}/{cfg.epochs} | loss {parts['loss']:.4f} | "
+            print_line(f"[saerec] SAE epoch {epoch + 1}/{cfg.epochs} | loss {parts['loss']:.4f} | "
                  + " | ".join(f"{k} {v:.4f}" for k, v in parts.items() if k not in ("loss", "rows"))
                  + f" | {row['activations_per_second']:,.0f} act/s/worker")
         with tempfile.TemporaryDirectory() as tmp:
@@ -114,35 +109,16 @@ def activation_dataset(folder: Path):
 
 def norm_and_init(folder: Path, mode: str, sample_rows: int = 20_000) -> tuple[Normalizer, np.ndarray, int, int]:
     """One streamed pass: normalisation constants, a normalised sample for the init, row count, d."""
-    import pyarrow.parquet as pq
-
     stats, sample, n, d = NormStats(mode), [], 0, None
-    for f in sorted(Path(folder).glob("*.parquet")):
-        pf = pq.ParquetFile(f)
-        for rb in pf.iter_batches(batch_size=65_536, columns=["activation"]):
-            x = _to_tensor(rb.column(0))
-            stats.update(x)
-            n += x.shape[0]
-            d = x.shape[1]
-            if sum(len(s) for s in sample) < sample_rows:
-                sample.append(x[: sample_rows])
+    for rb in iter_batches(folder):
+        x = to_tensor(rb.column(0))
+        stats.update(x)
+        n += x.shape[0]
+        d = x.shape[1]
+        if sum(len(s) for s in sample) < sample_rows:
+            sample.append(x[: sample_rows])
     norm = stats.finish()
     return norm, norm(torch.cat(sample)[:sample_rows]).numpy(), n, d
-
-
-def _to_tensor(col) -> torch.Tensor:
-    """An Arrow fixed-shape tensor / fixed-size-list column -> (N, d) float32 tensor."""
-    import pyarrow as pa
-
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if hasattr(arr, "to_numpy_ndarray"):                     # Arrow / Ray fixed-shape tensor extension
-        return torch.from_numpy(np.ascontiguousarray(arr.to_numpy_ndarray(), dtype=np.float32))
-    storage = arr.storage if hasattr(arr, "storage") else arr
-    if len(storage) == 0:
-        return torch.zeros(0, 0)
-    # fixed_size_list, list or large_list of equal-length rows (Ray Data picks per block)
-    flat = np.asarray(storage.flatten(), dtype=np.float32)
-    return torch.from_numpy(flat.reshape(len(storage), -1).copy())
 
 
 def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int | None = None,

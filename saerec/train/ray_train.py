@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -27,9 +26,9 @@ from ..data.prepare import Prepared
 from ..errors import RunError
 from ..eval.metrics import ranking_metrics
 from ..eval.ranking import recommend
-from ..model.checkpoint import WEIGHTS, save_model
+from ..model.checkpoint import WEIGHTS, load_model, save_model
 from ..model.gptrec import GPTRec
-from ..progress import Progress, fmt_seconds
+from ..progress import Progress, fmt_seconds, print_line
 from ..rundir import RunDir
 from .batching import bucket_batches, make_windows, shard_batches
 from .loop import train_epoch, unwrap
@@ -72,13 +71,6 @@ def _validate(core: GPTRec, inputs: list[np.ndarray], targets: np.ndarray, rank:
     return {"val_ndcg@10": ndcg / max(n, 1), "val_hit_rate@10": hr / max(n, 1)}
 
 
-def _say(msg: str) -> None:
-    """One progress line to the worker's stdout (Ray forwards it to the driver). Not ``print``:
-    Ray Train patches print in workers to log *and* echo, which shows every line twice."""
-    sys.stdout.write(msg + "\n")
-    sys.stdout.flush()
-
-
 def worker_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
     import ray
@@ -116,9 +108,9 @@ def worker_loop(config: dict) -> None:
             best_weights = load_file(os.path.join(d, "best.safetensors"))
             state = json.loads(Path(d, "state.json").read_text())
         if rank == 0:
-            _say(f"[saerec] resumed from checkpoint after epoch {state['epoch']}")
+            print_line(f"[saerec] resumed from checkpoint after epoch {state['epoch']}")
 
-    say = _say if rank == 0 else (lambda m: None)
+    say = print_line if rank == 0 else (lambda m: None)
     epoch_times: list[float] = []
     for epoch in range(state["epoch"], tc.epochs):
         rng = np.random.default_rng([tc.seed, epoch])
@@ -214,7 +206,8 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
     with result.checkpoint.as_directory() as d:
         state = json.loads(Path(d, "state.json").read_text())
         out = run.recommender
-        save_model(out, _load_into_model(mc, prepared.index.size, Path(d, "best.safetensors")),
+        best, _ = load_model(d, weights_name="best.safetensors")   # the checkpoint's config.json + best weights
+        save_model(out, best,
                    {"best_epoch": state["best_epoch"], "dataset": prepared.meta.get("dataset")})
     prepared.items.merge(pd_index_frame(prepared), on="item_id").to_parquet(out / "items.parquet", index=False)
     run.write_json("recommender/split.json", prepared.meta)
@@ -224,14 +217,6 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
             "best_val_ndcg@10": state["best_ndcg"], "train_tokens_per_second": tps,
             "seconds_to_best_checkpoint": state["seconds_to_best"], "train_seconds": state["train_seconds"],
             "num_workers": tc.num_workers, "use_gpu": bool(use_gpu)}
-
-
-def _load_into_model(mc: ModelConfig, n_items: int, path: Path) -> GPTRec:
-    from safetensors.torch import load_file
-
-    model = GPTRec(mc, n_items)
-    model.load_state_dict(load_file(str(path)))
-    return model
 
 
 def pd_index_frame(prepared: Prepared):
