@@ -92,6 +92,23 @@ class SAEStageConfig:
 
 
 @dataclass
+class SteerConfig:
+    """``saerec steer-eval``: the paper's sweep (Section 8.2) over attributes' top features."""
+
+    attributes: list[str] = field(default_factory=lambda: ["Action", "Children", "Fantasy", "Sci-Fi", "Western"])
+    value_min: float = -10.0
+    value_max: float = 10.0
+    value_step: float = 1.0
+    mode: str = "set"                 # SAE sweep (Figure 8): set the feature at the last step, as the paper
+    positions: str = "last"
+    splices: list[str] = field(default_factory=lambda: ["delta", "reconstruction"])
+    probe: bool = True                # SAE vs linear probe, both with mode add (Figure 9)
+    probe_rows: int = 100_000         # activation rows sampled to fit each probe
+    k: int = 10
+    batch_size: int = 512
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; saved as RUN/config.yaml."""
 
@@ -102,6 +119,7 @@ class RunConfig:
     activations: ActivationsConfig = field(default_factory=ActivationsConfig)
     sae: SAEConfig = field(default_factory=SAEConfig)
     sae_train: SAEStageConfig = field(default_factory=SAEStageConfig)
+    steer: SteerConfig = field(default_factory=SteerConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,6 +167,13 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             except UsageError as e:
                 errors.append(str(e))
         raise UsageError(errors[0] if errors else f"{name}: bad value {value!r}")
+    if origin is list:
+        if isinstance(value, str):                 # --set steer.attributes=Action,Sci-Fi
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise UsageError(f"{name} must be a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, name) for v in value]
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -44,9 +44,9 @@ def test_intervention_identity_and_last_position_only():
     x[1, 5:] = 0
     x[2, 3:] = 0
     base = model(x, lengths).hidden
-    same = model(x, lengths, interventions={"block.0": Intervention(lambda h, rows: h)}).hidden
+    same = model(x, lengths, interventions={"block.0": Intervention(lambda h, where: h)}).hidden
     assert torch.equal(base, same)
-    edited = model(x, lengths, interventions={"block.0": Intervention(lambda h, rows: h + 5.0, "last")}).hidden
+    edited = model(x, lengths, interventions={"block.0": Intervention(lambda h, where: h + 5.0, "last")}).hidden
     for r, L in enumerate(lengths.tolist()):
         assert torch.allclose(edited[r, : L - 1], base[r, : L - 1], atol=1e-6)   # causal: earlier untouched
         assert not torch.allclose(edited[r, L - 1], base[r, L - 1])
@@ -57,12 +57,12 @@ def test_intervention_rows_allow_per_user_edits():
     x = torch.randint(1, 31, (2, 6))
     seen = {}
 
-    def fn(h, rows):
-        seen["rows"] = rows.tolist()
-        return h * torch.tensor([1.0, 0.0])[rows][:, None]   # zero only user 1's state
+    def fn(h, where):
+        seen["rows"], seen["last"] = where.rows.tolist(), where.last.tolist()
+        return h * torch.tensor([1.0, 0.0])[where.rows][:, None]   # zero only user 1's state
 
     out = model(x, interventions={"block.1": Intervention(fn, "last")}, capture=["block.1"])
-    assert seen["rows"] == [0, 1]
+    assert seen["rows"] == [0, 1] and seen["last"] == [True, True]
     assert torch.count_nonzero(out.captured["block.1"][1, -1]) == 0
     assert torch.count_nonzero(out.captured["block.1"][0, -1]) > 0
 

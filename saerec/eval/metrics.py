@@ -2,7 +2,8 @@
 
 NDCG@K = 1 / log2(rank + 2) if the target is in the top K (0-based rank), else 0; the ideal DCG
 is 1 because there is one relevant item. HitRate@K: target in top K. MRR@K: 1 / (rank + 1).
-Coverage@K: distinct recommended items / items in train.
+Coverage@K: distinct recommended items / items in train. Inter-list diversity and attribute shares
+describe a set of lists (steering evaluation, paper Section 8.2).
 """
 
 from __future__ import annotations
@@ -29,3 +30,27 @@ def ranking_metrics(topk: np.ndarray, targets: np.ndarray, n_catalog: int, k: in
         f"coverage@{k}": float(len(np.unique(topk)) / max(n_catalog, 1)),
         "users": int(len(targets)),
     }
+
+
+def inter_list_diversity(topk: np.ndarray) -> float:
+    """Mean pairwise cosine distance between users' top-K lists as binary item vectors.
+
+    Two lists of K distinct items have cosine similarity |overlap| / K, and the sum of overlaps
+    over all pairs is Σ_item c(c - 1)/2 for c = the number of lists holding the item, so this is
+    O(U·K) instead of O(U²) (the same value jurity's InterListDiversity computes pairwise).
+    """
+    topk = np.asarray(topk)
+    U, K = topk.shape
+    if U < 2 or K == 0:
+        return 0.0
+    _, counts = np.unique(topk, return_counts=True)
+    overlap = float((counts * (counts - 1) / 2).sum())
+    return 1.0 - overlap / (K * U * (U - 1) / 2)
+
+
+def attribute_shares(topk: np.ndarray, attrs: np.ndarray) -> np.ndarray:
+    """Mean over users of the fraction of top-K items carrying each attribute.
+
+    ``attrs``: (V + 1, A) boolean with row j = dense index j. Returns (A,).
+    """
+    return attrs[np.asarray(topk)].mean(axis=(0, 1))

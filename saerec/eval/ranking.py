@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping, Union
 
 import numpy as np
 import torch
@@ -20,11 +20,18 @@ def mask_seen(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     return scores.scatter_add(1, idx, fill)
 
 
+Interventions = Union[Mapping[str, Intervention], Callable[[np.ndarray], Mapping[str, Intervention]], None]
+
+
 @torch.no_grad()
 def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: int = 256,
-              exclude_seen: bool = True, interventions: Mapping[str, Intervention] | None = None,
+              exclude_seen: bool = True, interventions: Interventions = None,
               device: str | torch.device = "cpu") -> np.ndarray:
-    """Top-``k`` dense indices for each input sequence (batched by length to avoid padding work)."""
+    """Top-``k`` dense indices for each input sequence (batched by length to avoid padding work).
+
+    ``interventions`` is either one mapping for every batch, or a function of the batch's rows (indices
+    into ``inputs``) returning the mapping, so each input can carry its own edits.
+    """
     was_training = model.training
     model.eval()
     out = np.zeros((len(inputs), k), dtype=np.int64)
@@ -33,7 +40,8 @@ def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: 
         rows = order[lo: lo + batch_size]
         items, lengths = pad_inputs([inputs[i] for i in rows])
         items, lengths = items.to(device), lengths.to(device)
-        h = model.last_hidden(model(items, lengths, interventions=interventions), lengths)
+        ivs = interventions(rows) if callable(interventions) else interventions
+        h = model.last_hidden(model(items, lengths, interventions=ivs), lengths)
         scores = model.scores(h)
         if exclude_seen:
             scores = mask_seen(scores, items)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -72,15 +72,23 @@ class Block(nn.Module):
 class Intervention:
     """Edit a named hidden state at chosen positions.
 
-    ``fn`` receives the selected vectors as an ``(N, d)`` tensor together with the batch row of
-    each (``(N,)`` long tensor, so different users in one batch can get different edits) and
-    returns the replacement ``(N, d)``. ``positions``: ``"last"`` (each sequence's last real
-    position: the one that makes the recommendation), ``"all"`` (every real position), or a
-    boolean ``(B, T)`` mask.
+    ``fn`` receives the selected vectors as an ``(N, d)`` tensor together with a :class:`Where`
+    (batch row, position and is-last flag of each vector, so different users in one batch can carry
+    different edits, and an edit can target the last position only) and returns the replacement
+    ``(N, d)``. ``positions``: ``"last"`` (each sequence's last real position: the one that makes the
+    recommendation), ``"all"`` (every real position), or a boolean ``(B, T)`` mask.
     """
 
-    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    fn: Callable[[torch.Tensor, "Where"], torch.Tensor]
     positions: str | torch.Tensor = "last"
+
+
+class Where(NamedTuple):
+    """Where each selected vector of an intervention sits: batch row, position, last real position?"""
+
+    rows: torch.Tensor      # (N,) long
+    cols: torch.Tensor      # (N,) long
+    last: torch.Tensor      # (N,) bool
 
 
 @dataclass
@@ -99,6 +107,23 @@ def position_mask(positions: str | torch.Tensor, lengths: torch.Tensor, T: int) 
     if positions == "all":
         return ar < lengths[:, None]
     raise ValueError(f"positions must be 'last', 'all' or a mask, got {positions!r}")
+
+
+@dataclass
+class LastStepCache:
+    """What the last position needs from the rest of each history, for the blocks after a named state.
+
+    Edits at the last position only (the paper's steering) leave every earlier position unchanged,
+    so their keys and values in the later blocks can be computed once and shared by any number of
+    edited variants of the last step: the same trick as a KV cache in autoregressive decoding.
+    """
+
+    start: int                     # first block to replay
+    state: torch.Tensor            # (B, d) the named state at each history's last position
+    keys: list[torch.Tensor]       # per replayed block: (B, H, T, hd)
+    values: list[torch.Tensor]
+    lengths: torch.Tensor          # (B,)
+    final: bool                    # the named state is "final" (nothing to replay)
 
 
 class GPTRec(nn.Module):
@@ -148,9 +173,9 @@ class GPTRec(nn.Module):
             iv = interventions.get(name)
             if iv is not None:
                 mask = position_mask(iv.positions, lengths, T)
-                rows = mask.nonzero()[:, 0]
+                rows, cols = mask.nonzero().unbind(1)
                 h = h.clone()
-                h[mask] = iv.fn(h[mask], rows).to(h.dtype)
+                h[mask] = iv.fn(h[mask], Where(rows, cols, cols == lengths[rows] - 1)).to(h.dtype)
             if name in capture:
                 captured[name] = h
             return h
@@ -161,6 +186,51 @@ class GPTRec(nn.Module):
             x = visit(f"block.{i}", block(x))
         x = visit("final", self.ln_f(x))
         return ModelOutput(x, captured)
+
+    def _start_block(self, name: str) -> int:
+        if name not in self.state_names:
+            raise KeyError(f"unknown hidden state {name!r}; known: {self.state_names}")
+        return 0 if name == "embed" else len(self.blocks) if name == "final" else int(name.split(".")[1]) + 1
+
+    @torch.no_grad()
+    def prefill_last(self, items: torch.Tensor, lengths: torch.Tensor, name: str) -> LastStepCache:
+        """One forward pass that keeps what :meth:`replay_last` needs (eval mode only)."""
+        start = self._start_block(name)
+        inputs = [name] + [f"block.{i - 1}" for i in range(start + 1, len(self.blocks))]
+        out = self(items, lengths, capture=inputs)
+        B, T, C = items.shape[0], items.shape[1], self.cfg.d_model
+        H = self.cfg.n_heads
+        keys, values = [], []
+        for i, x_in in zip(range(start, len(self.blocks)), inputs):
+            blk = self.blocks[i]
+            _, k, v = blk.attn.qkv(blk.ln1(out.captured[x_in])).split(C, dim=2)
+            keys.append(k.view(B, T, H, C // H).transpose(1, 2))
+            values.append(v.view(B, T, H, C // H).transpose(1, 2))
+        state = out.captured[name][torch.arange(B), lengths - 1]
+        return LastStepCache(start, state, keys, values, lengths, name == "final")
+
+    @torch.no_grad()
+    def replay_last(self, cache: LastStepCache, state: torch.Tensor) -> torch.Tensor:
+        """Final hidden vectors (B, n, d) at the last position for n edited variants (B, n, d) of the
+        cached state. Equal to a full forward with the edit at the last position (up to float rounding)."""
+        if cache.final:
+            return state
+        B, n, C = state.shape
+        H = self.cfg.n_heads
+        hd = C // H
+        T = cache.keys[0].shape[2] if cache.keys else 0
+        before = torch.arange(T)[None, :] < (cache.lengths - 1)[:, None]          # keys strictly before last
+        x = state
+        for blk, K, V in zip(self.blocks[cache.start:], cache.keys, cache.values):
+            q, k, v = (t.view(B, n, H, hd) for t in blk.attn.qkv(blk.ln1(x)).split(C, dim=2))
+            s_old = torch.einsum("bnhd,bhtd->bnht", q, K) / math.sqrt(hd)
+            s_old = s_old.masked_fill(~before[:, None, None, :], float("-inf"))
+            s_new = (q * k).sum(-1, keepdim=True) / math.sqrt(hd)
+            att = torch.softmax(torch.cat([s_old, s_new], dim=-1), dim=-1)
+            y = torch.einsum("bnht,bhtd->bnhd", att[..., :T], V) + att[..., T:] * v
+            x = x + blk.attn.proj(y.reshape(B, n, C))
+            x = x + blk.mlp(blk.ln2(x))
+        return self.ln_f(x)
 
     def item_weights(self) -> torch.Tensor:
         """Output head (tied to the input embedding), without the padding row: (V, d)."""

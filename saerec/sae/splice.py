@@ -11,10 +11,10 @@ from typing import Callable
 
 import torch
 
-from ..model.gptrec import Intervention
+from ..model.gptrec import Intervention, Where
 from .base import SparseAutoencoder
 
-Edit = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (codes (N, m), batch rows (N,)) -> codes
+Edit = Callable[[torch.Tensor, Where], torch.Tensor]   # (codes (N, m), where the vectors sit) -> codes
 
 
 def splice(sae: SparseAutoencoder, mode: str = "reconstruction", edit: Edit | None = None,
@@ -23,9 +23,9 @@ def splice(sae: SparseAutoencoder, mode: str = "reconstruction", edit: Edit | No
         raise ValueError(f"splice mode must be 'reconstruction' or 'delta', got {mode!r}")
     norm = sae.normalizer
 
-    def fn(h: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def fn(h: torch.Tensor, where: Where) -> torch.Tensor:
         f = sae.encode(norm(h))
-        f_new = edit(f.clone(), rows) if edit is not None else f
+        f_new = edit(f.clone(), where) if edit is not None else f
         if mode == "reconstruction":
             return norm.inverse(sae.decode(f_new))
         if edit is None:

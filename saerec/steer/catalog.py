@@ -1,0 +1,105 @@
+"""What steering and explanations look up: the item table and the SAE feature catalog of a run.
+
+``ItemTable`` maps the dataset's item ids to the model's dense indices and back, with titles and
+attribute columns for display (``RUN/recommender/items.parquet``). ``FeatureCatalog`` resolves an
+attribute name to its top SAE feature and labels features (``RUN/interpret/attributes.parquet`` and
+``catalog.parquet``, written by ``saerec interpret``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..data.attributes import attribute_columns, genre_columns
+from ..errors import RunError
+from ..rundir import RunDir
+from .edits import EditError
+
+
+@dataclass
+class ItemTable:
+    items: pd.DataFrame          # one row per model item, ordered by dense index (row i = index i + 1)
+    attributes: list[str]        # boolean attribute columns
+    genres: list[str]
+
+    @classmethod
+    def load(cls, run: RunDir, n_items: int) -> "ItemTable":
+        df = run.read_parquet("recommender/items.parquet")
+        df = df[df["index"].between(1, n_items)].sort_values("index").reset_index(drop=True)
+        if len(df) != n_items or not (df["index"].to_numpy() == np.arange(1, n_items + 1)).all():
+            raise RunError(f"{run.recommender / 'items.parquet'} does not cover the model's {n_items} items")
+        return cls(df, attribute_columns(df), genre_columns(df))
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.items["item_id"].to_numpy()
+
+    def to_index(self, item_ids) -> tuple[np.ndarray, list[int]]:
+        """Dataset item ids (oldest first) -> dense indices, and the ids the model does not know."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        known = self.item_ids
+        pos = np.searchsorted(known, ids).clip(0, len(known) - 1)
+        ok = known[pos] == ids
+        return (pos[ok] + 1).astype(np.int64), ids[~ok].tolist()
+
+    def attribute_matrix(self, columns: list[str]) -> np.ndarray:
+        """(V + 1, A) boolean: row j = dense index j (row 0, padding, is all False)."""
+        m = self.items[columns].to_numpy(dtype=bool)
+        return np.vstack([np.zeros((1, len(columns)), dtype=bool), m])
+
+    def describe(self, index: np.ndarray) -> pd.DataFrame:
+        """Item id, title and genres of dense indices, in the given order."""
+        rows = self.items.iloc[np.asarray(index, dtype=np.int64) - 1]
+        return rows[["item_id", "title", "genres"]].reset_index(drop=True)
+
+
+@dataclass
+class FeatureCatalog:
+    attributes: pd.DataFrame     # attribute -> top SAE feature (sae_feature, sae_correlation, ...)
+    features: pd.DataFrame       # feature -> label, label_correlation, firing_frequency, max_activation, ...
+    n_features: int
+
+    @classmethod
+    def load(cls, run: RunDir) -> "FeatureCatalog":
+        if not run.has("interpret/attributes.parquet"):
+            raise RunError(f"{run.root / 'interpret'}: no feature catalog; run `saerec interpret --run {run.root}` first")
+        attrs = run.read_parquet("interpret/attributes.parquet")
+        feats = run.read_parquet("interpret/catalog.parquet").set_index("feature").sort_index()
+        return cls(attrs, feats, len(feats))
+
+    def attribute_names(self) -> list[str]:
+        return self.attributes["attribute"].tolist()
+
+    def canonical(self, name: str) -> str:
+        """The catalog's spelling of an attribute (case-insensitive), or a clear error listing valid ones."""
+        names = self.attribute_names()
+        exact = {n: n for n in names}
+        folded = {n.lower(): n for n in names}
+        hit = exact.get(name) or folded.get(name.strip().lower())
+        if hit is None:
+            shown = ", ".join(sorted(names)[:40]) + (" ..." if len(names) > 40 else "")
+            raise EditError(f"unknown attribute {name!r}; known attributes: {shown} "
+                            "(all of them: `saerec features --run RUN` or RUN/interpret/attributes.parquet)")
+        return hit
+
+    def feature_for(self, attribute: str) -> int:
+        """The attribute's top SAE feature: the one with the highest correlation (paper Section 7)."""
+        name = self.canonical(attribute)
+        return int(self.attributes.loc[self.attributes["attribute"] == name, "sae_feature"].iloc[0])
+
+    def check_feature(self, j: int) -> None:
+        if not 0 <= j < self.n_features:
+            raise EditError(f"unknown feature id {j}; the SAE has features 0..{self.n_features - 1}")
+
+    def label(self, j: int) -> str:
+        return str(self.features.at[j, "label"]) if j in self.features.index else f"#{j}"
+
+    def table(self) -> pd.DataFrame:
+        """Features as a display table (alive first, by label correlation)."""
+        f = self.features.reset_index()
+        cols = [c for c in ("feature", "label", "label_correlation", "label_auc", "firing_frequency",
+                            "max_activation") if c in f]
+        return f[cols].sort_values(["label_correlation"], ascending=False).reset_index(drop=True)
