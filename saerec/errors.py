@@ -24,3 +24,7 @@ class DatasetNotFound(DataError):
 
 class RunError(SaerecError):
     """A run directory lacks what a stage needs (e.g. evaluate before train)."""
+
+
+class SteeringError(SaerecError, ValueError):
+    """A malformed or unresolvable steering edit (bad mode, non-finite value, unknown attribute or feature)."""

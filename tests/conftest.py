@@ -33,3 +33,41 @@ def ray_session():
                  object_store_memory=300 * 1024 * 1024, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained_run(ray_session, tmp_path_factory):
+    """A small synthetic run (planted genres Action, Children, Fantasy, Sci-Fi, Western) with a trained
+    GPTRec, shared by the SAE, interpretation and steering tests."""
+    from saerec.config import RunConfig, apply_overrides
+    from saerec.data.prepare import prepare
+    from saerec.rundir import RunDir
+    from saerec.train.ray_train import train_recommender
+
+    cfg = apply_overrides(RunConfig(), [
+        "data.dataset=synthetic", "data.synthetic_users=500", "data.synthetic_items=120",
+        "data.synthetic_genres=5", "model.n_layers=2", "model.d_model=32", "model.max_len=40",
+        "train.epochs=3", "train.batch_tokens=2048", "train.lr=0.003",
+        "sae.n_latents=128", "sae.epochs=2", "sae.l1=0.05", "sae.dead_window=5000",
+    ])
+    run = RunDir(tmp_path_factory.mktemp("sae") / "run")
+    prep = prepare(run, cfg)
+    train_recommender(run, cfg, prep)
+    cfg.save(run.root / "config.yaml")
+    return run, cfg
+
+
+@pytest.fixture(scope="session")
+def interpreted_run(trained_run):
+    """``trained_run`` with activations, an SAE and the interpretation tables (the steering inputs)."""
+    from saerec.interpret.stage import interpret_stage
+    from saerec.sae.stage import extract_stage, sae_stage
+
+    run, cfg = trained_run
+    if not run.has("activations/meta.json"):
+        extract_stage(run, cfg)
+    if not run.has("sae/sae.safetensors"):
+        sae_stage(run, cfg)
+    if not run.has("interpret/catalog.parquet"):
+        interpret_stage(run)
+    return run, cfg

@@ -41,3 +41,20 @@ def test_mask_seen_and_popularity():
     counts = np.array([10.0, 50.0, 30.0, 5.0, 1.0])          # items 1..5
     top = popularity_topk(counts, [np.array([2]), np.array([1, 3])], k=2)
     assert top.tolist() == [[3, 1], [2, 4]]
+
+
+def test_inter_list_diversity_equals_pairwise_cosine_distance():
+    from saerec.eval.metrics import attribute_shares, inter_list_diversity
+
+    rng = np.random.default_rng(0)
+    topk = np.stack([rng.choice(np.arange(1, 40), 10, replace=False) for _ in range(25)])
+    onehot = np.zeros((25, 40))
+    np.put_along_axis(onehot, topk, 1.0, axis=1)
+    unit = onehot / np.linalg.norm(onehot, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    pairwise = 1 - cos[np.triu_indices(25, 1)].mean()
+    assert inter_list_diversity(topk) == pytest.approx(pairwise, abs=1e-12)
+    assert inter_list_diversity(np.tile(topk[:1], (5, 1))) == pytest.approx(0.0)
+    attrs = np.zeros((40, 2), dtype=bool)
+    attrs[1:20, 0] = True
+    assert attribute_shares(topk, attrs)[0] == pytest.approx((topk < 20).mean())

@@ -116,3 +116,18 @@ def test_recommend_excludes_seen_items():
     inputs = [np.arange(1, 26)]                     # 25 of 30 items seen
     top = recommend(model, inputs, k=5)[0]
     assert set(top) == {26, 27, 28, 29, 30}
+
+
+@pytest.mark.parametrize("name", ["embed", "block.0", "block.1", "final"])
+def test_last_step_replay_equals_full_forward_with_a_last_position_edit(name):
+    model = small_model()
+    lengths = torch.tensor([5, 12, 1, 8])
+    x = torch.randint(1, 31, (4, 12)) * (torch.arange(12)[None] < lengths[:, None])
+    cache = model.prefill_last(x, lengths, name)
+    pushes = torch.randn(4, 3, 16)
+    pushes[:, 0] = 0
+    replayed = model.replay_last(cache, cache.state[:, None] + pushes)
+    for v in range(3):
+        iv = Intervention(lambda h, where, v=v: h + pushes[where.rows, v], "last")
+        full = model.last_hidden(model(x, lengths, interventions={name: iv}), lengths)
+        assert torch.allclose(replayed[:, v], full, atol=1e-5), (name, v)

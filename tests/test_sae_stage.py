@@ -8,32 +8,14 @@ import pytest
 import torch
 
 from saerec.activations.extract import block_activations
-from saerec.config import RunConfig, apply_overrides
-from saerec.data.prepare import load_prepared, prepare
+from saerec.data.prepare import load_prepared
 from saerec.model.checkpoint import load_model
-from saerec.rundir import RunDir
 from saerec.sae import SAEConfig, build_sae, load_sae
 from saerec.sae.evaluate import downstream_metrics
 from saerec.sae.normalize import NormStats
 from saerec.sae.splice import splice
 from saerec.sae.stage import extract_stage, sae_stage
 from saerec.sae.trainer import ReconStats
-from saerec.train.ray_train import train_recommender
-
-
-@pytest.fixture(scope="module")
-def trained_run(ray_session, tmp_path_factory):
-    cfg = apply_overrides(RunConfig(), [
-        "data.dataset=synthetic", "data.synthetic_users=500", "data.synthetic_items=120",
-        "data.synthetic_genres=5", "model.n_layers=2", "model.d_model=32", "model.max_len=40",
-        "train.epochs=3", "train.batch_tokens=2048", "train.lr=0.003",
-        "sae.n_latents=128", "sae.epochs=2", "sae.l1=0.05", "sae.dead_window=5000",
-    ])
-    run = RunDir(tmp_path_factory.mktemp("sae") / "run")
-    prep = prepare(run, cfg)
-    train_recommender(run, cfg, prep)
-    cfg.save(run.root / "config.yaml")
-    return run, cfg
 
 
 def test_extraction_covers_every_position(trained_run):

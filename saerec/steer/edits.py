@@ -21,14 +21,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import SteeringError
+
 MODES = ("set", "add", "scale")
 POSITIONS = ("last", "all")
 METHODS = ("sae", "probe")
 MAX_ABS_VALUE = 100.0      # larger pushes only produce degenerate lists; the server enforces the same bound
 
 
-class EditError(ValueError):
-    """A malformed or unresolvable edit (bad mode, non-finite value, unknown attribute or feature)."""
+EditError = SteeringError     # the name the steering modules use
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,11 @@ class EditTable:
         return a, b, applied
 
 
+def check_splice(splice: str) -> None:
+    if splice not in SPLICES:
+        raise EditError(f"splice must be one of {', '.join(SPLICES)}, got {splice!r}")
+
+
 def apply_affine(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """c' = a·c + b, written so that a = 1, b = 0 returns c exactly."""
     return torch.where((a == 1.0) & (b == 0.0), c, a * c + b)
@@ -121,8 +126,7 @@ class Steerer:
     # the intervention -------------------------------------------------------------------
     def edit_fn(self, table: EditTable, splice: str = "delta"):
         """``fn(h, where)`` applying ``table``'s edits to the layer's vectors (see the module docstring)."""
-        if splice not in SPLICES:
-            raise EditError(f"splice must be one of {', '.join(SPLICES)}, got {splice!r}")
+        check_splice(splice)
         sae, norm, Js = self.sae, self.norm, len(table.sae_cols)
         W = sae.W_dec[table.sae_cols]                     # (Js, d)
         U = self.probes.directions[table.probe_cols] if len(table.probe_cols) else torch.zeros(0, sae.d_in)
@@ -166,6 +170,7 @@ class Steerer:
         ``edits``: one list per history (``None``: no edits anywhere). Edits are resolved once up front,
         so a bad edit fails before any work is done.
         """
+        check_splice(splice)
         histories = [self.truncate(h) for h in histories]
         if any(len(h) == 0 for h in histories):
             raise EditError("a history is empty (after dropping unknown items)")
@@ -201,29 +206,34 @@ class Steerer:
         edited last steps are replayed through the later blocks together, which makes a sweep of n
         values cost about one forward pass instead of n.
         """
+        check_splice(splice)
         resolved = [self.resolve_all(v) for v in variants]
         if any(e.positions != "last" for v in resolved for e in v):
             raise EditError("recommend_variants needs last-position edits; use recommend() for positions 'all'")
         n = len(resolved)
-        table = EditTable.build(resolved)
-        fn = self.edit_fn(table, splice)
+        fn = self.edit_fn(EditTable.build(resolved), splice)
         histories = [self.truncate(h) for h in histories]
         out = np.zeros((len(histories), n, k), dtype=np.int64)
         order = np.argsort([len(h) for h in histories], kind="stable")
         per = max(1, max_rows // max(n, 1))
-        model = self.model
         for lo in range(0, len(order), per):
             rows = order[lo: lo + per]
-            items, lengths = pad_inputs([histories[i] for i in rows])
-            cache = model.prefill_last(items, lengths, self.layer)
-            b = len(rows)
-            h = cache.state.repeat_interleave(n, dim=0)                       # row u * n + v
-            variant = torch.arange(n).repeat(b)
-            ones = torch.ones(b * n, dtype=torch.bool)
-            h = fn(h, Where(variant, (lengths - 1).repeat_interleave(n), ones))
-            final = model.replay_last(cache, h.view(b, n, -1)).reshape(b * n, -1)
-            scores = model.scores(final)
-            if exclude_seen:
-                scores = mask_seen(scores, items.repeat_interleave(n, dim=0))
-            out[rows] = (scores.topk(k, dim=1).indices + 1).view(b, n, k).numpy()
+            scores = self._variant_scores([histories[i] for i in rows], n, fn, exclude_seen)
+            out[rows] = (scores.topk(k, dim=2).indices + 1).numpy()
         return out
+
+    def _variant_scores(self, histories: list[np.ndarray], n: int, fn, exclude_seen: bool = True) -> torch.Tensor:
+        """(b, n, V) item scores of b histories under n last-step variants produced by ``fn``
+        (variant v of every row carries the edits of row v of ``fn``'s edit table)."""
+        model = self.model
+        items, lengths = pad_inputs(histories)
+        cache = model.prefill_last(items, lengths, self.layer)
+        b = len(histories)
+        h = cache.state.repeat_interleave(n, dim=0)                       # row u * n + v
+        ones = torch.ones(b * n, dtype=torch.bool)
+        h = fn(h, Where(torch.arange(n).repeat(b), (lengths - 1).repeat_interleave(n), ones))
+        final = model.replay_last(cache, h.view(b, n, -1)).reshape(b * n, -1)
+        scores = model.scores(final)
+        if exclude_seen:
+            scores = mask_seen(scores, items.repeat_interleave(n, dim=0))
+        return scores.view(b, n, -1)

@@ -11,7 +11,6 @@ import logging
 import time
 
 import numpy as np
-import pandas as pd
 
 from ..config import RunConfig
 from ..data.prepare import load_prepared

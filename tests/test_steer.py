@@ -1,0 +1,194 @@
+"""Steering: edits, batched interventions, probes, the sweep stage, explanations and the CLI, on the
+shared synthetic run (planted genres Action, Children, Fantasy, Sci-Fi, Western)."""
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from saerec.cli import main
+from saerec.data.prepare import load_prepared
+from saerec.eval.metrics import attribute_shares
+from saerec.eval.ranking import recommend
+from saerec.model import Where
+from saerec.steer import Edit, EditError, Steerer, parse_edit
+from saerec.steer.explain import explain
+from saerec.steer.intervene import EditTable
+from saerec.train.batching import pad_inputs
+
+GENRES = ["Action", "Children", "Fantasy", "Sci-Fi", "Western"]
+
+
+@pytest.fixture(scope="module")
+def steer_setup(interpreted_run):
+    run, cfg = interpreted_run
+    steerer = Steerer.from_run(run)
+    _, inputs, targets = load_prepared(run).eval_set("test", steerer.model.cfg.max_len)
+    return run, cfg, steerer, inputs, targets
+
+
+def test_parse_edit_and_validation():
+    assert parse_edit("Sci-Fi=2") == Edit("Sci-Fi", 2.0)
+    assert parse_edit("Drama=add:-3") == Edit("Drama", -3.0, "add")
+    assert parse_edit("17=scale:0@all") == Edit(17, 0.0, "scale", "all")
+    assert parse_edit("probe:decade:1990s=add:4") == Edit("decade:1990s", 4.0, "add", "last", "probe")
+    for bad, needle in [("Sci-Fi", "TARGET="), ("Sci-Fi=abc", "not a number"), ("Sci-Fi=mul:2", "mode"),
+                        ("Sci-Fi=nan", "finite"), ("Sci-Fi=1e9", "finite"), ("Sci-Fi=2@first", "positions"),
+                        ("probe:12=1", "attribute name")]:
+        with pytest.raises(EditError, match=needle):
+            parse_edit(bad)
+
+
+@pytest.mark.parametrize("mode,value", [("set", 2.5), ("add", 1.5), ("scale", 3.0), ("set", -2.0)])
+def test_edit_moves_only_the_targeted_latent(steer_setup, mode, value):
+    _, _, st, inputs, _ = steer_setup
+    sae, norm = st.sae, st.norm
+    h = torch.randn(6, sae.d_in) * norm.std + norm.mean
+    f = sae.encode(norm(h))
+    j = int(f.sum(0).argmax())                  # a latent that fires, so scale has something to scale
+    expected = {"set": torch.full((6,), value), "add": f[:, j] + value, "scale": f[:, j] * value}[mode]
+    table = EditTable.build([[st.resolve(Edit(j, value, mode))]] * 6)
+    where = Where(torch.arange(6), torch.zeros(6, dtype=torch.long), torch.ones(6, dtype=torch.bool))
+    # reconstruction splice: the decoded codes differ from dec(f) by latent j's change only
+    rec = norm(st.edit_fn(table, "reconstruction")(h, where))
+    moved = rec - sae.decode(f)
+    assert torch.allclose(moved, (expected - f[:, j])[:, None] * sae.W_dec[j], atol=1e-4)
+    # delta splice: the same change, and the SAE error term of h is kept
+    delta = st.edit_fn(table, "delta")(h, where) - h
+    assert torch.allclose(delta, (expected - f[:, j])[:, None] * sae.W_dec[j] * norm.std, atol=1e-4)
+
+
+def test_attribute_resolves_to_the_catalogs_top_feature(steer_setup):
+    run, _, st, _, _ = steer_setup
+    pair = pd.read_parquet(run.root / "interpret" / "feature_attribute.parquet")
+    for g in GENRES:
+        top = int(pair[pair["attribute"] == g].sort_values("correlation", ascending=False)["feature"].iloc[0])
+        r = st.resolve(Edit(g.lower(), 1.0))                     # case-insensitive
+        assert (r.kind, r.index, r.label) == ("sae", top, g)
+    with pytest.raises(EditError, match="known attributes"):
+        st.resolve(Edit("Polka", 1.0))
+    with pytest.raises(EditError, match="features 0..127"):
+        st.resolve(Edit(128, 1.0))
+
+
+def test_delta_without_edits_is_exact_and_batched_rows_carry_their_own_edits(steer_setup):
+    _, _, st, inputs, _ = steer_setup
+    base = recommend(st.model, inputs)
+    assert np.array_equal(st.recommend(inputs), base)
+    assert np.array_equal(st.recommend(inputs, [[Edit("Action", 0.0, "add")]] * len(inputs)), base)
+    mixed = [[Edit("Sci-Fi", 4.0)], [], [Edit("Western", 3.0, "add"), Edit("Action", -2.0)], [Edit(5, 0.5, "scale", "all")]]
+    together = st.recommend(inputs[:4], mixed)
+    for r in range(4):
+        assert np.array_equal(together[r], st.recommend([inputs[r]], [mixed[r]])[0])
+    assert np.array_equal(together[1], base[1])
+    with pytest.raises(EditError, match="twice"):
+        st.recommend(inputs[:1], [[Edit("Sci-Fi", 1.0), Edit("sci-fi", 2.0, "add")]])
+
+
+def test_variant_replay_equals_full_forward(steer_setup):
+    _, _, st, inputs, _ = steer_setup
+    values = [-4.0, 0.0, 2.0, 6.0]
+    for splice in ("delta", "reconstruction"):
+        grid = st.recommend_variants(inputs, [[Edit("Fantasy", v)] for v in values] + [[]], splice=splice)
+        for i, v in enumerate(values):
+            full = st.recommend(inputs, [[Edit("Fantasy", v)]] * len(inputs), splice=splice)
+            assert (full == grid[:, i]).all(1).mean() >= 0.99          # float rounding may swap a near tie
+        assert (st.recommend(inputs, None, splice=splice) == grid[:, -1]).all(1).mean() >= 0.99
+
+
+def test_steering_a_planted_genre_feature_raises_its_share(steer_setup):
+    _, _, st, inputs, _ = steer_setup
+    G = st.items.attribute_matrix(GENRES)
+    values = [-10.0, 0.0, 10.0]
+    for gi, g in enumerate(GENRES):
+        grid = st.recommend_variants(inputs, [[Edit(g, v)] for v in values])
+        shares = [attribute_shares(grid[:, i], G)[gi] for i in range(len(values))]
+        unsteered = attribute_shares(st.recommend(inputs), G)[gi]
+        assert shares[0] < shares[1] < shares[2], (g, shares)
+        assert shares[2] > unsteered + 0.04 and shares[0] < unsteered - 0.04, (g, shares, unsteered)
+
+
+def test_explanation_contributions_sum_to_the_direct_path_change(steer_setup):
+    _, _, st, inputs, _ = steer_setup
+    model, sae, norm = st.model, st.sae, st.norm
+    hist = inputs[0]
+    ex = explain(st, hist, k=5, top_features=4)
+    assert len(ex.items) == 5 and len(ex.features) <= 4 and (np.diff(ex.features["activation"]) <= 0).all()
+    # independently: remove the decoded features from the residual stream, final LayerNorm scale frozen
+    items, lengths = pad_inputs([hist])
+    with torch.no_grad():
+        out = model(items, lengths, capture=[st.layer, "block.1"])
+        t = len(hist) - 1
+        h, x = out.captured[st.layer][0, t], out.captured["block.1"][0, t]
+        decoded = (sae.encode(norm(h[None]))[0] @ sae.W_dec) * norm.std
+        sigma = torch.sqrt(x.var(unbiased=False) + model.ln_f.eps)
+        y = x - decoded
+        before = model.ln_f.weight * (x - x.mean()) / sigma
+        after = model.ln_f.weight * (y - y.mean()) / sigma
+        E = model.item_weights()[torch.from_numpy(ex.items["index"].to_numpy()) - 1]
+        claimed = ((before - after) @ E.T).numpy()
+        assert torch.allclose(model.ln_f(x), out.hidden[0, t], atol=1e-5)      # the frozen map is the real LN here
+    np.testing.assert_allclose(ex.direct_total, claimed, rtol=1e-4, atol=1e-4)
+    c = ex.contributions
+    np.testing.assert_allclose(c["contribution"], c["activation"] * c["direct_effect"], rtol=1e-5, atol=1e-6)
+    # the total effect of zeroing a feature is a real score change of the full model
+    j = int(ex.features["feature"].iloc[0])
+    zeroed = st.recommend_variants([hist], [[Edit(j, 0.0)]], k=model.n_items, exclude_seen=False)
+    assert zeroed.shape == (1, 1, model.n_items)
+
+
+def test_steer_eval_stage_tables_plots_and_probes(steer_setup):
+    from saerec.steer.stage import steer_eval_stage
+
+    run, cfg, _, _, _ = steer_setup
+    cfg = copy.deepcopy(cfg)
+
+    cfg.steer.value_min, cfg.steer.value_max, cfg.steer.value_step = -4.0, 4.0, 2.0
+    cfg.steer.probe_rows = 20_000
+    s = steer_eval_stage(run, cfg, progress=False)
+    out = run.root / "steer"
+    for name in ("sweep.parquet", "sweep.csv", "summary.json", "report.md", "probes.safetensors", "probes.json",
+                 "fig8a_genre_shares.png", "fig8bcd_metrics.png", "fig9_sae_vs_probe.png",
+                 "fig_delta_vs_reconstruction.png"):
+        assert (out / name).exists(), name
+    t = pd.read_parquet(out / "sweep.parquet")
+    assert set(t["curve"]) == {"sae/set/delta", "sae/set/reconstruction", "sae/add/delta", "probe/add/delta"}
+    assert len(t) == 5 * 4 * 5 and t["ild@10"].between(0, 1).all()
+    assert s["delta_no_edit"]["all_identical"]
+    # add 0 through the delta splice is the unsteered model: the table's share equals the baseline
+    zero = t[(t["curve"] == "sae/add/delta") & (t["value"] == 0.0)]
+    assert np.allclose(zero["ndcg@10"], s["baselines"]["original"]["ndcg@10"], atol=0.01)   # replay: float rounding
+    for c in s["curve_checks"]:
+        assert c["spearman"] > 0.5, c                      # planted genres steer monotonically, SAE and probe
+    assert all(m["test_auc"] > 0.6 for a, m in s["probe_metrics"].items() if a in GENRES)
+
+
+def test_cli_steer_explain_features(steer_setup, capsys):
+    run, _, st, _, _ = steer_setup
+    users, _, _ = load_prepared(run).eval_set("test", st.model.cfg.max_len)
+    u = str(users[0])
+    assert main(["steer", "--run", str(run.root), "--user", u, "--attribute", "Western", "--value", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "before:" in out and "after:" in out and "Western" in out
+    assert main(["steer", "--run", str(run.root), "--history", "1,2,3,99999", "--edit", "Sci-Fi=add:3",
+                 "--edit", "Action=add:-3", "--json", "--k", "5"]) == 0
+    cap = capsys.readouterr()
+    doc = json.loads(cap.out)
+    assert len(doc["after"]) == 5 and doc["unknown_item_ids"] == [99999] and "99999" in cap.err
+    assert main(["explain", "--run", str(run.root), "--user", u, "--k", "3"]) == 0
+    assert "most active features" in capsys.readouterr().out
+    assert main(["features", "--run", str(run.root), "--attribute", "fantasy", "--limit", "3"]) == 0
+    assert "top feature for Fantasy" in capsys.readouterr().out
+    for argv, needle in [(["--attribute", "Polka", "--value", "1"], "unknown attribute"),
+                         (["--attribute", "Action", "--value", "inf"], "finite"),
+                         (["--attribute", "Action"], "needs --value"),
+                         (["--edit", "Action=1", "--k", "0"], "--k"),
+                         (["--edit", "Action=1", "--splice", "both"], "splice")]:
+        assert main(["steer", "--run", str(run.root), "--user", u, *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
+    assert main(["steer", "--run", str(run.root), "--user", "-7", "--edit", "Action=1"]) == 2
+    assert "not a test user" in capsys.readouterr().err
