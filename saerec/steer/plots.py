@@ -11,6 +11,12 @@ import pandas as pd
 from ..interpret.report import _plt
 
 
+def _save(fig, path: Path, plt) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _grid(n: int, plt, w: float = 3.6, h: float = 3.0):
     cols = min(n, 5)
     rows = (n + cols - 1) // cols
@@ -38,9 +44,7 @@ def genre_shares(table: pd.DataFrame, curve: str, genres: list[str], path: Path,
         ax.legend(fontsize=7)
     axes[0].set_ylabel("share of genre in top-10")
     fig.suptitle(f"Genre shares while steering ({curve})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, plt)
 
 
 def list_metric_curves(table: pd.DataFrame, curve: str, base: dict, k: int, path: Path) -> None:
@@ -58,9 +62,7 @@ def list_metric_curves(table: pd.DataFrame, curve: str, base: dict, k: int, path
         ax.set_title(key)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Recommendation metrics while steering ({curve})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, plt)
 
 
 def compare_curves(table: pd.DataFrame, solid: str, dashed: str, path: Path, title: str) -> None:
@@ -73,7 +75,7 @@ def compare_curves(table: pd.DataFrame, solid: str, dashed: str, path: Path, tit
         for curve, ls in ((solid, "-"), (dashed, "--")):
             h = g[g["curve"] == curve].sort_values("value")
             if len(h):
-                ax.plot(h["value"], h["target_share"], ls, color=c, label=f"{a} ({curve})" if ls == "-" else None)
+                ax.plot(h["value"], h["target_share"], ls, color=c, label=a if ls == "-" else None)
     ax.plot([], [], "k-", label=solid)
     ax.plot([], [], "k--", label=dashed)
     ax.set_xlabel("value")
@@ -81,9 +83,7 @@ def compare_curves(table: pd.DataFrame, solid: str, dashed: str, path: Path, tit
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, plt)
 
 
 def write_plots(table: pd.DataFrame, base: dict, genres: list[str], k: int, out: Path) -> list[str]:
