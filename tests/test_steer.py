@@ -192,3 +192,21 @@ def test_cli_steer_explain_features(steer_setup, capsys):
         assert needle in err and len(err.splitlines()) == 1, err
     assert main(["steer", "--run", str(run.root), "--user", "-7", "--edit", "Action=1"]) == 2
     assert "not a test user" in capsys.readouterr().err
+
+
+def test_default_attributes_fall_back_on_datasets_without_them():
+    from types import SimpleNamespace
+
+    from saerec.config import SteerConfig
+    from saerec.steer.catalog import FeatureCatalog
+    from saerec.steer.stage import swept_attributes
+
+    attrs = pd.DataFrame({"attribute": ["Jazz", "Rock", "decade:1990s", "Sci-Fi"], "is_genre": [True, True, False, True],
+                          "sae_feature": [3, 1, 2, 0], "sae_correlation": [0.4, 0.7, 0.9, 0.5]})
+    feats = pd.DataFrame({"feature": [0, 1, 2, 3], "label": ["Sci-Fi", "Rock", "decade:1990s", "Jazz"]}).set_index("feature")
+    st = SimpleNamespace(catalog=FeatureCatalog(attrs, feats, 4))
+    assert swept_attributes(st, SteerConfig()) == ["Sci-Fi"]                  # the defaults it has
+    st.catalog = FeatureCatalog(attrs[attrs["attribute"] != "Sci-Fi"], feats, 4)
+    assert swept_attributes(st, SteerConfig()) == ["Rock", "Jazz", "decade:1990s"]   # genres first, by correlation
+    with pytest.raises(EditError, match="unknown attribute"):
+        swept_attributes(st, SteerConfig(attributes=["Sci-Fi"]))              # an explicit list must match

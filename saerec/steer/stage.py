@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..config import RunConfig
+from ..config import RunConfig, SteerConfig
 from ..data.prepare import load_prepared
 from ..eval.ranking import recommend
 from ..rundir import RunDir
@@ -25,10 +25,27 @@ from .sweep import default_curves, run_sweep, summarise, sweep_values
 log = logging.getLogger("saerec.steer")
 
 
-def ensure_probes(run: RunDir, steerer: Steerer, cfg: RunConfig) -> ProbeSet:
+def swept_attributes(steerer: Steerer, cfg: SteerConfig) -> list[str]:
+    """The configured attributes in the catalog's spelling. With the default list (the paper's five
+    MovieLens genres) on a dataset lacking some, the missing ones are skipped, and if none is left the
+    five genres with the best-correlated features are used; an explicit list must match exactly."""
+    if cfg.attributes != SteerConfig().attributes:
+        return [steerer.catalog.canonical(a) for a in cfg.attributes]
+    known = {a.lower(): a for a in steerer.catalog.attribute_names()}
+    found = [known[a.lower()] for a in cfg.attributes if a.lower() in known]
+    if len(found) < len(cfg.attributes):
+        log.warning("steering: default attributes missing from this dataset skipped: %s",
+                    [a for a in cfg.attributes if a.lower() not in known])
+    if not found:
+        at = steerer.catalog.attributes
+        found = at.sort_values(["is_genre", "sae_correlation"], ascending=False)["attribute"].head(5).tolist()
+    return found
+
+
+def ensure_probes(run: RunDir, steerer: Steerer, cfg: RunConfig, attributes: list[str]) -> ProbeSet:
     """Probes for every genre and every swept attribute; reused when they already cover them."""
     out = run.stage("steer")
-    wanted = list(dict.fromkeys([*steerer.items.genres, *(steerer.catalog.canonical(a) for a in cfg.steer.attributes)]))
+    wanted = list(dict.fromkeys([*steerer.items.genres, *attributes]))
     if run.has("steer/probes.safetensors"):
         probes = ProbeSet.load(out)
         if set(wanted) <= set(probes.attributes) and probes.metrics.get("_rows") == cfg.steer.probe_rows:
@@ -60,15 +77,15 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     if steerer.catalog is None:
         from ..errors import RunError
         raise RunError(f"{run.root / 'interpret'}: no feature catalog; run `saerec interpret --run {run.root}` first")
-    attributes = [steerer.catalog.canonical(a) for a in sc.attributes]
+    attributes = swept_attributes(steerer, sc)
     t = time.perf_counter()
     if sc.probe:
-        steerer.probes = ensure_probes(run, steerer, cfg)
+        steerer.probes = ensure_probes(run, steerer, cfg, attributes)
     probe_seconds = time.perf_counter() - t
     prep = load_prepared(run)
     _, inputs, targets = prep.eval_set("test", steerer.model.cfg.max_len)
     values = sweep_values(sc)
-    curves = default_curves(sc)
+    curves = default_curves(sc, attributes)
     t = time.perf_counter()
     table, base, per_user = run_sweep(steerer, inputs, targets, curves, values, k=sc.k, max_rows=sc.batch_size * 16,
                             progress=progress)

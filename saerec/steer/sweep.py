@@ -33,11 +33,11 @@ class Curve:
         return f"{self.method}/{self.mode}/{self.splice}"
 
 
-def default_curves(cfg: SteerConfig) -> list[Curve]:
+def default_curves(cfg: SteerConfig, attributes: list[str]) -> list[Curve]:
     """Figure 8: SAE ``cfg.mode`` for each splice; Figure 9: SAE vs probe, both ``add`` with delta."""
-    curves = [Curve(a, "sae", cfg.mode, s) for a in cfg.attributes for s in cfg.splices]
+    curves = [Curve(a, "sae", cfg.mode, s) for a in attributes for s in cfg.splices]
     if cfg.probe:
-        curves += [Curve(a, m, "add", "delta") for a in cfg.attributes for m in ("sae", "probe")]
+        curves += [Curve(a, m, "add", "delta") for a in attributes for m in ("sae", "probe")]
     return list(dict.fromkeys(curves))
 
 
