@@ -26,15 +26,17 @@ Interventions = Union[Mapping[str, Intervention], Callable[[np.ndarray], Mapping
 @torch.no_grad()
 def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: int = 256,
               exclude_seen: bool = True, interventions: Interventions = None,
-              device: str | torch.device = "cpu") -> np.ndarray:
+              device: str | torch.device = "cpu", with_scores: bool = False):
     """Top-``k`` dense indices for each input sequence (batched by length to avoid padding work).
 
     ``interventions`` is either one mapping for every batch, or a function of the batch's rows (indices
     into ``inputs``) returning the mapping, so each input can carry its own edits.
+    ``with_scores``: also return the (N, k) scores of the listed items.
     """
     was_training = model.training
     model.eval()
     out = np.zeros((len(inputs), k), dtype=np.int64)
+    vals = np.zeros((len(inputs), k), dtype=np.float32)
     order = np.argsort([len(s) for s in inputs], kind="stable")
     for lo in range(0, len(order), batch_size):
         rows = order[lo: lo + batch_size]
@@ -45,9 +47,11 @@ def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: 
         scores = model.scores(h)
         if exclude_seen:
             scores = mask_seen(scores, items)
-        out[rows] = (scores.topk(k, dim=1).indices + 1).cpu().numpy()
+        top = scores.topk(k, dim=1)
+        out[rows] = (top.indices + 1).cpu().numpy()
+        vals[rows] = top.values.cpu().numpy()
     model.train(was_training)
-    return out
+    return (out, vals) if with_scores else out
 
 
 def popularity_topk(counts: np.ndarray, inputs: list[np.ndarray], k: int = 10) -> np.ndarray:

@@ -164,8 +164,10 @@ class Steerer:
         return np.asarray(history, dtype=np.int64)[-self.model.cfg.max_len:]
 
     def recommend(self, histories: Sequence[np.ndarray], edits: Sequence[Sequence[Edit | ResolvedEdit]] | None = None,
-                  k: int = 10, splice: str = "delta", exclude_seen: bool = True, batch_size: int = 256) -> np.ndarray:
-        """Top-k dense indices for each history (dense indices, oldest first) under its own edits.
+                  k: int = 10, splice: str = "delta", exclude_seen: bool = True, batch_size: int = 256,
+                  with_scores: bool = False):
+        """Top-k dense indices for each history (dense indices, oldest first) under its own edits
+        (and their scores with ``with_scores``).
 
         ``edits``: one list per history (``None``: no edits anywhere). Edits are resolved once up front,
         so a bad edit fails before any work is done.
@@ -194,7 +196,7 @@ class Steerer:
             return {self.layer: iv} if iv is not None else {}
 
         return recommend(self.model, histories, k=k, batch_size=batch_size, exclude_seen=exclude_seen,
-                         interventions=ivs)
+                         interventions=ivs, with_scores=with_scores)
 
     @torch.no_grad()
     def recommend_variants(self, histories: Sequence[np.ndarray], variants: Sequence[Sequence[Edit | ResolvedEdit]],

@@ -1,0 +1,109 @@
+"""The Ray Serve application: the gRPC ``saerec.v1.Recommender`` service over one run directory.
+
+Each replica loads the run (GPTRec + SAE + catalog) once. Method names match the RPC names, as
+Serve's gRPC proxy requires. ``Recommend`` validates each request on its own (a bad request is
+answered INVALID_ARGUMENT and never joins a batch), then ``@serve.batch`` groups concurrent valid
+requests into one forward pass even when each carries different steering.
+
+Entry points: ``app_builder`` (``import_path: saerec.serving.deployment:app_builder`` in a Serve
+config, with ``args: {run: ...}``), ``start_grpc`` (what ``saerec serve`` and the tests call).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import grpc
+from ray import serve
+
+from ..v1 import recommender_pb2 as pb
+from .service import InvalidRequest, RecommenderService
+
+log = logging.getLogger("saerec.serving")
+
+SERVICER = "saerec.v1.recommender_pb2_grpc.add_RecommenderServicer_to_server"
+APP_NAME = "saerec"
+ROUTE = "/saerec"          # an application without a route prefix gets no gRPC ingress either
+
+
+def _reject(ctx, err: InvalidRequest, empty):
+    """Answer INVALID_ARGUMENT with the message naming the field (the replica keeps serving)."""
+    if ctx is not None:
+        ctx.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+        ctx.set_details(str(err))
+    return empty
+
+
+@serve.deployment(name="Recommender", ray_actor_options={"num_cpus": 0.5})
+class Recommender:
+    def __init__(self, run: str, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.002):
+        self.service = RecommenderService(run)
+        self.reconfigure({"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s})
+        log.info("serving %s (model %s)", run, self.service.version)
+
+    def reconfigure(self, cfg: dict) -> None:
+        """``user_config`` in the Serve config: batching knobs, applied without restarting replicas."""
+        if "max_batch_size" in cfg:
+            self._batched.set_max_batch_size(int(cfg["max_batch_size"]))
+        if "batch_wait_timeout_s" in cfg:
+            self._batched.set_batch_wait_timeout_s(float(cfg["batch_wait_timeout_s"]))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _batched(self, preps: list) -> list:
+        return self.service.recommend_batch(preps)
+
+    def pid(self) -> int:
+        """The replica's process id (through a DeploymentHandle; used by the fault-injection test)."""
+        return os.getpid()
+
+    async def Recommend(self, request: pb.RecommendRequest, grpc_context=None) -> pb.RecommendResponse:
+        try:
+            prep = self.service.prepare(request)
+        except InvalidRequest as e:
+            return _reject(grpc_context, e, pb.RecommendResponse())
+        return await self._batched(prep)
+
+    def ListFeatures(self, request: pb.ListFeaturesRequest, grpc_context=None) -> pb.ListFeaturesResponse:
+        try:
+            return self.service.list_features(request)
+        except InvalidRequest as e:
+            return _reject(grpc_context, e, pb.ListFeaturesResponse())
+
+    def GetFeature(self, request: pb.GetFeatureRequest, grpc_context=None) -> pb.GetFeatureResponse:
+        try:
+            return self.service.get_feature(request)
+        except InvalidRequest as e:
+            return _reject(grpc_context, e, pb.GetFeatureResponse())
+
+    def Explain(self, request: pb.ExplainRequest, grpc_context=None) -> pb.ExplainResponse:
+        try:
+            return self.service.explain(request)
+        except InvalidRequest as e:
+            return _reject(grpc_context, e, pb.ExplainResponse())
+
+
+@serve.deployment(name="Echo", ray_actor_options={"num_cpus": 0.5})
+class Echo:
+    """The floor for benchmarks: the same service and proxy, no model (an empty answer)."""
+
+    async def Recommend(self, request: pb.RecommendRequest, grpc_context=None) -> pb.RecommendResponse:
+        return pb.RecommendResponse(model_version="echo")
+
+
+def app_builder(args: dict):
+    """Serve application builder: ``args`` = {run: RUN, replicas: 1, max_batch_size: 32, ...}."""
+    run = args.get("run")
+    if not run:
+        raise ValueError("the saerec Serve application needs args.run: the run directory to serve")
+    opts = {k: args[k] for k in ("max_batch_size", "batch_wait_timeout_s") if k in args}
+    dep = Recommender
+    if "replicas" in args:
+        dep = dep.options(num_replicas=int(args["replicas"]))
+    return dep.bind(str(run), **opts)
+
+
+def start_grpc(port: int = 9000, http_port: int = 8000, host: str = "127.0.0.1") -> None:
+    """Start Serve's proxies with the saerec servicer on ``port`` (HTTP stays on for health checks)."""
+    serve.start(grpc_options={"port": port, "grpc_servicer_functions": [SERVICER]},
+                http_options={"host": host, "port": http_port})

@@ -1,0 +1,252 @@
+"""The recommender service without Ray: request validation, batched steered recommendations, the
+feature catalog and explanations, protobuf in and out. The Ray Serve deployment wraps it.
+
+Limits (documented in the proto and the README): k in 1..1000 (0 means 10); at most
+``MAX_STEERING`` edits per request; |value| <= 100 and finite; a history longer than the model's
+``max_len`` keeps its most recent items (``truncated_items`` says how many were dropped); unknown item
+ids are skipped and listed; a history with no known item gets the most popular items, unsteered,
+flagged ``popularity_fallback``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import SaerecError
+from ..rundir import RunDir
+from ..steer import Edit, Steerer
+from ..steer.edits import MAX_ABS_VALUE, ResolvedEdit
+from ..steer.explain import explain
+from ..v1 import recommender_pb2 as pb
+
+MAX_K = 1000
+DEFAULT_K = 10
+MAX_STEERING = 16
+MAX_HISTORY_IDS = 100_000          # ids accepted in one request before truncation (bounds the work)
+MAX_PAGE_SIZE = 1000
+MODES = {pb.STEERING_MODE_UNSPECIFIED: "set", pb.STEERING_MODE_SET: "set", pb.STEERING_MODE_ADD: "add",
+         pb.STEERING_MODE_SCALE: "scale"}
+POSITIONS = {pb.STEERING_POSITION_UNSPECIFIED: "last", pb.STEERING_POSITION_LAST: "last",
+             pb.STEERING_POSITION_ALL: "all"}
+MODE_ENUM = {"set": pb.STEERING_MODE_SET, "add": pb.STEERING_MODE_ADD, "scale": pb.STEERING_MODE_SCALE}
+POSITION_ENUM = {"last": pb.STEERING_POSITION_LAST, "all": pb.STEERING_POSITION_ALL}
+
+
+class InvalidRequest(SaerecError):
+    """A request the service rejects: gRPC INVALID_ARGUMENT, the message starting with the field."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass
+class Prepared:
+    """A validated Recommend request, ready to batch with others."""
+
+    history: np.ndarray                       # dense indices, most recent max_len
+    k: int
+    exclude_seen: bool
+    edits: list[ResolvedEdit] = field(default_factory=list)
+    unknown: list[int] = field(default_factory=list)
+    truncated: int = 0
+
+
+def model_version(run: RunDir) -> str:
+    """Content hash of the weights a replica serves (GPTRec + SAE), 12 hex digits."""
+    h = hashlib.sha256()
+    for rel in ("recommender/model.safetensors", "sae/sae.safetensors"):
+        with open(run.root / rel, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+class RecommenderService:
+    def __init__(self, run: str | RunDir):
+        self.run = run if isinstance(run, RunDir) else RunDir(run)
+        self.steerer = Steerer.from_run(self.run)
+        if self.steerer.catalog is None:
+            raise SaerecError(f"{self.run.root}: no feature catalog; run `saerec interpret --run {self.run.root}` first")
+        self.items = self.steerer.items
+        self.catalog = self.steerer.catalog
+        self.version = model_version(self.run)
+        counts = self.items.items["train_count"].to_numpy() if "train_count" in self.items.items else None
+        self.popular = np.argsort(-counts, kind="stable") + 1 if counts is not None else np.arange(1, self.items.items.shape[0] + 1)
+        self.counts = counts
+        self.top_of_label = set(int(f) for f in self.catalog.attributes["sae_feature"])
+        # display fields by dense index (row 0 unused), as plain Python objects: no pandas per request
+        t = self.items.items
+        self._ids = [0] + [int(x) for x in t["item_id"]]
+        self._titles = [""] + [str(x) for x in t["title"]]
+        self._genres = [[]] + [[g for g in str(x).split("|") if g] for x in t["genres"]]
+
+    # validation ------------------------------------------------------------------------
+    def _history(self, ids, name: str = "history") -> tuple[np.ndarray, list[int], int]:
+        if len(ids) > MAX_HISTORY_IDS:
+            raise InvalidRequest(name, f"{len(ids)} items; at most {MAX_HISTORY_IDS} are accepted")
+        dense, unknown = self.items.to_index(np.fromiter(ids, dtype=np.int64, count=len(ids)))
+        max_len = self.steerer.model.cfg.max_len
+        truncated = max(0, len(dense) - max_len)
+        return dense[-max_len:], unknown, truncated
+
+    def _edit(self, i: int, s) -> Edit:
+        name = f"steering[{i}]"
+        target = s.WhichOneof("target")
+        if target is None:
+            raise InvalidRequest(f"{name}.target", "set feature_id or attribute")
+        if s.mode not in MODES:
+            raise InvalidRequest(f"{name}.mode", f"unknown mode {s.mode}")
+        if s.position not in POSITIONS:
+            raise InvalidRequest(f"{name}.position", f"unknown position {s.position}")
+        if not np.isfinite(s.value) or abs(s.value) > MAX_ABS_VALUE:
+            raise InvalidRequest(f"{name}.value", f"must be finite with |value| <= {MAX_ABS_VALUE:g}, got {s.value!r}")
+        if target == "feature_id":
+            n = self.steerer.sae.cfg.n_latents
+            if not 0 <= s.feature_id < n:
+                raise InvalidRequest(f"{name}.feature_id", f"unknown feature {s.feature_id}; features are 0..{n - 1} "
+                                     "(ListFeatures lists them)")
+            tgt = int(s.feature_id)
+        else:
+            if not s.attribute.strip():
+                raise InvalidRequest(f"{name}.attribute", "empty attribute name")
+            tgt = s.attribute
+        return Edit(tgt, float(s.value), MODES[s.mode], POSITIONS[s.position])
+
+    def prepare(self, req) -> Prepared:
+        k = req.k or DEFAULT_K
+        if not 1 <= k <= MAX_K:
+            raise InvalidRequest("k", f"must be in 1..{MAX_K}, got {req.k}")
+        if len(req.steering) > MAX_STEERING:
+            raise InvalidRequest("steering", f"{len(req.steering)} edits; at most {MAX_STEERING} per request")
+        history, unknown, truncated = self._history(req.history)
+        edits, seen = [], {}
+        for i, s in enumerate(req.steering):
+            e = self._edit(i, s)
+            try:
+                r = self.steerer.resolve(e)
+            except SaerecError as err:
+                raise InvalidRequest(f"steering[{i}].{'attribute' if isinstance(e.target, str) else 'feature_id'}",
+                                     f"{err} (ListFeatures shows features and their labels)") from None
+            if r.key in seen:
+                raise InvalidRequest(f"steering[{i}]", f"feature {r.index} is already edited by steering[{seen[r.key]}]")
+            seen[r.key] = i
+            edits.append(r)
+        exclude = req.exclude_seen if req.HasField("exclude_seen") else True
+        return Prepared(history, k, exclude, edits, unknown, truncated)
+
+    # recommendations ---------------------------------------------------------------------
+    def _scored(self, index: np.ndarray, scores) -> list:
+        return [pb.ScoredItem(item_id=self._ids[i], score=float(s), title=self._titles[i], genres=self._genres[i])
+                for i, s in zip(np.asarray(index, dtype=np.int64).tolist(), scores)]
+
+    def _response(self, p: Prepared, index: np.ndarray, scores: np.ndarray, fallback: bool = False):
+        return pb.RecommendResponse(
+            items=self._scored(index, scores), model_version=self.version, unknown_item_ids=p.unknown,
+            truncated_items=p.truncated, popularity_fallback=fallback,
+            applied_steering=[] if fallback else [
+                pb.ResolvedSteering(feature_id=e.index, label=e.label, value=e.value, mode=MODE_ENUM[e.mode],
+                                    position=POSITION_ENUM[e.positions]) for e in p.edits])
+
+    def recommend_batch(self, preps: list[Prepared]) -> list:
+        """One batched forward pass for all requests with a known item; each keeps its own edits."""
+        out: list = [None] * len(preps)
+        live = [i for i, p in enumerate(preps) if len(p.history)]
+        for i in set(range(len(preps))) - set(live):
+            p = preps[i]
+            top = self.popular[:p.k]
+            out[i] = self._response(p, top, self.counts[top - 1] if self.counts is not None else np.zeros(len(top)), True)
+        # group by (k, exclude_seen): one call each (in practice one group)
+        groups: dict[tuple[int, bool], list[int]] = {}
+        for i in live:
+            groups.setdefault((min(preps[i].k, self.steerer.model.n_items), preps[i].exclude_seen), []).append(i)
+        for (k, exclude), rows in groups.items():
+            idx, vals = self.steerer.recommend([preps[i].history for i in rows], [preps[i].edits for i in rows], k=k,
+                                               exclude_seen=exclude, with_scores=True)
+            for r, i in enumerate(rows):
+                keep = np.isfinite(vals[r])                     # fewer unseen items than k: drop -inf fillers
+                out[i] = self._response(preps[i], idx[r][keep], vals[r][keep])
+        return out
+
+    def recommend(self, req):
+        return self.recommend_batch([self.prepare(req)])[0]
+
+    # catalog ---------------------------------------------------------------------------
+    def _feature(self, j: int):
+        f = self.catalog.features.loc[j]
+        top_ids = [int(x) for x in f.get("top_items", [])]
+        top_vals = [float(x) for x in f.get("top_values", [])]
+        keep = [t for t, v in zip(top_ids, top_vals) if v > 0]
+        top_dense, _ = self.items.to_index(keep)
+        promo_dense, _ = self.items.to_index([int(x) for x in f.get("promoted_items", [])])
+        return pb.Feature(
+            feature_id=int(j), label=str(f["label"]), label_correlation=float(f["label_correlation"]),
+            label_auc=float(f.get("label_auc", np.nan)), firing_frequency=float(f["firing_frequency"]),
+            max_activation=float(f["max_activation"]),
+            top_items=self._scored(top_dense, [v for v in top_vals if v > 0][:len(top_dense)]),
+            promoted_items=self._scored(promo_dense, list(f.get("promoted_logit_change", []))[:len(promo_dense)]),
+            top_feature_of_label=int(j) in self.top_of_label)
+
+    def get_feature(self, req):
+        n = self.catalog.n_features
+        if not 0 <= req.feature_id < n:
+            raise InvalidRequest("feature_id", f"unknown feature {req.feature_id}; features are 0..{n - 1} "
+                                 "(ListFeatures lists them)")
+        return pb.GetFeatureResponse(feature=self._feature(req.feature_id))
+
+    def list_features(self, req):
+        size = req.page_size or 50
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise InvalidRequest("page_size", f"must be in 1..{MAX_PAGE_SIZE}, got {req.page_size}")
+        try:
+            start = int(req.page_token) if req.page_token else 0
+        except ValueError:
+            raise InvalidRequest("page_token", f"not a token from a previous response: {req.page_token!r}") from None
+        t = self.catalog.features
+        mask = np.ones(len(t), dtype=bool)
+        if req.attribute:
+            try:
+                name = self.catalog.canonical(req.attribute)
+            except SaerecError as e:
+                raise InvalidRequest("attribute", str(e)) from None
+            mask &= (t["label"] == name).to_numpy()
+        if req.label_contains:
+            mask &= t["label"].str.lower().str.contains(req.label_contains.lower(), regex=False).to_numpy()
+        if req.alive_only:
+            mask &= (t["firing_frequency"] > 0).to_numpy()
+        ids = t.index[mask].to_numpy()
+        ids = ids[np.argsort(-t.loc[ids, "label_correlation"].to_numpy(), kind="stable")]
+        if start < 0 or start > len(ids):
+            raise InvalidRequest("page_token", f"out of range: {req.page_token!r}")
+        page = ids[start:start + size]
+        nxt = str(start + size) if start + size < len(ids) else ""
+        return pb.ListFeaturesResponse(features=[self._feature(int(j)) for j in page], next_page_token=nxt,
+                                       total=int(len(ids)))
+
+    # explanations ------------------------------------------------------------------------
+    def explain(self, req):
+        k = req.k or 10
+        if not 1 <= k <= 100:
+            raise InvalidRequest("k", f"must be in 1..100, got {req.k}")
+        nf = req.features or 8
+        if not 1 <= nf <= 64:
+            raise InvalidRequest("features", f"must be in 1..64, got {req.features}")
+        history, unknown, _ = self._history(req.history)
+        if not len(history):
+            raise InvalidRequest("history", "no item the model knows: nothing to explain")
+        ex = explain(self.steerer, history, k=min(k, self.steerer.model.n_items - len(set(history.tolist()))),
+                     top_features=nf)
+        items = []
+        for r, row in ex.items.iterrows():
+            c = ex.contributions[ex.contributions["rank"] == r + 1]
+            items.append(pb.ExplainedItem(
+                item=self._scored(np.array([row["index"]]), [row["score"]])[0],
+                contributions=[pb.Contribution(feature_id=int(x.feature), contribution=float(x.contribution),
+                                               total_effect=float(x.ablation_change)) for x in c.itertuples()],
+                direct_total=float(ex.direct_total[r])))
+        feats = [pb.FeatureActivation(feature_id=int(f.feature), label=str(f.label), activation=float(f.activation))
+                 for f in ex.features.itertuples()]
+        return pb.ExplainResponse(features=feats, items=items, model_version=self.version, unknown_item_ids=unknown)
