@@ -481,6 +481,8 @@ def cmd_serve(args) -> int:
                      ("interpret/catalog.parquet", "interpret")):
         if not run.has(rel):
             raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
+    # Ray starts workers at nice 15; a latency-bound replica sharing cores with the proxy should not yield
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ensure_ray()
     start_grpc(args.port, args.http_port, args.host)
     serve.run(app_builder({"run": str(run.root), "replicas": args.replicas}), name=APP_NAME, route_prefix=ROUTE)

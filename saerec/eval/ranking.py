@@ -34,7 +34,8 @@ def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: 
     ``with_scores``: also return the (N, k) scores of the listed items.
     """
     was_training = model.training
-    model.eval()
+    if was_training:                         # .train()/.eval() walk every module: skip when already in eval
+        model.eval()
     out = np.zeros((len(inputs), k), dtype=np.int64)
     vals = np.zeros((len(inputs), k), dtype=np.float32)
     order = np.argsort([len(s) for s in inputs], kind="stable")
@@ -50,7 +51,8 @@ def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: 
         top = scores.topk(k, dim=1)
         out[rows] = (top.indices + 1).cpu().numpy()
         vals[rows] = top.values.cpu().numpy()
-    model.train(was_training)
+    if was_training:
+        model.train()
     return (out, vals) if with_scores else out
 
 

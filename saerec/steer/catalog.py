@@ -25,6 +25,9 @@ class ItemTable:
     attributes: list[str]        # boolean attribute columns
     genres: list[str]
 
+    def __post_init__(self):
+        self._ids = self.items["item_id"].to_numpy(dtype=np.int64)   # sorted: the dense index order
+
     @classmethod
     def load(cls, run: RunDir, n_items: int) -> "ItemTable":
         df = run.read_parquet("recommender/items.parquet")
@@ -35,7 +38,7 @@ class ItemTable:
 
     @property
     def item_ids(self) -> np.ndarray:
-        return self.items["item_id"].to_numpy()
+        return self._ids
 
     def to_index(self, item_ids) -> tuple[np.ndarray, list[int]]:
         """Dataset item ids (oldest first) -> dense indices, and the ids the model does not know."""
@@ -62,6 +65,14 @@ class FeatureCatalog:
     features: pd.DataFrame       # feature -> label, label_correlation, firing_frequency, max_activation, ...
     n_features: int
 
+    def __post_init__(self):
+        # plain dicts for the per-request lookups (a served request resolves names without pandas)
+        names = self.attributes["attribute"].astype(str).tolist()
+        self._exact = {n: n for n in names}
+        self._folded = {n.lower(): n for n in names}
+        self._top = dict(zip(names, self.attributes["sae_feature"].astype(int).tolist()))
+        self._labels = dict(zip(self.features.index.astype(int).tolist(), self.features["label"].astype(str).tolist()))
+
     @classmethod
     def load(cls, run: RunDir) -> "FeatureCatalog":
         if not run.has("interpret/attributes.parquet"):
@@ -75,11 +86,9 @@ class FeatureCatalog:
 
     def canonical(self, name: str) -> str:
         """The catalog's spelling of an attribute (case-insensitive), or a clear error listing valid ones."""
-        names = self.attribute_names()
-        exact = {n: n for n in names}
-        folded = {n.lower(): n for n in names}
-        hit = exact.get(name) or folded.get(name.strip().lower())
+        hit = self._exact.get(name) or self._folded.get(name.strip().lower())
         if hit is None:
+            names = self.attribute_names()
             shown = ", ".join(sorted(names)[:40]) + (" ..." if len(names) > 40 else "")
             raise EditError(f"unknown attribute {name!r}; known attributes: {shown} "
                             "(all of them: `saerec features --run RUN` or RUN/interpret/attributes.parquet)")
@@ -87,15 +96,14 @@ class FeatureCatalog:
 
     def feature_for(self, attribute: str) -> int:
         """The attribute's top SAE feature: the one with the highest correlation (paper Section 7)."""
-        name = self.canonical(attribute)
-        return int(self.attributes.loc[self.attributes["attribute"] == name, "sae_feature"].iloc[0])
+        return self._top[self.canonical(attribute)]
 
     def check_feature(self, j: int) -> None:
         if not 0 <= j < self.n_features:
             raise EditError(f"unknown feature id {j}; the SAE has features 0..{self.n_features - 1}")
 
     def label(self, j: int) -> str:
-        return str(self.features.at[j, "label"]) if j in self.features.index else f"#{j}"
+        return self._labels.get(j, f"#{j}")
 
     def table(self) -> pd.DataFrame:
         """Features as a display table (alive first, by label correlation)."""
