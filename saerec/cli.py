@@ -67,11 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flags(sp)
     sp = sub.add_parser("evaluate", help="evaluate RUN's recommender on the test users (and popularity)")
     _common(sp, data=False)
-    sp = sub.add_parser("run", help="the whole pipeline (data -> train -> evaluate -> extract -> sae -> interpret "
-                                    "-> steer-eval) "
-                                         "over one run directory, with stage timings")
+    sp = sub.add_parser("run", help="the whole pipeline (data -> train + evaluate -> extract -> sae -> interpret "
+                                    "-> steer-eval) over one run directory, with stage timings; finished stages whose "
+                                    "config and input content are unchanged are skipped")
     _common(sp)
     _train_flags(sp)
+    sp.add_argument("--force", action="store_true", help="rerun every stage")
     sp = sub.add_parser("extract", help="stream SAE-part and test users through GPTRec with Ray Data; "
                                         "writes RUN/activations/")
     _common(sp, data=False)
@@ -179,9 +180,8 @@ def cmd_data(args) -> int:
     return 0
 
 
-def _train_and_evaluate(args, timings: dict[str, float]) -> int:
+def cmd_train(args) -> int:
     from .data.prepare import prepare
-    from .eval.evaluate import evaluate_run
     from .rundir import RunDir
     from .train.ray_train import train_recommender
 
@@ -190,29 +190,14 @@ def _train_and_evaluate(args, timings: dict[str, float]) -> int:
     run = RunDir(args.run)
     run.root.mkdir(parents=True, exist_ok=True)
     cfg.save(run.root / "config.yaml")
-    t = time.time()
     prep = prepare(run, cfg)
-    timings["data"] = time.time() - t
-    t = time.time()
-    stats = train_recommender(run, cfg, prep, resume=args.resume, t_start=t0)
-    timings["train"] = time.time() - t
-    t = time.time()
-    metrics = {**evaluate_run(run, prep, batch_size=cfg.train.eval_batch_size), **stats}
-    timings["evaluate"] = time.time() - t
-    run.write_json("recommender/metrics.json", metrics)
-    _print_metrics(metrics)
-    print(f"best checkpoint after {metrics['seconds_to_best_checkpoint']:.0f}s (epoch {metrics['best_epoch']}); "
-          f"training {metrics['train_tokens_per_second']:,.0f} tokens/s; wrote {run.recommender / 'metrics.json'}")
+    _evaluate_and_report(run, cfg, prep, train_recommender(run, cfg, prep, resume=args.resume, t_start=t0))
     return 0
 
 
 def _print_metrics(m: dict) -> None:
     keys = ["ndcg@10", "hit_rate@10", "mrr@10", "coverage@10"]
     print(_table([("GPTRec", m), ("popularity", m["popularity"])], keys))
-
-
-def cmd_train(args) -> int:
-    return _train_and_evaluate(args, {})
 
 
 def cmd_evaluate(args) -> int:
@@ -287,31 +272,71 @@ def cmd_interpret(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from .rundir import RunDir
-    from .sae.stage import extract_stage, sae_stage
+def _evaluate_and_report(run, cfg, prep, stats: dict) -> None:
+    from .eval.evaluate import evaluate_run
 
-    timings: dict[str, float] = {}
-    t0 = time.time()
-    rc = _train_and_evaluate(args, timings)
-    run, cfg = RunDir(args.run), RunConfig.load(RunDir(args.run).root / "config.yaml")
-    t = time.time()
-    extract_stage(run, cfg)
-    timings["extract"] = time.time() - t
-    t = time.time()
-    _print_sae(sae_stage(run, cfg))
-    timings["sae"] = time.time() - t
-    t = time.time()
-    from .interpret.stage import interpret_stage
-    _print_interpret(interpret_stage(run))
-    timings["interpret"] = time.time() - t
-    t = time.time()
-    from .steer.stage import steer_eval_stage
-    _print_steer_eval(steer_eval_stage(run, cfg))
-    timings["steer"] = time.time() - t
-    timings["total"] = time.time() - t0
+    metrics = {**evaluate_run(run, prep, batch_size=cfg.train.eval_batch_size), **stats}
+    run.write_json("recommender/metrics.json", metrics)
+    _print_metrics(metrics)
+    print(f"best checkpoint after {metrics['seconds_to_best_checkpoint']:.0f}s (epoch {metrics['best_epoch']}); "
+          f"training {metrics['train_tokens_per_second']:,.0f} tokens/s; wrote {run.recommender / 'metrics.json'}")
+
+
+def pipeline_stages(resume: bool = False) -> list:
+    """The stages of `saerec run`, in order (see saerec/pipeline.py for how they are skipped)."""
+    from .pipeline import Stage
+
+    def data(run, cfg, force):
+        from .data.prepare import prepare
+        prepare(run, cfg, force=True)
+
+    def train(run, cfg, force):
+        from .data.prepare import load_prepared
+        from .train.ray_train import train_recommender
+        prep = load_prepared(run)
+        _evaluate_and_report(run, cfg, prep, train_recommender(run, cfg, prep, resume=resume))
+
+    def extract(run, cfg, force):
+        from .sae.stage import extract_stage
+        extract_stage(run, cfg)
+
+    def sae(run, cfg, force):
+        from .sae.stage import sae_stage
+        _print_sae(sae_stage(run, cfg))
+
+    def interpret(run, cfg, force):
+        from .interpret.stage import interpret_stage
+        _print_interpret(interpret_stage(run))
+
+    def steer(run, cfg, force):
+        from .steer.stage import steer_eval_stage
+        _print_steer_eval(steer_eval_stage(run, cfg))
+
+    D = ("data/interactions.parquet", "data/sequences.parquet", "data/items.parquet", "data/split.json")
+    return [
+        Stage("data", ("data", "split"), (), D, data),
+        Stage("train", ("model", "train"), D, ("recommender/model.safetensors", "recommender/metrics.json"), train),
+        Stage("extract", ("activations",), ("recommender/model.safetensors", "data/sequences.parquet"),
+              ("activations/meta.json",), extract),
+        Stage("sae", ("sae", "sae_train"), ("activations",), ("sae/sae.safetensors", "sae/metrics.json"), sae),
+        Stage("interpret", (), ("sae/sae.safetensors", "activations/test", "recommender/items.parquet"),
+              ("interpret/catalog.parquet", "interpret/summary.json"), interpret),
+        Stage("steer", ("steer",), ("sae/sae.safetensors", "interpret/attributes.parquet", "interpret/catalog.parquet",
+                                    "data/sequences.parquet"), ("steer/summary.json",), steer),
+    ]
+
+
+def cmd_run(args) -> int:
+    from .pipeline import run_pipeline
+    from .rundir import RunDir
+
+    cfg = resolve_config(args)
+    run = RunDir(args.run)
+    run.root.mkdir(parents=True, exist_ok=True)
+    cfg.save(run.root / "config.yaml")
+    timings = run_pipeline(run, cfg, pipeline_stages(resume=args.resume), force=args.force)
     print("stage timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    return rc
+    return 0
 
 
 def cmd_download(args) -> int:

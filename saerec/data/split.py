@@ -46,7 +46,7 @@ class Split:
         return self.interactions[self.interactions["part"] != "test"]
 
     def meta(self) -> dict:
-        return {"cut_time": int(self.cut_time), "val_users": [int(u) for u in self.val_users], **self.stats}
+        return {**self.stats, "cut_time": int(self.cut_time), "val_users": [int(u) for u in self.val_users]}
 
 
 def new_users_cut(interactions: pd.DataFrame, test_fraction: float) -> int:
@@ -102,7 +102,7 @@ def split(interactions: pd.DataFrame, cfg: SplitConfig) -> Split:
         stats[f"{p}_users"] = int(sub["user_id"].nunique())
         stats[f"{p}_interactions"] = int(len(sub))
         stats[f"{p}_items"] = int(sub["item_id"].nunique())
-    stats["val_users"] = int(len(val_users))
+    stats["val_users_count"] = int(len(val_users))
     stats["config"] = asdict(cfg)
     log.info("split: cut time %d; rec %d users, sae %d users, test %d users; dropped %s", T,
              stats["rec_users"], stats["sae_users"], stats["test_users"],
