@@ -74,7 +74,7 @@ class TrainConfig:
     seed: int = 0
     ce_chunk: int = 256               # rows per chunk of the fused full-softmax CE on CPU (0: plain)
     eval_batch_size: int = 256
-    max_failures: int = 0
+    max_failures: int = 2             # worker failures survived by resuming from the last checkpoint
 
 
 @dataclass
@@ -89,6 +89,7 @@ class ActivationsConfig:
 @dataclass
 class SAEStageConfig:
     num_workers: int = 1              # Ray Train workers for SAE training
+    max_failures: int = 2             # worker failures survived by resuming from the last checkpoint
 
 
 @dataclass

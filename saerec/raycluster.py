@@ -48,3 +48,12 @@ def quiet_ray_train_logs() -> None:
     for name in ["ray.train", *logging.root.manager.loggerDict]:
         if name.startswith("ray.train") or "/ray/train/" in name:
             logging.getLogger(name).setLevel(level)
+
+
+def note_worker_pid(folder: str | os.PathLike | None, rank: int) -> None:
+    """Record a Train worker's process id as ``folder/rank<r>.pid`` (operators and the fault-injection
+    tests use it to find, or kill, a worker); rewritten by a restarted worker."""
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"rank{rank}.pid"), "w") as f:
+            f.write(str(os.getpid()))

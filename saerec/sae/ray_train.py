@@ -39,6 +39,8 @@ def sae_worker_loop(config: dict) -> None:
     quiet_ray_train_logs()
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
+    from ..raycluster import note_worker_pid
+    note_worker_pid(config.get("pid_dir"), rank)
     torch.set_num_threads(max(1, int(config["threads"])))
     cfg = SAEConfig(**config["sae"])
     sae = build_sae(int(config["d_in"]), cfg)
@@ -122,11 +124,11 @@ def norm_and_init(folder: Path, mode: str, sample_rows: int = 20_000) -> tuple[N
 
 
 def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int | None = None,
-              resume: bool = False) -> dict:
+              resume: bool = False, max_failures: int = 0) -> dict:
     """Train an SAE on ``RUN/activations/sae`` with Ray Train; writes ``RUN/sae/sae.safetensors``+``cfg.json``."""
     import shutil
 
-    from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from ..raycluster import cluster_cpus, ensure_ray
@@ -141,16 +143,19 @@ def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int
     storage = Path(run_root) / "sae" / "ray"
     if not resume and (storage / EXPERIMENT).exists():
         shutil.rmtree(storage / EXPERIMENT)
+    shutil.rmtree(storage / "pids", ignore_errors=True)
     storage.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         sae_worker_loop,
         train_loop_config={"sae": asdict(cfg), "d_in": d, "normalizer": norm.to_dict(), "init_sample": init_sample,
-                           "threads": threads, "rows_per_worker": n_rows // num_workers},
+                           "threads": threads, "rows_per_worker": n_rows // num_workers,
+                           "pid_dir": str(storage / "pids")},
         scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": reserve}),
         datasets={"train": activation_dataset(acts)},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(name=EXPERIMENT, storage_path=str(storage),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             failure_config=FailureConfig(max_failures=max_failures)),
     )
     result = trainer.fit()
     if result.error:

@@ -77,11 +77,12 @@ def worker_loop(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from ..raycluster import quiet_ray_train_logs
+    from ..raycluster import note_worker_pid, quiet_ray_train_logs
 
     quiet_ray_train_logs()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    note_worker_pid(config.get("pid_dir"), rank)
     local_world = max(ctx.get_local_world_size(), 1)
     torch.set_num_threads(max(1, min(int(config["cpus_per_worker"]), (os.cpu_count() or 1) // local_world)))
     mc, tc = ModelConfig(**config["model"]), TrainConfig(**config["train"])
@@ -184,11 +185,12 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
     storage = run.recommender / "ray"
     if not resume and (storage / EXPERIMENT).exists():
         shutil.rmtree(storage / EXPERIMENT)
+    shutil.rmtree(storage / "pids", ignore_errors=True)
     storage.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"model": asdict(mc), "train": asdict(tc), "data_ref": data_ref,
-                           "cpus_per_worker": cpus, "t_start": t_start},
+                           "cpus_per_worker": cpus, "t_start": t_start, "pid_dir": str(storage / "pids")},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus}),
         run_config=RayRunConfig(name=EXPERIMENT, storage_path=str(storage),
