@@ -126,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--id", type=int, help="feature: the feature id")
     sp.add_argument("--limit", type=int, default=20, help="features: page size")
     sp.add_argument("--timeout", type=float, default=10.0, help="deadline per call in seconds")
+    sp = sub.add_parser("submit", help="run a saerec command as a Ray job on a cluster and follow it: "
+                                       "saerec submit [--address URL] -- run --run RUN ...")
+    sp.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+                    or "http://127.0.0.1:8265", help="the cluster's dashboard/job address (default "
+                    "$RAY_API_SERVER_ADDRESS, $RAY_ADDRESS or http://127.0.0.1:8265)")
+    sp.add_argument("--working-dir", default=".", help="directory shipped with the job (default: here)")
+    sp.add_argument("--requirements", help="pinned requirements file installed for the job (runtime_env pip)")
+    sp.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment variable for the job")
+    sp.add_argument("--no-wait", action="store_true", help="return after submitting")
+    sp.add_argument("job", nargs=argparse.REMAINDER, help="the saerec command and its flags, after --")
     sp = sub.add_parser("download", help="download a GroupLens dataset into the cache (md5-checked)")
     sp.add_argument("name", help="ml-1m, ml-20m, ml-100k or ml-latest-small")
     return p
@@ -580,10 +590,23 @@ def cmd_client(args) -> int:
     return 0
 
 
+def cmd_submit(args) -> int:
+    from .submit import submit
+
+    job = args.job[1:] if args.job[:1] == ["--"] else args.job
+    env = {}
+    for item in args.env:
+        if "=" not in item:
+            raise UsageError(f"--env expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        env[k] = v
+    return submit(args.address, job, args.working_dir, args.requirements, env, wait=not args.no_wait)
+
+
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run,
             "extract": cmd_extract, "sae": cmd_sae, "interpret": cmd_interpret, "steer-eval": cmd_steer_eval,
             "steer": cmd_steer, "explain": cmd_explain, "features": cmd_features, "serve": cmd_serve,
-            "client": cmd_client, "download": cmd_download}
+            "client": cmd_client, "submit": cmd_submit, "download": cmd_download}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,19 @@ def cluster_cpus() -> float:
     return float(ray.cluster_resources().get("CPU", 1))
 
 
+def max_node_cpus() -> float:
+    """CPUs of the largest live node: one Train worker can never ask for more (it would never be placed)."""
+    import ray
+
+    return max((float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=1.0) or 1.0
+
+
+def cpus_per_worker(num_workers: int, keep_free: float = 0.0) -> float:
+    """An even share of the cluster's CPUs per worker (minus ``keep_free``), capped at the largest node."""
+    share = int((cluster_cpus() - keep_free) // max(num_workers, 1))
+    return float(max(1, min(share, int(max_node_cpus()))))
+
+
 def quiet_ray_train_logs() -> None:
     """Inside a Ray Train worker: drop Train's per-report INFO lines (one long line per epoch).
 
@@ -51,9 +64,11 @@ def quiet_ray_train_logs() -> None:
 
 
 def note_worker_pid(folder: str | os.PathLike | None, rank: int) -> None:
-    """Record a Train worker's process id as ``folder/rank<r>.pid`` (operators and the fault-injection
-    tests use it to find, or kill, a worker); rewritten by a restarted worker."""
+    """Record a Train worker's process id and node as ``folder/rank<r>.pid`` ("pid node_id"; operators and
+    the fault-injection and multi-node tests use it); rewritten by a restarted worker."""
     if folder:
+        import ray
+
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"rank{rank}.pid"), "w") as f:
-            f.write(str(os.getpid()))
+            f.write(f"{os.getpid()} {ray.get_runtime_context().get_node_id()}")

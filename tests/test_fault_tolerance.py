@@ -30,7 +30,7 @@ def kill_worker_after_first_checkpoint(storage: Path, experiment: str, result: d
 
     while time.time() < end and thread.is_alive():
         if fresh(pid_file) and any(fresh(p) for p in (storage / experiment).rglob("state.json")):
-            pid = int(pid_file.read_text())
+            pid = int(pid_file.read_text().split()[0])
             os.kill(pid, signal.SIGKILL)
             return pid
         time.sleep(0.05)
@@ -67,7 +67,7 @@ def test_gptrec_training_survives_a_killed_worker(ray_session, tmp_path):
     history = run.read_json("recommender/history.json")
     assert [r["epoch"] for r in history] == [1, 2, 3, 4, 5]                 # none lost, none repeated
     assert stats["epochs_run"] == 5 and stats["best_val_ndcg@10"] > 0
-    assert int((run.recommender / "ray" / "pids" / "rank0.pid").read_text()) != killed   # a new worker finished it
+    assert int((run.recommender / "ray" / "pids" / "rank0.pid").read_text().split()[0]) != killed   # a new worker finished it
     assert run.has("recommender/model.safetensors")
 
 
@@ -80,4 +80,4 @@ def test_sae_training_survives_a_killed_worker(interpreted_run):
     thread.join(600)
     assert "error" not in out, out.get("error")
     assert [r["epoch"] for r in out["value"]["history"]] == [1, 2, 3, 4, 5, 6]
-    assert int((run.root / "sae" / "ray" / "pids" / "rank0.pid").read_text()) != killed
+    assert int((run.root / "sae" / "ray" / "pids" / "rank0.pid").read_text().split()[0]) != killed

@@ -131,14 +131,14 @@ def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ..raycluster import cluster_cpus, ensure_ray
+    from ..raycluster import cpus_per_worker, ensure_ray
 
     ensure_ray()
     acts = Path(run_root) / "activations" / "sae"
     norm, init_sample, n_rows, d = norm_and_init(acts, cfg.normalization)
     # Train reserves its workers' CPUs; Ray Data's read tasks need what is left, so keep one logical
     # CPU free for them (else the read hangs, see the Ray notes). Torch threads follow the machine.
-    reserve = max(1.0, (cluster_cpus() - 1) // num_workers)
+    reserve = cpus_per_worker(num_workers, keep_free=1)
     threads = threads or max(1, (os.cpu_count() or 1) // num_workers)
     storage = Path(run_root) / "sae" / "ray"
     if not resume and (storage / EXPERIMENT).exists():

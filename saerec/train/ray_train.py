@@ -164,7 +164,7 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ..raycluster import cluster_cpus, ensure_ray
+    from ..raycluster import cpus_per_worker, ensure_ray
 
     t_start = t_start or time.time()
     mc, tc = cfg.model, cfg.train
@@ -181,7 +181,7 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
     data_ref = ray.put({"windows": _pack(windows), "val_inputs": _pack(val_inputs), "val_targets": val_targets,
                         "n_items": prepared.index.size, "log_q": log_q})
     use_gpu = tc.use_gpu if tc.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
-    cpus = tc.cpus_per_worker or max(1.0, float(int(cluster_cpus() // tc.num_workers)))
+    cpus = tc.cpus_per_worker or cpus_per_worker(tc.num_workers)
     storage = run.recommender / "ray"
     if not resume and (storage / EXPERIMENT).exists():
         shutil.rmtree(storage / EXPERIMENT)
