@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--id", type=int, help="feature: the feature id")
     sp.add_argument("--limit", type=int, default=20, help="features: page size")
     sp.add_argument("--timeout", type=float, default=10.0, help="deadline per call in seconds")
+    sp = sub.add_parser("tune", help="Ray Tune over SAE L1 x dictionary size x kind x seeds on RUN's cached "
+                                     "activations; writes RUN/tune/ (Table 1, Figure 3, Pareto plot)")
+    _common(sp, data=False)
+    sp.add_argument("--spec", default="tune/sae_smoke.yaml", help="search space YAML (default tune/sae_smoke.yaml)")
+    sp.add_argument("--name", default="sae_grid", help="experiment name under RUN/tune/ray/")
+    sp.add_argument("--resume", action="store_true", help="continue an interrupted experiment of the same name")
     sp = sub.add_parser("submit", help="run a saerec command as a Ray job on a cluster and follow it: "
                                        "saerec submit [--address URL] -- run --run RUN ...")
     sp.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
@@ -590,6 +596,23 @@ def cmd_client(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .tuning.experiment import TuneSpec, run_tune
+
+    run, cfg = _stage_run(args)
+    spec = TuneSpec.load(args.spec)
+    df = run_tune(run, cfg, spec, name=args.name, resume=args.resume)
+    s = run.read_json("tune/summary.json")
+    print(f"{len(df)} trials ({s['errors']} errors) in {s['seconds']:.0f}s, {s['concurrent_trials']} at a time; "
+          f"wrote {run.root / 'tune'}")
+    from .tuning.experiment import table1
+    t = table1(df)
+    cols = [c for c in ("kind", "n_latents", "l1", "explained_variance_mean", "l0_mean", "dead_fraction_mean",
+                        "ndcg@10_reconstructed_mean", "interpretability_mean", "interpretability_std") if c in t]
+    print(t[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
 def cmd_submit(args) -> int:
     from .submit import submit
 
@@ -606,7 +629,7 @@ def cmd_submit(args) -> int:
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run,
             "extract": cmd_extract, "sae": cmd_sae, "interpret": cmd_interpret, "steer-eval": cmd_steer_eval,
             "steer": cmd_steer, "explain": cmd_explain, "features": cmd_features, "serve": cmd_serve,
-            "client": cmd_client, "submit": cmd_submit, "download": cmd_download}
+            "client": cmd_client, "tune": cmd_tune, "submit": cmd_submit, "download": cmd_download}
 
 
 def main(argv: list[str] | None = None) -> int:
