@@ -35,7 +35,8 @@ def build_runtime_env(working_dir: str | None, requirements: str | None, env: di
 
 
 def submit(address: str, argv: list[str], working_dir: str | None = ".", requirements: str | None = None,
-           env: dict[str, str] | None = None, wait: bool = True, poll_s: float = 1.0, out=None) -> int:
+           env: dict[str, str] | None = None, wait: bool = True, poll_s: float = 1.0, out=None,
+           agent_wait_s: float = 120.0) -> int:
     """Submit ``saerec <argv>``; with ``wait``, stream the job's log and return 0 on success, 1 otherwise."""
     from ray.job_submission import JobSubmissionClient
 
@@ -44,7 +45,16 @@ def submit(address: str, argv: list[str], working_dir: str | None = ".", require
         raise UsageError("submit: give the saerec command to run, e.g. `saerec submit -- run --run runs/x`")
     client = JobSubmissionClient(address)
     entrypoint = "python -m saerec " + shlex.join(argv)
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=build_runtime_env(working_dir, requirements, env or {}))
+    runtime_env = build_runtime_env(working_dir, requirements, env or {})
+    deadline = time.time() + agent_wait_s
+    while True:
+        try:
+            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env)
+            break
+        except RuntimeError as e:                 # a freshly started head answers before its job agent is up
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(2)
     print(f"submitted {job_id} to {address}: {entrypoint}", file=out, flush=True)
     if not wait:
         return 0
