@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 log = logging.getLogger("saerec")
 
@@ -72,3 +73,15 @@ def note_worker_pid(folder: str | os.PathLike | None, rank: int) -> None:
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"rank{rank}.pid"), "w") as f:
             f.write(f"{os.getpid()} {ray.get_runtime_context().get_node_id()}")
+
+
+def train_storage(storage: Path, experiment: str, resume: bool) -> Path:
+    """Ray Train storage for one experiment: cleared unless resuming (Train V2 silently resumes any run
+    it finds under the same name), with a fresh ``pids/`` folder. Returns that folder."""
+    import shutil
+
+    if not resume and (storage / experiment).exists():
+        shutil.rmtree(storage / experiment)
+    shutil.rmtree(storage / "pids", ignore_errors=True)
+    storage.mkdir(parents=True, exist_ok=True)
+    return storage / "pids"

@@ -126,12 +126,11 @@ def norm_and_init(folder: Path, mode: str, sample_rows: int = 20_000) -> tuple[N
 def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int | None = None,
               resume: bool = False, max_failures: int = 0) -> dict:
     """Train an SAE on ``RUN/activations/sae`` with Ray Train; writes ``RUN/sae/sae.safetensors``+``cfg.json``."""
-    import shutil
 
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ..raycluster import cpus_per_worker, ensure_ray
+    from ..raycluster import cpus_per_worker, ensure_ray, train_storage
 
     ensure_ray()
     acts = Path(run_root) / "activations" / "sae"
@@ -141,15 +140,12 @@ def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int
     reserve = cpus_per_worker(num_workers, keep_free=1)
     threads = threads or max(1, (os.cpu_count() or 1) // num_workers)
     storage = Path(run_root) / "sae" / "ray"
-    if not resume and (storage / EXPERIMENT).exists():
-        shutil.rmtree(storage / EXPERIMENT)
-    shutil.rmtree(storage / "pids", ignore_errors=True)
-    storage.mkdir(parents=True, exist_ok=True)
+    pid_dir = train_storage(storage, EXPERIMENT, resume)
     trainer = TorchTrainer(
         sae_worker_loop,
         train_loop_config={"sae": asdict(cfg), "d_in": d, "normalizer": norm.to_dict(), "init_sample": init_sample,
                            "threads": threads, "rows_per_worker": n_rows // num_workers,
-                           "pid_dir": str(storage / "pids")},
+                           "pid_dir": str(pid_dir)},
         scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": reserve}),
         datasets={"train": activation_dataset(acts)},
         dataset_config=DataConfig(datasets_to_split=["train"]),

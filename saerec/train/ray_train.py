@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import asdict
@@ -164,7 +163,7 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from ..raycluster import cpus_per_worker, ensure_ray
+    from ..raycluster import cpus_per_worker, ensure_ray, train_storage
 
     t_start = t_start or time.time()
     mc, tc = cfg.model, cfg.train
@@ -183,14 +182,11 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
     use_gpu = tc.use_gpu if tc.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     cpus = tc.cpus_per_worker or cpus_per_worker(tc.num_workers)
     storage = run.recommender / "ray"
-    if not resume and (storage / EXPERIMENT).exists():
-        shutil.rmtree(storage / EXPERIMENT)
-    shutil.rmtree(storage / "pids", ignore_errors=True)
-    storage.mkdir(parents=True, exist_ok=True)
+    pid_dir = train_storage(storage, EXPERIMENT, resume)
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"model": asdict(mc), "train": asdict(tc), "data_ref": data_ref,
-                           "cpus_per_worker": cpus, "t_start": t_start, "pid_dir": str(storage / "pids")},
+                           "cpus_per_worker": cpus, "t_start": t_start, "pid_dir": str(pid_dir)},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus}),
         run_config=RayRunConfig(name=EXPERIMENT, storage_path=str(storage),

@@ -65,7 +65,7 @@ def run_trial(run_root: Path, base: SAEConfig, params: dict, norm, init_sample: 
     torch.manual_seed(cfg.seed)
     sae = build_sae(d_in, cfg)
     sae.normalizer = norm
-    sae.init_from_sample(torch.as_tensor(init_sample, dtype=torch.float32))
+    sae.init_from_sample(torch.tensor(np.asarray(init_sample), dtype=torch.float32))   # copy: read-only in the object store
     opt = make_optimizer(sae)
     acts = Path(run_root) / "activations"
     for epoch in range(cfg.epochs):
