@@ -302,29 +302,29 @@ def pipeline_stages(resume: bool = False) -> list:
     """The stages of `saerec run`, in order (see saerec/pipeline.py for how they are skipped)."""
     from .pipeline import Stage
 
-    def data(run, cfg, force):
+    def data(run, cfg):
         from .data.prepare import prepare
         prepare(run, cfg, force=True)
 
-    def train(run, cfg, force):
+    def train(run, cfg):
         from .data.prepare import load_prepared
         from .train.ray_train import train_recommender
         prep = load_prepared(run)
         _evaluate_and_report(run, cfg, prep, train_recommender(run, cfg, prep, resume=resume))
 
-    def extract(run, cfg, force):
+    def extract(run, cfg):
         from .sae.stage import extract_stage
         extract_stage(run, cfg)
 
-    def sae(run, cfg, force):
+    def sae(run, cfg):
         from .sae.stage import sae_stage
         _print_sae(sae_stage(run, cfg))
 
-    def interpret(run, cfg, force):
+    def interpret(run, cfg):
         from .interpret.stage import interpret_stage
         _print_interpret(interpret_stage(run))
 
-    def steer(run, cfg, force):
+    def steer(run, cfg):
         from .steer.stage import steer_eval_stage
         _print_steer_eval(steer_eval_stage(run, cfg))
 
@@ -393,6 +393,14 @@ def _print_steer_eval(s: dict) -> None:
               f" -> {c['share_at_5']:.3f} at +5 (x{c['lift']:.1f})  max NDCG drop |v|<=2 {c['max_ndcg_drop_abs_le_2']:.1%}")
 
 
+def _item_ids(text: str) -> list[int]:
+    """``--history 1,2,3``: dataset item ids, oldest first."""
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise UsageError(f"--history expects comma-separated item ids, got {text!r}") from None
+
+
 def _steerer_and_history(args):
     from .rundir import RunDir
     from .steer import Steerer
@@ -416,11 +424,7 @@ def _steerer_and_history(args):
         history = inputs[hit[0]]
         info = {"user": args.user, "held_out_item": int(steerer.items.item_ids[targets[hit[0]] - 1])}
     else:
-        try:
-            ids = [int(x) for x in args.history.replace(" ", "").split(",") if x]
-        except ValueError:
-            raise UsageError(f"--history expects comma-separated item ids, got {args.history!r}") from None
-        history, unknown = steerer.items.to_index(ids)
+        history, unknown = steerer.items.to_index(_item_ids(args.history))
         if unknown:
             info["unknown_item_ids"] = unknown
             print(f"saerec: skipped {len(unknown)} item id(s) unknown to the model: {unknown[:10]}", file=sys.stderr)
@@ -548,10 +552,7 @@ def cmd_client(args) -> int:
     def ids() -> list[int]:
         if not args.history:
             raise UsageError(f"client {args.action} needs --history")
-        try:
-            return [int(x) for x in args.history.replace(" ", "").split(",") if x]
-        except ValueError:
-            raise UsageError(f"--history expects comma-separated item ids, got {args.history!r}") from None
+        return _item_ids(args.history)
 
     with RecommenderClient(args.address, timeout=args.timeout) as c:
         try:

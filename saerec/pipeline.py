@@ -29,7 +29,7 @@ class Stage:
     sections: tuple[str, ...]                       # config sections the stage reads
     inputs: tuple[str, ...]                         # run-relative files or folders, content-hashed
     outputs: tuple[str, ...]                        # all must exist for the stage to count as done
-    run: Callable[[RunDir, RunConfig, bool], object]  # (run, cfg, force) -> a summary to print
+    run: Callable[[RunDir, RunConfig], None]        # does the work and prints its summary
 
 
 def file_digest(path: Path, h=None):
@@ -93,16 +93,15 @@ def run_pipeline(run: RunDir, cfg: RunConfig, stages: list[Stage], force: bool =
     record = Record(run)
     timings: dict[str, float] = {}
     t_all = time.time()
-    rerun_rest = force
     for stage in stages:
         key = stage_key(stage, run, cfg)
-        if not rerun_rest and record.done(stage, key):
+        if not force and record.done(stage, key):
             printer(f"stage {stage.name}: up to date (key {key}), skipped")
             timings[stage.name] = 0.0
             continue
         printer(f"stage {stage.name}: running (key {key})")
         t = time.time()
-        stage.run(run, cfg, rerun_rest)
+        stage.run(run, cfg)
         timings[stage.name] = time.time() - t
         if stage.name == "data":                      # the source may only exist now (downloaded)
             key = stage_key(stage, run, cfg)

@@ -56,9 +56,8 @@ def explain(steerer: Steerer, history: np.ndarray, k: int = 10, top_features: in
     t = int(lengths[0]) - 1
     h, x_last = out.captured[layer][0, t], out.captured[last_block][0, t]
     f = sae.encode(norm(h[None]))[0]                                   # (m,)
-    scores = model.scores(out.hidden[0, t][None])
-    if exclude_seen:
-        scores = mask_seen(scores, items)
+    raw = model.scores(out.hidden[0, t][None])                        # (1, V)
+    scores = mask_seen(raw, items) if exclude_seen else raw
     top = scores[0].topk(k)
     rec = top.indices + 1                                              # dense indices
 
@@ -76,8 +75,7 @@ def explain(steerer: Steerer, history: np.ndarray, k: int = 10, top_features: in
     variants = [[ResolvedEdit("sae", int(j), 0.0, "set", "last", "")] for j in shown.tolist()]
     fn = steerer.edit_fn(EditTable.build(variants), "delta")
     ablated = steerer._variant_scores([history], len(variants), fn, exclude_seen=False)[0]   # (n, V)
-    raw = model.scores(out.hidden[0, t][None])[0]
-    ablation = (raw[None, rec - 1] - ablated[:, rec - 1]).numpy()      # (n, k): score lost without the feature
+    ablation = (raw[:, rec - 1] - ablated[:, rec - 1]).numpy()      # (n, k): score lost without the feature
 
     cat = steerer.catalog
     label = (lambda j: cat.label(j)) if cat is not None else (lambda j: f"#{j}")
