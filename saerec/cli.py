@@ -144,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("job", nargs=argparse.REMAINDER, help="the saerec command and its flags, after --")
     sp = sub.add_parser("download", help="download a GroupLens dataset into the cache (md5-checked)")
     sp.add_argument("name", help="ml-1m, ml-20m, ml-100k or ml-latest-small")
+    sp = sub.add_parser("k8s", help="the KubeRay manifests in k8s/: render an overlay, validate overlays against "
+                                    "the KubeRay CRD schemas and saerec's policy, sync the RayService's Serve config")
+    sp.add_argument("action", choices=["render", "validate", "sync-serve"])
+    sp.add_argument("overlays", nargs="*", help="kustomize folders (default: every folder under k8s/overlays)")
+    sp.add_argument("--schemas", help="folder with KubeRay's CRD YAMLs (default $SAEREC_KUBERAY_SCHEMAS or "
+                                      "../shared/schemas/kuberay)")
+    sp.add_argument("--kube-version", default="1.33", help="Kubernetes version for the core schemas (default 1.33)")
+    sp.add_argument("--no-policy", action="store_true", help="validate: schemas and operator rules only")
+    sp.add_argument("--check", action="store_true", help="sync-serve: only compare; exit 1 if they differ")
     return p
 
 
@@ -627,10 +636,43 @@ def cmd_submit(args) -> int:
     return submit(args.address, job, args.working_dir, args.requirements, env, wait=not args.no_wait)
 
 
+def cmd_k8s(args) -> int:
+    from .deploy import kustomize, serveconfig, validate
+
+    if args.action == "sync-serve":
+        serve, rayservice = Path("serve/config.yaml"), Path("k8s/base/rayservice.yaml")
+        for path in (serve, rayservice):
+            if not path.is_file():
+                raise UsageError(f"k8s sync-serve: {path} not found (run it from the saerec checkout)")
+        equal = serveconfig.sync(serve, rayservice, check=args.check)
+        print(f"{rayservice}: serveConfigV2 " + ("equals " if equal else "differs from " if args.check else
+                                                 "rewritten from ") + str(serve))
+        return 1 if args.check and not equal else 0
+    overlays = [Path(o) for o in args.overlays] or sorted(p for p in Path("k8s/overlays").glob("*") if p.is_dir())
+    if not overlays:
+        raise UsageError("k8s: no overlay given and no k8s/overlays/* here")
+    if args.action == "render":
+        if len(overlays) != 1:
+            raise UsageError("k8s render: give exactly one overlay folder")
+        print(kustomize.to_yaml(kustomize.render(overlays[0])), end="")
+        return 0
+    bad = 0
+    for overlay in overlays:
+        docs = kustomize.render(overlay)
+        findings = validate.validate(docs, args.schemas, policy=not args.no_policy, kube_version=args.kube_version)
+        for f in findings:
+            print(f"{overlay}: {f}")
+        if not findings:
+            print(f"{overlay}: {len(docs)} objects valid ({', '.join(d['kind'] for d in docs)})")
+        bad += len(findings)
+    return 1 if bad else 0
+
+
 COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run,
             "extract": cmd_extract, "sae": cmd_sae, "interpret": cmd_interpret, "steer-eval": cmd_steer_eval,
             "steer": cmd_steer, "explain": cmd_explain, "features": cmd_features, "serve": cmd_serve,
-            "client": cmd_client, "tune": cmd_tune, "submit": cmd_submit, "download": cmd_download}
+            "client": cmd_client, "tune": cmd_tune, "submit": cmd_submit, "download": cmd_download,
+            "k8s": cmd_k8s}
 
 
 def main(argv: list[str] | None = None) -> int:

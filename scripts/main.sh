@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/saerec" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet torch==2.13.0
-  "$VENV/bin/python" -m pip install --quiet -e .
+  "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e .   # the versions CI tests
 fi
 DATASET="${SAEREC_DATASET:-ml-1m}"
 exec "$VENV/bin/saerec" run --dataset "$DATASET" --run "${SAEREC_RUN:-runs/$DATASET}" "$@"
