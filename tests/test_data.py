@@ -255,3 +255,25 @@ def test_synthetic_plants_genres_and_streams(tmp_path):
     assert share > 0.45
     folder = write_parquet(tmp_path / "syn", SyntheticConfig(users=500, items=100, seed=1), chunk_users=128)
     assert len(load_folder(folder).interactions) > 500 * 15
+
+
+def test_read_sequences_equals_the_in_memory_sequences(tmp_path):
+    """The streamed stages read one part from sequences.parquet; it must be exactly what the full
+    interaction log gives, unknown items (0) included."""
+    from saerec.config import RunConfig
+    from saerec.data.prepare import prepare, read_sequences
+    from saerec.rundir import RunDir
+
+    cfg = RunConfig.from_dict({"data": {"dataset": "synthetic", "synthetic_users": 400}})
+    run = RunDir(tmp_path / "run")
+    prep = prepare(run, cfg)
+    small = ItemIndex(prep.index.item_ids[::2])           # half the catalog unknown: ids must map to 0
+    for index in (prep.index, small):
+        for part in ("rec", "sae", "test"):
+            a = build_sequences(prep.split.part(part), index)
+            b = read_sequences(run, part, index)
+            assert len(b) > 0
+            np.testing.assert_array_equal(a.users, b.users)
+            np.testing.assert_array_equal(a.offsets, b.offsets)
+            np.testing.assert_array_equal(a.items, b.items)
+    assert (read_sequences(run, "test", small).items == 0).any()

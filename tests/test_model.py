@@ -83,6 +83,11 @@ def test_chunked_ce_equals_cross_entropy_values_and_grads():
     oh, oW = torch.autograd.grad(ours, (h, W))
     assert torch.allclose(ours, ref, atol=1e-5)
     assert torch.allclose(oh, gh, atol=1e-6) and torch.allclose(oW, gW, atol=1e-6)
+    # a loss scaled downstream scales the gradients computed in the forward pass
+    oh2, _ = torch.autograd.grad(3.0 * full_ce(h, W, y, chunk=64), (h, W))
+    assert torch.allclose(oh2, 3 * gh, atol=1e-6)
+    with torch.no_grad():                                   # validation: the value alone
+        assert torch.allclose(full_ce(h, W, y, chunk=64), ref, atol=1e-5)
 
 
 def test_sampled_ce_with_all_items_as_negatives_approaches_full_ce():
@@ -131,3 +136,20 @@ def test_last_step_replay_equals_full_forward_with_a_last_position_edit(name):
         iv = Intervention(lambda h, where, v=v: h + pushes[where.rows, v], "last")
         full = model.last_hidden(model(x, lengths, interventions={name: iv}), lengths)
         assert torch.allclose(replayed[:, v], full, atol=1e-5), (name, v)
+
+
+def test_cpu_dropout_keeps_1_minus_p_scales_and_masks_its_gradient():
+    from saerec.model.dropout import Dropout
+
+    x = torch.randn(200, 500, requires_grad=True)
+    torch.manual_seed(0)
+    drop = Dropout(0.1).train()
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.005
+    assert torch.allclose(y[kept], x[kept] / 0.9)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / 0.9))
+    torch.manual_seed(0)                                   # torch's seed fixes the masks
+    assert torch.equal(Dropout(0.1).train()(x) != 0, kept)
+    assert torch.equal(drop.eval()(x), x)

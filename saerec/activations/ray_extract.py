@@ -26,14 +26,11 @@ class ActivationActor:
     def __init__(self, recommender_dir: str, layer: str, threads: int = 1):
         import torch
 
-        from ..data.sequences import ItemIndex
-        from ..model.checkpoint import load_model
-        import pandas as pd
+        from ..model.checkpoint import load_model, model_index
 
         torch.set_num_threads(max(1, threads))
         self.model, _ = load_model(recommender_dir)
-        items = pd.read_parquet(Path(recommender_dir) / "items.parquet", columns=["item_id", "index"])
-        self.index = ItemIndex(items.sort_values("index")["item_id"].to_numpy())
+        self.index = model_index(recommender_dir)
         self.layer = layer
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

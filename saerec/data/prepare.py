@@ -78,6 +78,20 @@ def prepare(run: RunDir, cfg: RunConfig, force: bool = False) -> Prepared:
     return Prepared(sp, items, ItemIndex.from_ids(sp.train()["item_id"]), meta)
 
 
+def read_sequences(run: RunDir, part: str, index: ItemIndex) -> Sequences:
+    """One part's sequences straight from ``RUN/data/sequences.parquet`` (a row filter, not the whole
+    interaction log): what ``Prepared.sequences(part)`` returns, for the streamed stages, whose memory
+    must not grow with the log. Ids the model does not know map to 0, as there."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run.data / "sequences.parquet", columns=["user_id", "items"], filters=[("part", "=", part)])
+    items = table.column("items").combine_chunks() if table.num_rows else None
+    lens = items.value_lengths().to_numpy(zero_copy_only=False) if items is not None else np.zeros(0, np.int64)
+    flat = items.flatten().to_numpy() if items is not None else np.zeros(0, np.int64)
+    return Sequences(table.column("user_id").to_numpy(), np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                     index.to_index(flat).astype(np.int32))
+
+
 def write_sequences(sp: Split, path, row_group_users: int = 4096) -> None:
     """One row per user: ``user_id``, ``part``, ``items`` (dataset item ids in time order).
 

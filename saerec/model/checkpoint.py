@@ -39,3 +39,13 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu",
     model = GPTRec(ModelConfig(**meta["model"]), int(meta["n_items"]))
     model.load_state_dict(load_file(str(folder / weights_name), device=str(device)))
     return model.to(device).eval(), meta
+
+
+def model_index(folder: str | Path):
+    """The model's item index (dense index <-> dataset item id) from ``RECOMMENDER/items.parquet``."""
+    import pandas as pd
+
+    from ..data.sequences import ItemIndex
+
+    items = pd.read_parquet(Path(folder) / "items.parquet", columns=["item_id", "index"])
+    return ItemIndex(items.sort_values("index")["item_id"].to_numpy())

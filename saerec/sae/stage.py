@@ -10,8 +10,9 @@ import logging
 import time
 
 from ..config import RunConfig
-from ..data.prepare import load_prepared
-from ..model.checkpoint import load_model
+from ..data.prepare import read_sequences
+from ..data.sequences import eval_pairs
+from ..model.checkpoint import load_model, model_index
 from ..rundir import RunDir
 from .base import save_sae
 
@@ -45,8 +46,8 @@ def sae_stage(run: RunDir, cfg: RunConfig) -> dict:
     sae = res["sae"]
     recon, feats = reconstruction_metrics(sae, run.root / "activations" / "test")
     model, _ = load_model(run.recommender)
-    prep = load_prepared(run)
-    _, inputs, targets = prep.eval_set("test", model.cfg.max_len)
+    # the test users' sequences only, not the whole log: this stage's memory must not grow with it
+    inputs, targets = eval_pairs(read_sequences(run, "test", model_index(run.recommender)), model.cfg.max_len)
     down = downstream_metrics(model, sae, cfg.activations.layer, inputs, targets)
     save_sae(run.root / "sae", sae, {"layer": cfg.activations.layer, "feature_stats": feats})
     metrics = {

