@@ -29,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser, data: bool = True) -> None:
-    p.add_argument("--run", required=True, help="run directory (created if missing)")
+    p.add_argument("--run", required=True, help="run directory (created if missing): a path, or a URI that "
+                                                "pyarrow.fs opens (s3://, gs://, hdfs://, file://)")
     p.add_argument("--config", help="YAML config (sections data, split, model, train)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set train.epochs=20 (repeatable)")
@@ -529,6 +530,7 @@ def cmd_serve(args) -> int:
     from .raycluster import ensure_ray
     from .rundir import RunDir
     from .serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
+    from .storage import is_uri
 
     run = RunDir(args.run)
     for rel, cmd in (("recommender/model.safetensors", "train"), ("sae/sae.safetensors", "sae"),
@@ -539,7 +541,9 @@ def cmd_serve(args) -> int:
     os.environ.setdefault("RAY_worker_niceness", "0")
     ensure_ray()
     start_grpc(args.port, args.http_port, args.host)
-    serve.run(app_builder({"run": str(run.root), "replicas": args.replicas}), name=APP_NAME, route_prefix=ROUTE)
+    # a remote run goes to the replicas as its URI: each pulls its own copy, on whichever node it runs
+    served = args.run if is_uri(args.run) else str(run.root)
+    serve.run(app_builder({"run": served, "replicas": args.replicas}), name=APP_NAME, route_prefix=ROUTE)
     print(f"saerec.v1.Recommender serving {run.root} on gRPC port {args.port} (Ctrl-C stops)", flush=True)
     try:
         while True:
@@ -684,7 +688,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.command:
             parser.print_help()
             return 2
-        return COMMANDS[args.command](args)
+        from .storage import detach_all
+        detach_all()                # every command pulls a remote run afresh
+        rc = COMMANDS[args.command](args)
+        if rc == 0:
+            from .storage import push_all
+            push_all()              # remote runs (--run URI): the local copy goes back to the URI
+        return rc
     except SaerecError as e:
         print(f"saerec: error: {e}", file=sys.stderr)
         return 2

@@ -87,9 +87,15 @@ class Record:
         self.run.write_json("pipeline.json", self.data)
 
 
+def stage_folders(stage: Stage) -> list[str]:
+    """The run folders a stage writes (the first component of its outputs)."""
+    return sorted({o.split("/")[0] for o in stage.outputs})
+
+
 def run_pipeline(run: RunDir, cfg: RunConfig, stages: list[Stage], force: bool = False,
                  printer=print) -> dict[str, float]:
-    """Run or skip each stage in order; returns seconds per stage (0 for skipped ones)."""
+    """Run or skip each stage in order; returns seconds per stage (0 for skipped ones). A remote run
+    is pushed to its URI after each stage: its folders first, then ``pipeline.json``."""
     record = Record(run)
     timings: dict[str, float] = {}
     t_all = time.time()
@@ -106,5 +112,9 @@ def run_pipeline(run: RunDir, cfg: RunConfig, stages: list[Stage], force: bool =
         if stage.name == "data":                      # the source may only exist now (downloaded)
             key = stage_key(stage, run, cfg)
         record.mark(stage, key, timings[stage.name])
+        if run.remote:
+            for folder in stage_folders(stage):
+                run.push(folder)
+            run.push("pipeline.json")
     timings["total"] = time.time() - t_all
     return timings

@@ -75,13 +75,19 @@ def note_worker_pid(folder: str | os.PathLike | None, rank: int) -> None:
             f.write(f"{os.getpid()} {ray.get_runtime_context().get_node_id()}")
 
 
-def train_storage(storage: Path, experiment: str, resume: bool) -> Path:
-    """Ray Train storage for one experiment: cleared unless resuming (Train V2 silently resumes any run
-    it finds under the same name), with a fresh ``pids/`` folder. Returns that folder."""
+def train_storage(run, rel: str, experiment: str, resume: bool) -> tuple[str, Path]:
+    """Ray Train storage for one experiment of ``run`` at ``rel``: the run's URI for a remote run (the
+    workers write checkpoints there from any node), else the local folder. Cleared unless resuming
+    (Train V2 silently resumes any run it finds under the same name). Returns the storage path and a
+    fresh local ``pids/`` folder (where workers note their process ids)."""
     import shutil
 
-    if not resume and (storage / experiment).exists():
-        shutil.rmtree(storage / experiment)
-    shutil.rmtree(storage / "pids", ignore_errors=True)
-    storage.mkdir(parents=True, exist_ok=True)
-    return storage / "pids"
+    from .storage import clear_storage
+
+    storage = run.ray_path(rel)
+    if not resume:
+        clear_storage(storage, experiment)
+    local = run.root / rel
+    shutil.rmtree(local / "pids", ignore_errors=True)
+    local.mkdir(parents=True, exist_ok=True)
+    return storage, local / "pids"

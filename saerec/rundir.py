@@ -25,7 +25,23 @@ from .errors import RunError
 
 class RunDir:
     def __init__(self, path: str | Path):
-        self.root = Path(path).expanduser().resolve()
+        from .storage import attach, is_uri, remote_for
+
+        self.root = (attach(path) if is_uri(path) else Path(path)).expanduser().resolve()
+        self.remote = remote_for(self.root)          # a RemoteStore when the run lives on a URI
+
+    def ray_path(self, rel: str) -> str:
+        """Where Ray (Train checkpoints, Ray Data shards) writes ``rel``: the run's URI for a remote run
+        (every node can reach it), else the local folder."""
+        return self.remote.uri_of(rel) if self.remote else str(self.root / rel)
+
+    def pull(self, rel: str = "") -> None:
+        if self.remote:
+            self.remote.pull(rel)
+
+    def push(self, rel: str = "") -> None:
+        if self.remote:
+            self.remote.push(rel)
 
     # folders --------------------------------------------------------------
     @property

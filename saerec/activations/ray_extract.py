@@ -56,6 +56,8 @@ def extract(run: RunDir, part: str = "sae", layer: str = "block.0", actors: int 
     out = run.stage("activations") / part
     if out.exists():
         shutil.rmtree(out)
+    if run.remote:                      # the actors may run on any node: write to the run's URI
+        run.remote.delete(f"activations/{part}")
     src = str(run.data / "sequences.parquet")
     ds = ray.data.read_parquet(src).select_columns(["user_id", "part", "items"])
     ds = ds.filter(lambda r: r["part"] == part)
@@ -66,6 +68,7 @@ def extract(run: RunDir, part: str = "sae", layer: str = "block.0", actors: int 
         compute=ray.data.ActorPoolStrategy(size=actors),
         batch_size=users_per_batch, batch_format="numpy", num_cpus=threads_per_actor,
     )
-    ds.write_parquet(str(out), mode="overwrite", min_rows_per_file=200_000)
+    ds.write_parquet(run.ray_path(f"activations/{part}"), mode="overwrite", min_rows_per_file=200_000)
+    run.pull(f"activations/{part}")     # the driver's later stages read them locally
     log.info("wrote activations of %s users (%s) to %s", part, layer, out)
     return out

@@ -49,23 +49,44 @@ class TopActivations:
 
 
 def promoted_items(model, sae, layer: str, inputs: list[np.ndarray], features: np.ndarray, value: float,
-                   top: int = 10, users: int = 64) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+                   top: int = 10, users: int = 64, max_scores: int = 1 << 24) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Items whose logits rise most when a feature is added at the last position (delta splice),
-    averaged over a sample of histories: the feature's effect pushed through the rest of the model."""
+    averaged over a sample of histories: the feature's effect pushed through the rest of the model.
+
+    The edit changes the last position only, so the sample is run once (``prefill_last``) and each
+    feature's edited last step is replayed through the later blocks with the cached keys and values,
+    many features per replay: about one forward pass for all features instead of one per feature.
+    """
+    from ..model.gptrec import Where
     from ..train.batching import pad_inputs
 
     sample = inputs[:users]
     items, lengths = pad_inputs(sample)
+    feats = torch.as_tensor(np.asarray(features, dtype=np.int64))
+    U = len(sample)
+    per = max(1, max_scores // (U * model.n_items))               # features per replay: bounded score memory
     out = {}
     with torch.no_grad():
-        base = model.scores(model.last_hidden(model(items, lengths), lengths))
-        for j in features:
-            iv = splice(sae, "delta", edit=lambda f, r, j=int(j): f.index_add(
-                1, torch.tensor([j]), torch.full((f.shape[0], 1), value)), positions="last")
-            h = model.last_hidden(model(items, lengths, interventions={layer: iv}), lengths)
-            delta = (model.scores(h) - base).mean(0)
-            vals, idx = delta.topk(top)
-            out[int(j)] = (idx.numpy() + 1, vals.numpy())
+        cache = model.prefill_last(items, lengths, layer)
+        base = model.scores(model.replay_last(cache, cache.state[:, None])[:, 0])      # (U, V)
+        for lo in range(0, len(feats), per):
+            chunk = feats[lo: lo + per]
+            n = len(chunk)
+            col = chunk.repeat(U)                                   # row u * n + v edits feature chunk[v]
+
+            def add(f, where, col=col):
+                f[where.rows, col[where.rows]] += value
+                return f
+
+            rows = torch.arange(U * n)
+            h = splice(sae, "delta", edit=add, positions="last").fn(
+                cache.state.repeat_interleave(n, dim=0), Where(rows, (lengths - 1).repeat_interleave(n),
+                                                             torch.ones(U * n, dtype=torch.bool)))
+            final = model.replay_last(cache, h.view(U, n, -1))     # (U, n, d)
+            delta = (model.scores(final) - base[:, None, :]).mean(0)
+            vals, idx = delta.topk(top, dim=1)
+            for r, j in enumerate(chunk.tolist()):
+                out[int(j)] = (idx[r].numpy() + 1, vals[r].numpy())
     return out
 
 

@@ -103,7 +103,8 @@ def minibatches(shard, cfg: SAEConfig, epoch: int, norm: Normalizer, per_block: 
             yield x[lo: lo + cfg.batch_size]
 
 
-def activation_dataset(folder: Path):
+def activation_dataset(folder: str | Path):
+    """The activation shards as a Ray Data stream (``folder``: a local path or a URI)."""
     import ray.data
 
     return ray.data.read_parquet(str(folder), shuffle="files").select_columns(["activation"])
@@ -123,9 +124,11 @@ def norm_and_init(folder: Path, mode: str, sample_rows: int = 20_000) -> tuple[N
     return norm, norm(torch.cat(sample)[:sample_rows]).numpy(), n, d
 
 
-def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int | None = None,
+def train_sae(run_root, cfg: SAEConfig, num_workers: int = 1, threads: int | None = None,
               resume: bool = False, max_failures: int = 0) -> dict:
-    """Train an SAE on ``RUN/activations/sae`` with Ray Train; writes ``RUN/sae/sae.safetensors``+``cfg.json``."""
+    """Train an SAE on ``RUN/activations/sae`` with Ray Train (``run_root``: a RunDir or its path);
+    writes ``RUN/sae/sae.safetensors``+``cfg.json``."""
+    from ..rundir import RunDir
 
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -133,23 +136,23 @@ def train_sae(run_root: Path, cfg: SAEConfig, num_workers: int = 1, threads: int
     from ..raycluster import cpus_per_worker, ensure_ray, train_storage
 
     ensure_ray()
-    acts = Path(run_root) / "activations" / "sae"
+    run = run_root if isinstance(run_root, RunDir) else RunDir(run_root)
+    acts = run.root / "activations" / "sae"
     norm, init_sample, n_rows, d = norm_and_init(acts, cfg.normalization)
     # Train reserves its workers' CPUs; Ray Data's read tasks need what is left, so keep one logical
     # CPU free for them (else the read hangs, see the Ray notes). Torch threads follow the machine.
     reserve = cpus_per_worker(num_workers, keep_free=1)
     threads = threads or max(1, (os.cpu_count() or 1) // num_workers)
-    storage = Path(run_root) / "sae" / "ray"
-    pid_dir = train_storage(storage, EXPERIMENT, resume)
+    storage, pid_dir = train_storage(run, "sae/ray", EXPERIMENT, resume)
     trainer = TorchTrainer(
         sae_worker_loop,
         train_loop_config={"sae": asdict(cfg), "d_in": d, "normalizer": norm.to_dict(), "init_sample": init_sample,
                            "threads": threads, "rows_per_worker": n_rows // num_workers,
                            "pid_dir": str(pid_dir)},
         scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": reserve}),
-        datasets={"train": activation_dataset(acts)},
+        datasets={"train": activation_dataset(run.ray_path("activations/sae"))},
         dataset_config=DataConfig(datasets_to_split=["train"]),
-        run_config=RunConfig(name=EXPERIMENT, storage_path=str(storage),
+        run_config=RunConfig(name=EXPERIMENT, storage_path=storage,
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              failure_config=FailureConfig(max_failures=max_failures)),
     )

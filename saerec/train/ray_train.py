@@ -181,15 +181,14 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
                         "n_items": prepared.index.size, "log_q": log_q})
     use_gpu = tc.use_gpu if tc.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     cpus = tc.cpus_per_worker or cpus_per_worker(tc.num_workers)
-    storage = run.recommender / "ray"
-    pid_dir = train_storage(storage, EXPERIMENT, resume)
+    storage, pid_dir = train_storage(run, "recommender/ray", EXPERIMENT, resume)
     trainer = TorchTrainer(
         worker_loop,
         train_loop_config={"model": asdict(mc), "train": asdict(tc), "data_ref": data_ref,
                            "cpus_per_worker": cpus, "t_start": t_start, "pid_dir": str(pid_dir)},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus}),
-        run_config=RayRunConfig(name=EXPERIMENT, storage_path=str(storage),
+        run_config=RayRunConfig(name=EXPERIMENT, storage_path=storage,
                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
                                 failure_config=FailureConfig(max_failures=tc.max_failures),
                                 # Train's own per-report INFO lines drown the progress lines

@@ -99,40 +99,39 @@ def run_tune(run: RunDir, cfg: RunConfig, spec: TuneSpec, name: str = "sae_grid"
     folder of markers, and a trial without its marker fails once."""
     from ray import tune
 
-    from ..data.prepare import load_prepared
-    from ..model.checkpoint import load_model
+    from ..data.prepare import read_sequences
+    from ..data.sequences import eval_pairs
+    from ..model.checkpoint import load_model, model_index
     from ..raycluster import cluster_cpus, ensure_ray
     from ..sae.ray_train import norm_and_init
+    from ..storage import clear_storage
 
     if not run.has("activations/meta.json"):
         raise UsageError(f"{run.root}: no activations; run `saerec extract --run {run.root}` first")
     ensure_ray()
     meta = run.read_json("activations/meta.json")
     norm, init_sample, _, d_in = norm_and_init(run.root / "activations" / "sae", cfg.sae.normalization)
-    prep = load_prepared(run)
     model, _ = load_model(run.recommender)
-    _, inputs, targets = prep.eval_set("test", model.cfg.max_len)
+    inputs, targets = eval_pairs(read_sequences(run, "test", model_index(run.recommender)), model.cfg.max_len)
     shared = {"run_root": str(run.root), "base": cfg.sae, "norm": norm, "init_sample": init_sample, "d_in": d_in,
               "items": run.read_parquet("recommender/items.parquet"), "inputs": inputs, "targets": targets,
               "layer": meta["layer"], "epochs": spec.epochs, "downstream": spec.downstream,
               "threads": spec.trial_cpus, "fail_once": fail_once}
     concurrent = spec.max_concurrent or max(1, int(cluster_cpus() // spec.trial_cpus))
     trainable = tune.with_resources(tune.with_parameters(_trainable, shared=shared), {"cpu": spec.trial_cpus})
-    storage = run.stage("tune") / "ray"
-    path = storage / name
+    storage = run.ray_path("tune/ray")          # the run's URI for a remote run, as for Ray Train
+    path = f"{storage}/{name}"
     t0 = time.time()
-    if resume and tune.Tuner.can_restore(str(path)):
+    if resume and tune.Tuner.can_restore(path):
         log.info("resuming %s", path)
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
-        if path.exists():
-            import shutil
-            shutil.rmtree(path)
+        clear_storage(storage, name)
         space = {"l1": tune.grid_search(list(spec.l1)), "n_latents": tune.grid_search(list(spec.n_latents)),
                  "kind": tune.grid_search(list(spec.kind)), "seed": tune.grid_search(list(range(spec.seeds)))}
         tuner = tune.Tuner(trainable, param_space=space,
                            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
-                           run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1,
+                           run_config=tune.RunConfig(name=name, storage_path=storage, verbose=1,
                                                      failure_config=tune.FailureConfig(fail_fast=fail_fast)))
     log.info("tuning %d trials, %d at a time", spec.trials(), concurrent)
     grid = tuner.fit()
