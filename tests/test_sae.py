@@ -105,3 +105,16 @@ def test_decoder_rows_stay_unit_norm():
     x, _ = planted(n=3000)
     sae = fit("relu", x, epochs=1)
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(64), atol=1e-5)
+
+
+def test_shuffled_batches_use_every_row_once_and_mix_blocks():
+    from saerec.sae.trainer import shuffled_batches
+
+    rows = torch.arange(10_000, dtype=torch.float32)[:, None]
+    blocks = list(rows.split(1000))                              # ten "files" in order
+    out = list(shuffled_batches(iter(blocks), 64, 3000, torch.Generator().manual_seed(0)))
+    got = torch.cat(out)[:, 0]
+    assert all(len(b) == 64 for b in out) and len(got) == 10_000 // 64 * 64
+    assert len(torch.unique(got)) == len(got)                    # no row twice
+    first = out[0][:, 0]
+    assert (first >= 1000).any() and (first < 1000).any()        # the first batch already mixes blocks
