@@ -17,6 +17,7 @@ URI only and are neither pulled nor deleted by a push.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ from .errors import UsageError
 log = logging.getLogger("saerec.storage")
 _ATTACHED: dict[Path, "RemoteStore"] = {}
 CHUNK = 8 << 20
+SYNCED = ".saerec-synced.json"        # in the local copy: what the last pull/push copied
 
 
 def is_uri(path) -> bool:
@@ -54,59 +56,82 @@ class RemoteStore:
     def uri_of(self, rel: str) -> str:
         return f"{self.uri}/{rel}" if rel else self.uri
 
-    def _remote_files(self, rel: str = "") -> dict[str, int]:
-        """Run-relative path -> size of every remote file under ``rel``."""
+    def _remote_files(self, rel: str = "") -> dict[str, tuple]:
+        """Run-relative path -> (size, mtime) of every remote file under ``rel`` (Ray storage aside)."""
         import pyarrow.fs as pafs
 
         root = f"{self.base}/{rel}".rstrip("/")
         info = self.fs.get_file_info(root)
         if info.type == pafs.FileType.File:
-            return {rel: info.size}
-        if info.type != pafs.FileType.Directory:
-            return {}
-        sel = pafs.FileSelector(root, recursive=True, allow_not_found=True)
-        return {i.path[len(self.base) + 1:]: i.size for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File}
+            found = [info]
+        elif info.type == pafs.FileType.Directory:
+            sel = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+            found = [i for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File]
+        else:
+            found = []
+        files = {i.path[len(self.base) + 1:]: (i.size, i.mtime_ns) for i in found}
+        return {k: v for k, v in files.items() if not _ray_storage(k)}
 
-    def _local_files(self, rel: str = "") -> dict[str, int]:
+    def _local_files(self, rel: str = "") -> dict[str, tuple]:
+        """Run-relative path -> (size, mtime) of every local file under ``rel`` (Ray storage aside)."""
         root = self.local / rel if rel else self.local
-        if root.is_file():
-            return {rel: root.stat().st_size}
-        if not root.is_dir():
-            return {}
-        return {f.relative_to(self.local).as_posix(): f.stat().st_size for f in root.rglob("*") if f.is_file()}
+        found = [root] if root.is_file() else [f for f in root.rglob("*") if f.is_file()] if root.is_dir() else []
+        files = {f.relative_to(self.local).as_posix(): (f.stat().st_size, f.stat().st_mtime_ns) for f in found}
+        return {k: v for k, v in files.items() if not _ray_storage(k) and k != SYNCED}
+
+    def _synced(self) -> dict[str, dict]:
+        """What the last pull or push copied: per file, its remote and local (size, mtime) right after.
+        A file is copied again only when one side has changed since, so a stage's outputs are not
+        re-uploaded by every later push, and weights rewritten at the same size are still noticed."""
+        path = self.local / SYNCED
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _record(self, synced: dict, name: str) -> None:
+        remote = self._remote_files(name).get(name)
+        local = self._local_files(name).get(name)
+        synced[name] = {"remote": list(remote) if remote else None, "local": list(local) if local else None}
+
+    def _save(self, synced: dict) -> None:
+        self.local.mkdir(parents=True, exist_ok=True)
+        (self.local / SYNCED).write_text(json.dumps(synced))
 
     def pull(self, rel: str = "") -> int:
         """Make the local copy of ``rel`` (default: everything) equal to the remote; returns files copied."""
-        remote = {k: v for k, v in self._remote_files(rel).items() if not _ray_storage(k)}
-        local = {k: v for k, v in self._local_files(rel).items() if not _ray_storage(k)}
+        remote, local, synced = self._remote_files(rel), self._local_files(rel), self._synced()
         for name in set(local) - set(remote):
             (self.local / name).unlink()
+            synced.pop(name, None)
         copied = 0
-        for name, size in remote.items():
+        for name, state in remote.items():
+            last = synced.get(name, {})
+            if last.get("remote") == list(state) and name in local and last.get("local") == list(local[name]):
+                continue                          # neither side changed since the last copy
             dst = self.local / name
-            if local.get(name) == size and name not in ("pipeline.json", "config.yaml"):
-                continue                          # same name and size: shards and weights never change in place
             dst.parent.mkdir(parents=True, exist_ok=True)
             with self.fs.open_input_stream(f"{self.base}/{name}") as src, open(dst, "wb") as out:
                 shutil.copyfileobj(src, out, CHUNK)
+            self._record(synced, name)
             copied += 1
+        self._save(synced)
         return copied
 
     def push(self, rel: str = "") -> int:
         """Make the remote ``rel`` equal to the local copy (Ray Train storage aside); returns files copied."""
-        local = self._local_files(rel)
-        remote = {k: v for k, v in self._remote_files(rel).items() if not _ray_storage(k)}
+        local, remote, synced = self._local_files(rel), self._remote_files(rel), self._synced()
         for name in set(remote) - set(local):
             self.fs.delete_file(f"{self.base}/{name}")
+            synced.pop(name, None)
         copied = 0
         for name in sorted(local):
-            if _ray_storage(name):
-                continue
-            parent = f"{self.base}/{name}".rsplit("/", 1)[0]
-            self.fs.create_dir(parent, recursive=True)
+            last = synced.get(name, {})
+            if last.get("local") == list(local[name]) and name in remote and last.get("remote") == list(remote[name]):
+                continue                          # neither side changed since the last copy
+            self.fs.create_dir(f"{self.base}/{name}".rsplit("/", 1)[0], recursive=True)
             with open(self.local / name, "rb") as src, self.fs.open_output_stream(f"{self.base}/{name}") as out:
                 shutil.copyfileobj(src, out, CHUNK)
+            self._record(synced, name)
             copied += 1
+        self._save(synced)
         return copied
 
     def delete(self, rel: str) -> None:

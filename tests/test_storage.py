@@ -6,13 +6,13 @@ import shutil
 from pathlib import Path
 
 from saerec.cli import main
-from saerec.storage import RemoteStore
+from saerec.storage import SYNCED, RemoteStore
 
 from test_pipeline import TINY, stage_lines
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {f.relative_to(root).as_posix(): f.read_bytes() for f in root.rglob("*") if f.is_file()}
+    return {f.relative_to(root).as_posix(): f.read_bytes() for f in root.rglob("*") if f.is_file() and f.name != SYNCED}
 
 
 def test_pull_and_push_mirror_the_run_but_leave_ray_storage_on_the_uri(tmp_path):
@@ -25,7 +25,10 @@ def test_pull_and_push_mirror_the_run_but_leave_ray_storage_on_the_uri(tmp_path)
     assert store.pull() == 2                                     # Ray Train's storage stays remote
     assert tree(store.local) == {"sae/metrics.json": b'{"ev": 0.9}', "pipeline.json": b"{}"}
     (store.local / "stale.txt").write_text("x")
-    assert store.pull() == 1 and not (store.local / "stale.txt").exists()   # pull mirrors (pipeline.json re-read)
+    assert store.pull() == 0 and not (store.local / "stale.txt").exists()   # pull mirrors; nothing changed
+    assert store.push() == 0                                     # what was just pulled is not uploaded back
+    (remote / "sae" / "metrics.json").write_text('{"ev": 0.8}')  # rewritten in place at the same size
+    assert store.pull() == 1 and (store.local / "sae" / "metrics.json").read_text() == '{"ev": 0.8}'
 
     (store.local / "sae" / "metrics.json").write_text('{"ev": 0.95}')      # changed
     (store.local / "interpret").mkdir()
