@@ -7,7 +7,12 @@ both), 1 process, fp32, batch 256, dictionary 2048, ReLU + L1 0.1, Adam lr 1e-3:
 - ``dictionary_learning``: its ``StandardTrainer.update`` (ConstrainedAdam, schedulers), the
   trainer the paper's authors used, loaded from a checkout you point to with ``--dl-path``
   (fetched separately, never vendored; it needs ``pip install einops``)
+- ``saerec_relu_autograd``: the same SAE with ``forward`` + autograd instead of its hand-written
+  gradients (what the Ray Train path falls back to under DDP with several workers)
 - ``saerec_topk`` / ``saerec_batchtopk``: for reference
+
+Rounds are interleaved (round r of every trainer, then round r + 1), so a slow spell of a shared
+machine hits all of them alike.
 
 Activations: ``--run RUN`` uses RUN/activations/sae (GPTRec block.0 on ML-1M users 1-2999);
 otherwise a Gaussian mixture shaped like them. Reports the median over ``--rounds`` of
@@ -77,37 +82,35 @@ def batches(pool, batch, steps, offset):
         yield pool[lo: lo + batch]
 
 
-def bench_saerec(kind, pool, args):
+def saerec_runner(kind, pool, args, manual_grads=True):
+    """A function running one timed round of ``args.steps`` steps (after warm-up) of a saerec SAE."""
     cfg = SAEConfig(kind=kind, n_latents=args.dict_size, l1=0.1, k=32, lr=1e-3, batch_size=args.batch)
     sae = build_sae(pool.shape[1], cfg)
     sae.init_from_sample(pool[:20_000])
     opt = make_optimizer(sae)
-    train_steps(sae, opt, batches(pool, args.batch, args.warmup, 0))
-    rates = []
-    for r in range(args.rounds):
-        t = time.perf_counter()
-        train_steps(sae, opt, batches(pool, args.batch, args.steps, args.warmup + r * args.steps))
-        rates.append(args.steps * args.batch / (time.perf_counter() - t))
-    return rates
+    train_steps(sae, opt, batches(pool, args.batch, args.warmup, 0), manual_grads=manual_grads)
+
+    def round_(r):
+        train_steps(sae, opt, batches(pool, args.batch, args.steps, args.warmup + r * args.steps),
+                    manual_grads=manual_grads)
+    return round_
 
 
-def bench_dl(Trainer, pool, args):
+def dl_runner(Trainer, pool, args):
     total = args.warmup + args.rounds * args.steps
     tr = Trainer(steps=max(total + 10, 2100), activation_dim=pool.shape[1], dict_size=args.dict_size, layer=0,
                  lm_name="bench", lr=1e-3, l1_penalty=0.1, warmup_steps=1000, sparsity_warmup_steps=2000,
                  device="cpu", seed=0)
-    step = 0
+    step = [0]
     for x in batches(pool, args.batch, args.warmup, 0):
-        tr.update(step, x)
-        step += 1
-    rates = []
-    for r in range(args.rounds):
-        t = time.perf_counter()
+        tr.update(step[0], x)
+        step[0] += 1
+
+    def round_(r):
         for x in batches(pool, args.batch, args.steps, args.warmup + r * args.steps):
-            tr.update(step, x)
-            step += 1
-        rates.append(args.steps * args.batch / (time.perf_counter() - t))
-    return rates
+            tr.update(step[0], x)
+            step[0] += 1
+    return round_
 
 
 def main():
@@ -124,20 +127,26 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     pool, src = load_pool(args.run)
-    results = {}
-    order = ["saerec_relu", "dictionary_learning", "saerec_topk", "saerec_batchtopk"]
+    order = ["saerec_relu", "dictionary_learning", "saerec_relu_autograd", "saerec_topk", "saerec_batchtopk"]
     Trainer = import_dictionary_learning(args.dl_path) if args.dl_path else None
-    for name in order:
-        if name == "dictionary_learning":
-            if Trainer is None:
-                print("skipping dictionary_learning (no --dl-path)")
-                continue
-            rates = bench_dl(Trainer, pool, args)
-        else:
-            rates = bench_saerec(name.split("_", 1)[1], pool, args)
-        results[name] = {"activations_per_second_median": statistics.median(rates), "rounds": rates}
-        print(f"{name:<22}{statistics.median(rates):>12,.0f} act/s  (rounds: {', '.join(f'{r:,.0f}' for r in rates)})",
-              flush=True)
+    if Trainer is None:
+        print("skipping dictionary_learning (no --dl-path)")
+        order.remove("dictionary_learning")
+    runners = {name: dl_runner(Trainer, pool, args) if name == "dictionary_learning"
+               else saerec_runner(name.split("_")[1], pool, args, manual_grads=not name.endswith("autograd"))
+               for name in order}
+    # rounds interleaved across trainers: a slow spell of the shared machine hits all of them
+    rates: dict[str, list[float]] = {name: [] for name in order}
+    for r in range(args.rounds):
+        for name, run_round in runners.items():
+            t = time.perf_counter()
+            run_round(r)
+            rates[name].append(args.steps * args.batch / (time.perf_counter() - t))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {rates[n][-1]:,.0f}" for n in order), flush=True)
+    results = {name: {"activations_per_second_median": statistics.median(v), "rounds": v} for name, v in rates.items()}
+    for name, v in results.items():
+        print(f"{name:<22}{v['activations_per_second_median']:>12,.0f} act/s  "
+              f"(rounds: {', '.join(f'{r:,.0f}' for r in v['rounds'])})")
     out = {"benchmark": "sae_train_throughput", "activations": src, "pool_rows": len(pool), "batch": args.batch,
            "dict_size": args.dict_size, "steps_per_round": args.steps, "rounds": args.rounds, "threads": args.threads,
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},

@@ -138,6 +138,26 @@ def test_last_step_replay_equals_full_forward_with_a_last_position_edit(name):
         assert torch.allclose(replayed[:, v], full, atol=1e-5), (name, v)
 
 
+@pytest.mark.parametrize("n_layers", [1, 2])
+@pytest.mark.parametrize("name, positions", [(None, None), ("embed", "all"), ("block.0", "all"),
+                                             ("block.0", "last"), ("last block", "all"), ("final", "last")])
+def test_forward_last_equals_the_full_forward_at_the_last_position(n_layers, name, positions):
+    """The shortened last block (what recommendations use) gives the full model's last vectors,
+    with an intervention anywhere, including on the last block's output at every position."""
+    torch.manual_seed(0)
+    model = GPTRec(ModelConfig(n_layers=n_layers, n_heads=2, d_model=16, max_len=12, dropout=0.0), 30).eval()
+    name = f"block.{n_layers - 1}" if name == "last block" else name
+    lengths = torch.tensor([5, 12, 1, 8])
+    x = torch.randint(1, 31, (4, 12)) * (torch.arange(12)[None] < lengths[:, None])
+    ivs = {name: Intervention(lambda h, w: 2 * h + w.rows[:, None] + w.cols[:, None], positions)} if name else None
+    with torch.no_grad():
+        full = model.last_hidden(model(x, lengths, interventions=ivs), lengths)
+        short = model.forward_last(x, lengths, interventions=ivs)
+    assert torch.allclose(short, full, atol=1e-5)
+    if name is not None:                             # the intervention really acts
+        assert not torch.allclose(short, model.forward_last(x, lengths), atol=1e-3)
+
+
 def test_cpu_dropout_keeps_1_minus_p_scales_and_masks_its_gradient():
     from saerec.model.dropout import Dropout
 

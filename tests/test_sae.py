@@ -52,6 +52,33 @@ def test_each_kind_recovers_planted_directions(kind, kw):
     assert stats.result()["explained_variance"] > 0.6
 
 
+@pytest.mark.parametrize("l1", [0.1, 3.0])
+def test_relu_hand_written_gradients_equal_autograd(l1):
+    """ReLU-L1 trains with hand-written gradients (faster); they must be autograd's, and so must the
+    loss parts and the dead-latent counters."""
+    torch.manual_seed(0)
+    cfg = SAEConfig(n_latents=128, l1=l1, dead_window=100)
+    a, b = build_sae(16, cfg), build_sae(16, cfg)
+    x = torch.randn(64, 16) * 2
+    a.init_from_sample(x)
+    with torch.no_grad():
+        a.b_enc.normal_(std=0.5)                    # some latents dead in this batch, some alive
+    b.load_state_dict(a.state_dict())
+    a.train()
+    out = a(x)
+    out.loss.backward()
+    parts = b.loss_and_grads(x)
+    assert b.has_manual_grads()
+    for k in ("recon", "l1"):
+        assert torch.allclose(parts[k], out.parts[k].detach(), rtol=1e-5), k
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(q.grad, p.grad, rtol=1e-4, atol=1e-6 * float(p.grad.abs().max())), name
+    assert torch.equal(a.since_fired, b.since_fired) and 0 < int((a.since_fired == 0).sum()) < 128
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert q.grad.stride() == p.stride()        # laid out as the weight (fused Adam needs it)
+    assert not build_sae(16, SAEConfig(recon="l2")).has_manual_grads()      # falls back to autograd
+
+
 def test_batchtopk_inference_is_batch_independent():
     x, _ = planted(n=8000)
     sae = fit("batchtopk", x, epochs=2, k=3)

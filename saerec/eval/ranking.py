@@ -44,7 +44,7 @@ def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: 
         items, lengths = pad_inputs([inputs[i] for i in rows])
         items, lengths = items.to(device), lengths.to(device)
         ivs = interventions(rows) if callable(interventions) else interventions
-        h = model.last_hidden(model(items, lengths, interventions=ivs), lengths)
+        h = model.forward_last(items, lengths, interventions=ivs)
         scores = model.scores(h)
         if exclude_seen:
             scores = mask_seen(scores, items)

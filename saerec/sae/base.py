@@ -117,6 +117,14 @@ class SparseAutoencoder(nn.Module):
         return SAEOutput(x_hat, f, sum(parts.values()), parts)
 
     # ------------------------------------------------------------------ training helpers
+    def has_manual_grads(self) -> bool:
+        """Whether :meth:`loss_and_grads` replaces ``forward`` + autograd in training."""
+        return False
+
+    def loss_and_grads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training loss parts with the gradients written to ``.grad`` (kinds that can do it by hand)."""
+        raise NotImplementedError
+
     def aux_loss(self, x, x_hat, pre) -> torch.Tensor | None:
         return None
 

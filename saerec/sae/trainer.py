@@ -15,32 +15,40 @@ from .base import SparseAutoencoder
 
 
 def make_optimizer(sae: SparseAutoencoder) -> torch.optim.Optimizer:
-    return torch.optim.Adam(sae.parameters(), lr=sae.cfg.lr)
+    return torch.optim.Adam(sae.parameters(), lr=sae.cfg.lr, fused=True)
 
 
 def train_steps(sae: SparseAutoencoder, opt: torch.optim.Optimizer, batches: Iterable[torch.Tensor],
-                progress=None, forward: torch.nn.Module | None = None) -> dict[str, float]:
+                progress=None, forward: torch.nn.Module | None = None, manual_grads: bool = True) -> dict[str, float]:
     """One pass over ``batches``; returns mean loss parts weighted by rows.
 
     ``forward``: the module to call instead of ``sae`` (its DDP wrapper on Ray Train workers, so
     gradients are averaged before the decoder projection runs on every rank).
+    ``manual_grads``: use the kind's hand-written gradients when it has them (same values, faster);
+    never through a DDP wrapper, whose gradient averaging hooks into autograd.
     """
     forward = forward or sae
     forward.train()
+    manual = manual_grads and forward is sae and sae.has_manual_grads()
     sums: dict[str, float] = {}
     rows = 0
     for x in batches:
-        out = forward(x)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        if manual:
+            parts = sae.loss_and_grads(x)
+            loss = sum(parts.values())
+        else:
+            out = forward(x)
+            parts, loss = out.parts, out.loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         sae.remove_parallel_grads()
         opt.step()
         sae.normalize_decoder()
         n = x.shape[0]
         rows += n
-        for k, v in out.parts.items():
+        for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-        sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach()) * n
+        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
         if progress is not None:
             progress.update(n)
     return {k: v / max(rows, 1) for k, v in sums.items()} | {"rows": rows}

@@ -192,7 +192,10 @@ class Steerer:
         resolved = [[res(e) for e in row] for row in edits]
 
         def ivs(batch_rows: np.ndarray):
-            iv = self.intervention([resolved[i] for i in batch_rows], splice)
+            rows = [resolved[i] for i in batch_rows]
+            if splice == "delta" and not any(rows):
+                return {}                                 # no edit: the original model, nothing to build
+            iv = self.intervention(rows, splice)
             return {self.layer: iv} if iv is not None else {}
 
         return recommend(self.model, histories, k=k, batch_size=batch_size, exclude_seen=exclude_seen,
