@@ -154,7 +154,14 @@ def main():
     if "dictionary_learning" in results:
         base = results["dictionary_learning"]["activations_per_second_median"]
         out["ratio_vs_dictionary_learning"] = {k: v["activations_per_second_median"] / base for k, v in results.items()}
-        print("ratio vs dictionary_learning: " + ", ".join(f"{k} {v:.2f}x" for k, v in out["ratio_vs_dictionary_learning"].items()))
+        # paired: round r of each trainer ran right after round r of the others
+        dl = results["dictionary_learning"]["rounds"]
+        out["paired_ratio_median"] = {k: statistics.median(a / b for a, b in zip(v["rounds"], dl))
+                                      for k, v in results.items()}
+        print("ratio vs dictionary_learning (of medians): "
+              + ", ".join(f"{k} {v:.2f}x" for k, v in out["ratio_vs_dictionary_learning"].items()))
+        print("ratio vs dictionary_learning (median of per-round ratios): "
+              + ", ".join(f"{k} {v:.2f}x" for k, v in out["paired_ratio_median"].items()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")

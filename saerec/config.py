@@ -84,6 +84,8 @@ class ActivationsConfig:
     layer: str = "block.0"            # the paper: output of the first block
     actors: int = 1                   # Ray Data actor pool size (one model replica each)
     users_per_batch: int = 64
+    object_store_mb: int = 128        # Ray Data's object store budget for the stream (bounds the stage's memory)
+    block_mb: int = 16                # largest block Ray Data makes (the read of one big sequences file is cut to it)
 
 
 @dataclass

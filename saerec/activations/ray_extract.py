@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import ActivationsConfig
 from ..rundir import RunDir
 
 log = logging.getLogger("saerec.activations")
@@ -44,14 +45,20 @@ class ActivationActor:
         return rows
 
 
-def extract(run: RunDir, part: str = "sae", layer: str = "block.0", actors: int = 1,
-            users_per_batch: int = 64, threads_per_actor: int = 1) -> Path:
-    """Write ``RUN/activations/<part>/*.parquet``; returns the folder."""
+def extract(run: RunDir, part: str = "sae", cfg: ActivationsConfig | None = None, threads_per_actor: int = 1) -> Path:
+    """Write ``RUN/activations/<part>/*.parquet``; returns the folder.
+
+    The stream's memory is bounded whatever the number of users: Ray Data may keep at most
+    ``cfg.object_store_mb`` of blocks in flight (by default it takes half the object store, so a
+    long stream fills more of it than a short one), and no block exceeds ``cfg.block_mb``.
+    """
     import ray
     import ray.data
+    from ray.data import ExecutionResources
 
     from ..raycluster import ensure_ray
 
+    cfg = cfg or ActivationsConfig()
     ensure_ray()
     out = run.stage("activations") / part
     if out.exists():
@@ -63,12 +70,15 @@ def extract(run: RunDir, part: str = "sae", layer: str = "block.0", actors: int 
     ds = ds.filter(lambda r: r["part"] == part)
     ds = ds.map_batches(
         ActivationActor,
-        fn_constructor_kwargs={"recommender_dir": str(run.recommender), "layer": layer,
+        fn_constructor_kwargs={"recommender_dir": str(run.recommender), "layer": cfg.layer,
                                "threads": threads_per_actor},
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        batch_size=users_per_batch, batch_format="numpy", num_cpus=threads_per_actor,
+        compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+        batch_size=cfg.users_per_batch, batch_format="numpy", num_cpus=threads_per_actor,
     )
+    ds.context.target_max_block_size = cfg.block_mb << 20
+    ds.context.execution_options.resource_limits = ExecutionResources.for_limits(
+        object_store_memory=cfg.object_store_mb << 20)
     ds.write_parquet(run.ray_path(f"activations/{part}"), mode="overwrite", min_rows_per_file=200_000)
     run.pull(f"activations/{part}")     # the driver's later stages read them locally
-    log.info("wrote activations of %s users (%s) to %s", part, layer, out)
+    log.info("wrote activations of %s users (%s) to %s", part, cfg.layer, out)
     return out

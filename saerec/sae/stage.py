@@ -25,7 +25,7 @@ def extract_stage(run: RunDir, cfg: RunConfig, parts=("sae", "test")) -> dict:
     out = {}
     for part in parts:
         t = time.time()
-        extract(run, part, cfg.activations.layer, cfg.activations.actors, cfg.activations.users_per_batch)
+        extract(run, part, cfg.activations)
         out[part] = time.time() - t
     run.write_json("activations/meta.json", {"layer": cfg.activations.layer, "parts": list(parts),
                                              "seconds": out})

@@ -41,7 +41,12 @@ def _reject(ctx, err: InvalidRequest, empty):
 @serve.deployment(name="Recommender", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64,
                   logging_config=QUIET)
 class Recommender:
-    def __init__(self, run: str, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.0):
+    def __init__(self, run: str, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.0, threads: int = 1):
+        import torch
+
+        # one intra-op thread: a request's tensors are tiny, extra threads only spin against the
+        # proxy for the same cores; scale out with replicas instead
+        torch.set_num_threads(max(1, int(threads)))
         self.service = RecommenderService(run)
         self.reconfigure({"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s})
         log.info("serving %s (model %s)", run, self.service.version)
@@ -96,11 +101,11 @@ class Echo:
 
 
 def app_builder(args: dict):
-    """Serve application builder: ``args`` = {run: RUN, replicas: 1, max_batch_size: 32, ...}."""
+    """Serve application builder: ``args`` = {run: RUN, replicas: 1, max_batch_size: 32, threads: 1, ...}."""
     run = args.get("run")
     if not run:
         raise ValueError("the saerec Serve application needs args.run: the run directory to serve")
-    opts = {k: args[k] for k in ("max_batch_size", "batch_wait_timeout_s") if k in args}
+    opts = {k: args[k] for k in ("max_batch_size", "batch_wait_timeout_s", "threads") if k in args}
     dep = Recommender
     if "replicas" in args:
         dep = dep.options(num_replicas=int(args["replicas"]))
