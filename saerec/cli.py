@@ -537,9 +537,7 @@ def cmd_serve(args) -> int:
                      ("interpret/catalog.parquet", "interpret")):
         if not run.has(rel):
             raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
-    # Ray starts workers at nice 15; a latency-bound replica sharing cores with the proxy should not yield
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    ensure_ray()
+    ensure_ray()                      # (a local runtime starts its workers at nice 0, see ensure_ray)
     start_grpc(args.port, args.http_port, args.host)
     # a remote run goes to the replicas as its URI: each pulls its own copy, on whichever node it runs
     served = args.run if is_uri(args.run) else str(run.root)

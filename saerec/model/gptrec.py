@@ -208,7 +208,9 @@ class GPTRec(nn.Module):
 
         pos = torch.arange(T, device=items.device)
         x = visit("embed", self.drop(self.item_emb(items) + self.pos_emb(pos)[None]))
-        for i, block in enumerate(self.blocks[:_blocks]):
+        for i, block in enumerate(self.blocks):
+            if i == _blocks:                     # (not self.blocks[:n]: slicing builds a new ModuleList)
+                break
             x = visit(f"block.{i}", block(x))
         if _blocks is not None:
             return ModelOutput(x, captured)
