@@ -27,11 +27,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs", default="runs/quality")
     ap.add_argument("--out", default="benchmarks/results/gptrec_quality.json")
+    ap.add_argument("--resume", action="store_true",
+                    help="read a seed's metrics from RUNS/seedN when it has them instead of training again "
+                         "(training is deterministic per seed: rerun only after a code change)")
     ap.add_argument("extra", nargs="*", help="extra `saerec train` flags after --, e.g. -- --set train.lr=0.002")
     args = ap.parse_args()
     per_seed = {}
     for seed in args.seeds:
         run = Path(args.runs) / f"seed{seed}"
+        done = run / "recommender" / "metrics.json"
+        if args.resume and done.exists():
+            per_seed[seed] = json.loads(done.read_text()) | {"reused": True}
+            print(f"seed {seed}: metrics read from {done}", flush=True)
+            continue
         t = time.time()
         cmd = [sys.executable, "-m", "saerec", "train", "--run", str(run), "--data-dir", args.data_dir,
                "--seed", str(seed), *args.extra]
@@ -46,7 +54,8 @@ def main() -> None:
     summary = {k: agg([m[k] for m in per_seed.values()]) for k in KEYS}
     summary["popularity"] = {k: agg([m["popularity"][k] for m in per_seed.values()]) for k in KEYS}
     for k in ("seconds_to_best_checkpoint", "train_tokens_per_second", "best_epoch", "epochs_run", "wall_seconds"):
-        summary[k] = agg([float(m[k]) for m in per_seed.values()])
+        if all(k in m for m in per_seed.values()):
+            summary[k] = agg([float(m[k]) for m in per_seed.values()])
     out = {"benchmark": "gptrec_quality", "data_dir": args.data_dir, "seeds": args.seeds,
            "summary": summary, "per_seed": per_seed}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ One local Ray + Serve with two applications on one gRPC port: ``saerec`` (the Re
 ``--run``) and ``echo`` (the same servicer, no model: the proxy's own cost). Requests are test-user
 histories (dataset item ids), k=10; "steered" adds Sci-Fi +3 (add) to every request. For each
 target: latency p50/p99 at concurrency 1 (serial calls), throughput (closed loop) at concurrency 8
-and 32. Then a bounded load (``--load-seconds``, default 60) at concurrency 32 with mixed steering,
+and 32. The targets take turns: each measurement is cut into ``--slices`` slices, run round robin. Then a bounded load (``--load-seconds``, default 60) at concurrency 32 with mixed steering,
 counting errors. The client runs on the same machine (2 cores here), so its cost is in the numbers.
 
     python benchmarks/serve_latency.py --run runs/main --seconds 15 --load-seconds 60
@@ -32,7 +32,7 @@ def free_port() -> int:
 
 
 def closed_loop(stub, make_req, app: str, concurrency: int, seconds: float) -> dict:
-    """``concurrency`` threads, each calling back to back for ``seconds``: latencies and errors."""
+    """``concurrency`` threads, each calling back to back for ``seconds``: latencies (s) and errors."""
     lat: list[list[float]] = [[] for _ in range(concurrency)]
     errors = [0] * concurrency
     stop = time.perf_counter() + seconds
@@ -56,18 +56,26 @@ def closed_loop(stub, make_req, app: str, concurrency: int, seconds: float) -> d
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
-    all_lat = np.array([x for w in lat for x in w]) * 1000
-    return {"concurrency": concurrency, "requests": int(len(all_lat)), "errors": int(sum(errors)),
-            "seconds": wall, "throughput_rps": len(all_lat) / wall,
-            "p50_ms": float(np.percentile(all_lat, 50)) if len(all_lat) else None,
-            "p99_ms": float(np.percentile(all_lat, 99)) if len(all_lat) else None}
+    return {"concurrency": concurrency, "latencies": [x for w in lat for x in w], "errors": int(sum(errors)),
+            "seconds": time.perf_counter() - t0}
+
+
+def summarize(parts: list[dict]) -> dict:
+    """Merge closed-loop slices of one target: throughput over their total time, latency percentiles."""
+    lat = np.array([x for p in parts for x in p["latencies"]]) * 1000
+    wall = sum(p["seconds"] for p in parts)
+    return {"concurrency": parts[0]["concurrency"], "requests": int(len(lat)),
+            "errors": int(sum(p["errors"] for p in parts)), "seconds": wall, "slices": len(parts),
+            "throughput_rps": len(lat) / wall,
+            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True)
     ap.add_argument("--seconds", type=float, default=15.0, help="per (target, concurrency) measurement")
+    ap.add_argument("--slices", type=int, default=5, help="the targets take turns in this many slices of each measurement")
     ap.add_argument("--load-seconds", type=float, default=60.0)
     ap.add_argument("--num-cpus", type=int, default=4, help="logical CPUs for the local Ray")
     ap.add_argument("--out", default="benchmarks/results/serve_latency.json")
@@ -111,14 +119,18 @@ def main() -> None:
         closed_loop(stub, make, app, 4, 3.0)
     results: dict = {}
     for conc in (1, 8, 32):
-        for name, (app, make) in targets.items():
-            r = closed_loop(stub, make, app, conc, args.seconds)
-            results.setdefault(name, {})[f"c{conc}"] = r
+        # the targets take turns in --slices slices, so a slow spell of the shared machine hits all
+        slices: dict[str, list] = {name: [] for name in targets}
+        for _ in range(args.slices):
+            for name, (app, make) in targets.items():
+                slices[name].append(closed_loop(stub, make, app, conc, args.seconds / args.slices))
+        for name in targets:
+            r = results.setdefault(name, {})[f"c{conc}"] = summarize(slices[name])
             print(f"{name:<18} c={conc:<3} {r['throughput_rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f} ms  "
                   f"p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}", flush=True)
-    load = closed_loop(stub, lambda i: pb.RecommendRequest(history=histories[i % len(histories)], k=10,
-                                                           steering=mixed[i % len(mixed)]),
-                       APP_NAME, 32, args.load_seconds)
+    load = summarize([closed_loop(stub, lambda i: pb.RecommendRequest(history=histories[i % len(histories)], k=10,
+                                                                      steering=mixed[i % len(mixed)]),
+                                  APP_NAME, 32, args.load_seconds)])
     print(f"load (mixed steering) c=32 for {args.load_seconds:.0f}s: {load['requests']} requests, "
           f"{load['errors']} errors, {load['throughput_rps']:.1f} req/s", flush=True)
     channel.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 log = logging.getLogger("saerec")
@@ -20,10 +21,12 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_s
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "local":
         ray.init(address=address, logging_level=logging.WARNING)
+        quiet_data_progress()
         return
     # Ray starts workers at nice 15 so that drivers stay responsive; in a local runtime the workers
-    # do all the work and lose the CPU to Ray's own helpers (measured: GPTRec training 16.3-16.9k
-    # tokens/s at nice 15, 18.5-19.9k at 0 on 2 cores)
+    # do all the work, and a niced worker yields the CPU to Ray's own helpers (a 5-epoch GPTRec
+    # A/B on 2 cores: 16.3-16.9k tokens/s at nice 15, 18.5-19.9k at 0; over a whole 56-epoch run
+    # the mean moved less than the run-to-run spread). `saerec serve` replicas need it most.
     os.environ.setdefault("RAY_worker_niceness", "0")
     # Without the dashboard, Ray Train's placement-group cleaner warns every few seconds that the
     # state API is unavailable; worker loggers at ERROR keep the console readable (our progress
@@ -33,6 +36,20 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_s
              log_to_driver=True,
              logging_config=ray.LoggingConfig(log_level=os.environ.get("SAEREC_RAY_LOG_LEVEL", "ERROR")))
     log.info("started a local Ray runtime with %s CPUs", ray.cluster_resources().get("CPU"))
+    quiet_data_progress()
+
+
+def quiet_data_progress() -> None:
+    """Ray Data's progress bars redraw many times a second: fine on a terminal, thousands of lines
+    in a log file. Off unless stderr is a terminal (``SAEREC_RAY_PROGRESS=1`` forces them on); the
+    stages print their own progress lines with rate and ETA. Datasets made afterwards carry the
+    setting to the processes that run them."""
+    import ray.data
+
+    on = os.environ.get("SAEREC_RAY_PROGRESS", "1" if sys.stderr.isatty() else "0") == "1"
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = on
+    ctx.enable_operator_progress_bars = on
 
 
 def cluster_cpus() -> float:
