@@ -16,6 +16,7 @@ budget. Writes JSON.
 
     python benchmarks/streaming_scale.py                               # 2M and 20M: about 30 min on 2 cores
     python benchmarks/streaming_scale.py --sizes 200000 2000000        # a quicker check
+    python benchmarks/streaming_scale.py --stages extract              # the extract stage only (about 10 min)
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1, help="GPTRec epochs on the smallest log")
     ap.add_argument("--sae-epochs", type=int, default=1)
     ap.add_argument("--set", action="append", default=[], help="extra config override for every stage (repeatable)")
+    ap.add_argument("--stages", nargs="+", choices=["extract", "sae"], default=["extract", "sae"],
+                    help="the stages to measure (sae needs extract)")
     ap.add_argument("--workdir", default="benchmarks/results/streaming_scale")
     ap.add_argument("--out", default="benchmarks/results/streaming_scale.json")
     args = ap.parse_args()
@@ -142,29 +145,30 @@ def main() -> None:
                    rows_per_second=sum(rows.values()) / sum(secs.values()))
         print(f"[{tag}] extract: {sum(rows.values()):,} rows, {ext['rows_per_second']:,.0f} rows/s, "
               f"peak {ext['peak_pss_mb']:,.0f} MB, {ext['wall_seconds']:.0f}s", flush=True)
-        sae = measure(saerec + ["sae", "--run", str(run), "--set", f"sae.epochs={args.sae_epochs}"] + sets,
-                      work / f"sae_{tag}.log")
-        m = json.loads((run / "sae" / "metrics.json").read_text())
-        sae.update(train_activations=m["train_activations"], epochs=args.sae_epochs,
-                   activations_per_second=m["train_activations_per_second"], train_seconds=m["train_seconds"],
-                   explained_variance=m["explained_variance"])
-        print(f"[{tag}] sae: {m['train_activations']:,} activations x {args.sae_epochs} epoch, "
-              f"{sae['activations_per_second']:,.0f} act/s, peak {sae['peak_pss_mb']:,.0f} MB, "
-              f"{sae['wall_seconds']:.0f}s", flush=True)
         results[tag] = {"interactions": split["interactions_total"],
                         "split": {k: split[k] for k in ("rec_interactions", "sae_interactions", "test_interactions",
                                                          "sae_users", "test_users")},
-                        "extract": ext, "sae": sae}
+                        "extract": ext}
+        if "sae" in args.stages:
+            sae = measure(saerec + ["sae", "--run", str(run), "--set", f"sae.epochs={args.sae_epochs}"] + sets,
+                          work / f"sae_{tag}.log")
+            m = json.loads((run / "sae" / "metrics.json").read_text())
+            sae.update(train_activations=m["train_activations"], epochs=args.sae_epochs,
+                       activations_per_second=m["train_activations_per_second"], train_seconds=m["train_seconds"],
+                       explained_variance=m["explained_variance"])
+            print(f"[{tag}] sae: {m['train_activations']:,} activations x {args.sae_epochs} epoch, "
+                  f"{sae['activations_per_second']:,.0f} act/s, peak {sae['peak_pss_mb']:,.0f} MB, "
+                  f"{sae['wall_seconds']:.0f}s", flush=True)
+            results[tag]["sae"] = sae
         shutil.rmtree(run / "activations", ignore_errors=True)       # gigabytes at 20M
     tags = list(results)
     lo, hi = results[tags[0]], results[tags[-1]]
+    rate = {"extract": "rows_per_second", "sae": "activations_per_second"}
     report = {
-        "benchmark": "streaming_scale", "sizes": tags, "items": args.items, "sets": args.set,
+        "benchmark": "streaming_scale", "sizes": tags, "items": args.items, "sets": args.set, "stages": args.stages,
         "idle_ray_pss_mb": baseline["peak_pss_mb"], "results": results,
-        "peak_ratio_largest_vs_smallest": {s: hi[s]["peak_pss_mb"] / lo[s]["peak_pss_mb"] for s in ("extract", "sae")},
-        "throughput_ratio_largest_vs_smallest": {
-            "extract": hi["extract"]["rows_per_second"] / lo["extract"]["rows_per_second"],
-            "sae": hi["sae"]["activations_per_second"] / lo["sae"]["activations_per_second"]},
+        "peak_ratio_largest_vs_smallest": {s: hi[s]["peak_pss_mb"] / lo[s]["peak_pss_mb"] for s in args.stages},
+        "throughput_ratio_largest_vs_smallest": {s: hi[s][rate[s]] / lo[s][rate[s]] for s in args.stages},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
