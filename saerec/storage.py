@@ -31,6 +31,12 @@ CHUNK = 8 << 20
 SYNCED = ".saerec-synced.json"        # in the local copy: what the last pull/push copied
 
 
+def _unchanged(last: dict | None, remote: tuple | None, local: tuple | None) -> bool:
+    """Neither side of a file changed since the last copy (both exist and match the manifest)."""
+    return (last is not None and remote is not None and local is not None
+            and last.get("remote") == list(remote) and last.get("local") == list(local))
+
+
 def is_uri(path) -> bool:
     return isinstance(path, str) and "://" in path
 
@@ -103,9 +109,8 @@ class RemoteStore:
             synced.pop(name, None)
         copied = 0
         for name, state in remote.items():
-            last = synced.get(name, {})
-            if last.get("remote") == list(state) and name in local and last.get("local") == list(local[name]):
-                continue                          # neither side changed since the last copy
+            if _unchanged(synced.get(name), state, local.get(name)):
+                continue
             dst = self.local / name
             dst.parent.mkdir(parents=True, exist_ok=True)
             with self.fs.open_input_stream(f"{self.base}/{name}") as src, open(dst, "wb") as out:
@@ -123,9 +128,8 @@ class RemoteStore:
             synced.pop(name, None)
         copied = 0
         for name in sorted(local):
-            last = synced.get(name, {})
-            if last.get("local") == list(local[name]) and name in remote and last.get("remote") == list(remote[name]):
-                continue                          # neither side changed since the last copy
+            if _unchanged(synced.get(name), remote.get(name), local[name]):
+                continue
             self.fs.create_dir(f"{self.base}/{name}".rsplit("/", 1)[0], recursive=True)
             with open(self.local / name, "rb") as src, self.fs.open_output_stream(f"{self.base}/{name}") as out:
                 shutil.copyfileobj(src, out, CHUNK)

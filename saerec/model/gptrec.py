@@ -119,6 +119,13 @@ class ModelOutput:
     captured: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def _replaced(h: torch.Tensor, index: torch.Tensor, iv: "Intervention", where: "Where") -> torch.Tensor:
+    """A copy of ``h`` whose vectors at ``index`` (a mask or row indices) are ``iv.fn``'s replacements."""
+    h = h.clone()
+    h[index] = iv.fn(h[index], where).to(h.dtype)
+    return h
+
+
 def position_mask(positions: str | torch.Tensor, lengths: torch.Tensor, T: int) -> torch.Tensor:
     """Boolean (B, T) mask of the positions an intervention touches."""
     ar = torch.arange(T, device=lengths.device)[None, :]
@@ -182,7 +189,8 @@ class GPTRec(nn.Module):
                 _blocks: int | None = None) -> ModelOutput:
         """items: (B, T) right-padded dense indices. Returns the final hidden states and any captured ones.
 
-        ``_blocks`` (internal, for :meth:`forward_last`): stop after that many blocks, before ``final``.
+        ``_blocks`` (internal, for :meth:`forward_last`): stop after that many blocks, before ``final``
+        (``hidden`` is then the state after block ``_blocks - 1``, or ``embed`` for 0).
         """
         B, T = items.shape
         if T > self.cfg.max_len:
@@ -200,8 +208,7 @@ class GPTRec(nn.Module):
             if iv is not None:
                 mask = position_mask(iv.positions, lengths, T)
                 rows, cols = mask.nonzero().unbind(1)
-                h = h.clone()
-                h[mask] = iv.fn(h[mask], Where(rows, cols, cols == lengths[rows] - 1)).to(h.dtype)
+                h = _replaced(h, mask, iv, Where(rows, cols, cols == lengths[rows] - 1))
             if name in capture:
                 captured[name] = h
             return h
@@ -231,9 +238,8 @@ class GPTRec(nn.Module):
         *early, last_block = self.blocks
         tail = {f"block.{len(early)}", "final"}
         head_ivs = {n: iv for n, iv in interventions.items() if n not in tail}
-        out = self(items, lengths, capture=[f"block.{len(early) - 1}" if early else "embed"],
-                   interventions=head_ivs, _blocks=len(early))
-        x = last_block.forward_last(next(iter(out.captured.values())), lengths)
+        x = self(items, lengths, interventions=head_ivs, _blocks=len(early)).hidden   # the last block's input
+        x = last_block.forward_last(x, lengths)
         rows, cols = torch.arange(B, device=items.device), lengths - 1
 
         def visit(name: str, h: torch.Tensor) -> torch.Tensor:
@@ -241,9 +247,7 @@ class GPTRec(nn.Module):
             if iv is None:
                 return h
             sel = position_mask(iv.positions, lengths, T)[rows, cols].nonzero().squeeze(1)
-            h = h.clone()
-            h[sel] = iv.fn(h[sel], Where(sel, cols[sel], torch.ones_like(sel, dtype=torch.bool))).to(h.dtype)
-            return h
+            return _replaced(h, sel, iv, Where(sel, cols[sel], torch.ones_like(sel, dtype=torch.bool)))
 
         x = visit(f"block.{len(early)}", x)
         return visit("final", self.ln_f(x))

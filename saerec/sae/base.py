@@ -110,7 +110,7 @@ class SparseAutoencoder(nn.Module):
         recon = err.mean() if self.cfg.recon == "squared" else err.clamp_min(1e-12).sqrt().mean()
         parts = {"recon": recon, **self.sparsity_loss(f, pre)}
         if self.training:
-            self._track_dead(f)
+            self._track_dead((f > 0).any(0), f.shape[0])
             aux = self.aux_loss(x, x_hat, pre)
             if aux is not None:
                 parts["auxk"] = aux
@@ -129,9 +129,9 @@ class SparseAutoencoder(nn.Module):
         return None
 
     @torch.no_grad()
-    def _track_dead(self, f: torch.Tensor) -> None:
-        fired = (f > 0).any(0)
-        self.since_fired += f.shape[0]
+    def _track_dead(self, fired: torch.Tensor, rows: int) -> None:
+        """Count ``rows`` more activations since each latent last fired; reset those in ``fired``."""
+        self.since_fired += rows
         self.since_fired[fired] = 0
 
     def dead_mask(self) -> torch.Tensor:

@@ -50,6 +50,5 @@ class ReLUSAE(SparseAutoencoder):
         g_bdec = d_xhat.sum(0) - self.W_enc @ g_benc
         for p, g in ((self.W_enc, g_enc), (self.W_dec, g_dec), (self.b_enc, g_benc), (self.b_dec, g_bdec)):
             p.grad = g if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
-        self.since_fired += B
-        self.since_fired[col > 0] = 0
+        self._track_dead(col > 0, B)
         return {"recon": recon, "l1": l1}
