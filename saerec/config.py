@@ -92,6 +92,7 @@ class ActivationsConfig:
 class SAEStageConfig:
     num_workers: int = 1              # Ray Train workers for SAE training
     max_failures: int = 2             # worker failures survived by resuming from the last checkpoint
+    cache_shard: bool = True          # epochs after the first replay each worker's shard from node-local disk
 
 
 @dataclass

@@ -134,6 +134,41 @@ def test_decoder_rows_stay_unit_norm():
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(64), atol=1e-5)
 
 
+def test_shard_cache_replays_every_recorded_row_once_in_new_block_orders(tmp_path):
+    from saerec.sae.shard_cache import ShardCache
+
+    rows = torch.arange(10_000 * 3, dtype=torch.float32).reshape(10_000, 3)
+    cache = ShardCache(tmp_path, block_rows=1000)
+    streamed = []
+    stream = lambda: iter(rows.split(700))                       # noqa: E731 - Ray Data's blocks
+    passed = list(cache.blocks(stream, torch.Generator().manual_seed(0)))
+    assert cache.complete and torch.equal(torch.cat(passed), rows)   # the first epoch passes through
+    never = lambda: streamed.append(1) or iter(())               # noqa: E731
+    orders = []
+    for seed in (1, 2):
+        got = list(cache.blocks(never, torch.Generator().manual_seed(seed)))
+        assert all(len(b) == 1000 for b in got)
+        cat = torch.cat(got)
+        assert torch.equal(cat[cat[:, 0].argsort()], rows)       # every row once, values intact
+        orders.append([int(b[0, 0]) for b in got])
+    assert not streamed and orders[0] != orders[1]               # replayed from disk, new order per epoch
+    cache.close()
+    assert not any(tmp_path.iterdir())
+
+
+def test_shard_cache_streams_again_after_an_unfinished_pass(tmp_path):
+    from saerec.sae.shard_cache import ShardCache
+
+    rows = torch.ones(50, 4)
+    cache = ShardCache(tmp_path, block_rows=16)
+    it = cache.blocks(lambda: iter(rows.split(10)), torch.Generator())
+    next(it)                                                     # the epoch dies after one block
+    assert not cache.complete
+    assert len(torch.cat(list(cache.blocks(lambda: iter(rows.split(10)), torch.Generator())))) == 50
+    assert cache.complete and cache.rows == 50
+    cache.close()
+
+
 def test_shuffled_batches_use_every_row_once_and_mix_blocks():
     from saerec.sae.trainer import shuffled_batches
 

@@ -24,6 +24,7 @@ from ..activations.store import iter_batches, to_tensor
 from ..progress import Progress, print_line
 from .base import SAEConfig, build_sae, load_sae, save_sae
 from .normalize import Normalizer, NormStats
+from .shard_cache import ShardCache
 from .trainer import make_optimizer, shuffled_batches, train_steps
 
 log = logging.getLogger("saerec.sae")
@@ -65,42 +66,53 @@ def sae_worker_loop(config: dict) -> None:
     core = getattr(model, "module", model)
     shard = ray.train.get_dataset_shard("train")
     norm = core.normalizer
-    for epoch in range(state["epoch"], cfg.epochs):
-        prog = Progress(f"SAE epoch {epoch + 1}", config.get("rows_per_worker"), unit="act", every_s=30,
-                        printer=print_line if rank == 0 else (lambda m: None))
-        batches = minibatches(shard, cfg, epoch, norm)
-        t = time.perf_counter()
-        parts = train_steps(core, opt, batches, prog, forward=model)
-        seconds = time.perf_counter() - t
-        state["seconds"] += seconds
-        state["rows"] += parts["rows"]
-        state["epoch"] = epoch + 1
-        row = {"epoch": epoch + 1, **parts, "activations_per_second": parts["rows"] / max(seconds, 1e-9),
-               "dead_fraction_window": float(core.dead_mask().float().mean())}
-        state["history"].append(row)
-        if rank == 0:
-            print_line(f"[saerec] SAE epoch {epoch + 1}/{cfg.epochs} | loss {parts['loss']:.4f} | "
-                 + " | ".join(f"{k} {v:.4f}" for k, v in parts.items() if k not in ("loss", "rows"))
-                 + f" | {row['activations_per_second']:,.0f} act/s/worker")
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
+    cache = ShardCache() if config.get("cache_shard", True) else None
+    try:
+        for epoch in range(state["epoch"], cfg.epochs):
+            prog = Progress(f"SAE epoch {epoch + 1}", config.get("rows_per_worker"), unit="act", every_s=30,
+                            printer=print_line if rank == 0 else (lambda m: None))
+            batches = minibatches(shard, cfg, epoch, norm, cache)
+            t = time.perf_counter()
+            parts = train_steps(core, opt, batches, prog, forward=model)
+            seconds = time.perf_counter() - t
+            state["seconds"] += seconds
+            state["rows"] += parts["rows"]
+            state["epoch"] = epoch + 1
+            row = {"epoch": epoch + 1, **parts, "activations_per_second": parts["rows"] / max(seconds, 1e-9),
+                   "dead_fraction_window": float(core.dead_mask().float().mean())}
+            state["history"].append(row)
             if rank == 0:
-                save_sae(tmp, core)
-                torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
-                Path(tmp, "state.json").write_text(json.dumps(state))
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(row, checkpoint=checkpoint)
+                print_line(f"[saerec] SAE epoch {epoch + 1}/{cfg.epochs} | loss {parts['loss']:.4f} | "
+                     + " | ".join(f"{k} {v:.4f}" for k, v in parts.items() if k not in ("loss", "rows"))
+                     + f" | {row['activations_per_second']:,.0f} act/s/worker")
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = None
+                if rank == 0:
+                    save_sae(tmp, core)
+                    torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
+                    Path(tmp, "state.json").write_text(json.dumps(state))
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report(row, checkpoint=checkpoint)
+    finally:
+        if cache is not None:
+            cache.close()
 
 
-def minibatches(shard, cfg: SAEConfig, epoch: int, norm: Normalizer, per_block: int = 64):
-    """Training steps from a Ray Data shard: files in a new order every epoch, blocks of
-    ``batch_size * per_block`` rows, mixed in a shuffle buffer of ``cfg.shuffle_buffer`` rows
-    (:func:`shuffled_batches`). Asking Ray Data for 256-row batches directly costs more per batch
-    than the SAE step itself."""
+def minibatches(shard, cfg: SAEConfig, epoch: int, norm: Normalizer, cache: ShardCache | None = None,
+                per_block: int = 64):
+    """Training steps from a Ray Data shard: blocks of ``batch_size * per_block`` rows (files in a new
+    order every epoch), mixed in a shuffle buffer of ``cfg.shuffle_buffer`` rows
+    (:func:`shuffled_batches`). With a ``cache``, epochs after the first replay the rows this worker
+    received from node-local disk instead of reading them through Ray Data again. Asking Ray Data for
+    256-row batches directly costs more per batch than the SAE step itself."""
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-    blocks = (norm(b["activation"]) for b in shard.iter_torch_batches(batch_size=cfg.batch_size * per_block,
-                                                                     dtypes=torch.float32))
-    yield from shuffled_batches(blocks, cfg.batch_size, cfg.shuffle_buffer, g)
+
+    def stream():
+        return (b["activation"] for b in shard.iter_torch_batches(batch_size=cfg.batch_size * per_block,
+                                                                   dtypes=torch.float32))
+
+    raw = stream() if cache is None else cache.blocks(stream, g)
+    yield from shuffled_batches((norm(b) for b in raw), cfg.batch_size, cfg.shuffle_buffer, g)
 
 
 def activation_dataset(folder: str | Path):
@@ -125,7 +137,7 @@ def norm_and_init(folder: Path, mode: str, sample_rows: int = 20_000) -> tuple[N
 
 
 def train_sae(run_root, cfg: SAEConfig, num_workers: int = 1, threads: int | None = None,
-              resume: bool = False, max_failures: int = 0) -> dict:
+              resume: bool = False, max_failures: int = 0, cache_shard: bool = True) -> dict:
     """Train an SAE on ``RUN/activations/sae`` with Ray Train (``run_root``: a RunDir or its path);
     writes ``RUN/sae/sae.safetensors``+``cfg.json``."""
     from ..rundir import RunDir
@@ -148,7 +160,7 @@ def train_sae(run_root, cfg: SAEConfig, num_workers: int = 1, threads: int | Non
         sae_worker_loop,
         train_loop_config={"sae": asdict(cfg), "d_in": d, "normalizer": norm.to_dict(), "init_sample": init_sample,
                            "threads": threads, "rows_per_worker": n_rows // num_workers,
-                           "pid_dir": str(pid_dir)},
+                           "pid_dir": str(pid_dir), "cache_shard": cache_shard},
         scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": reserve}),
         datasets={"train": activation_dataset(run.ray_path("activations/sae"))},
         dataset_config=DataConfig(datasets_to_split=["train"]),

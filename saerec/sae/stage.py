@@ -41,7 +41,8 @@ def sae_stage(run: RunDir, cfg: RunConfig) -> dict:
         log.info("activations were taken at %s, config asks for %s: re-extracting", meta["layer"], cfg.activations.layer)
         extract_stage(run, cfg)
     t = time.time()
-    res = train_sae(run, cfg.sae, cfg.sae_train.num_workers, max_failures=cfg.sae_train.max_failures)
+    res = train_sae(run, cfg.sae, cfg.sae_train.num_workers, max_failures=cfg.sae_train.max_failures,
+                    cache_shard=cfg.sae_train.cache_shard)
     train_seconds = time.time() - t
     sae = res["sae"]
     recon, feats = reconstruction_metrics(sae, run.root / "activations" / "test")
