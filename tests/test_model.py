@@ -173,3 +173,26 @@ def test_cpu_dropout_keeps_1_minus_p_scales_and_masks_its_gradient():
     torch.manual_seed(0)                                   # torch's seed fixes the masks
     assert torch.equal(Dropout(0.1).train()(x) != 0, kept)
     assert torch.equal(drop.eval()(x), x)
+
+
+@pytest.mark.parametrize("name", [None, "block.0", "block.1", "final"])
+def test_traced_blocks_give_the_eager_outputs_with_interventions_between_them(name):
+    """Serving swaps GPTRec's blocks for TorchScript traces: same numbers, interventions still apply."""
+    import copy
+
+    from saerec.model.traced import trace_blocks
+
+    model = small_model(max_len=40)
+    traced = copy.deepcopy(model)
+    assert trace_blocks(traced)
+    assert all(isinstance(b.traced, torch.jit.ScriptModule) for b in traced.blocks)
+    lengths = torch.tensor([5, 33, 1, 17])
+    x = torch.randint(1, 31, (4, 33)) * (torch.arange(33)[None] < lengths[:, None])
+    ivs = {name: Intervention(lambda h, w: 2 * h + w.rows[:, None], "last")} if name else None
+    with torch.no_grad():
+        assert torch.equal(traced.forward_last(x, lengths, interventions=ivs),
+                           model.forward_last(x, lengths, interventions=ivs))
+        assert torch.equal(traced(x, lengths, interventions=ivs).hidden, model(x, lengths, interventions=ivs).hidden)
+        cache, eager_cache = traced.prefill_last(x, lengths, "block.0"), model.prefill_last(x, lengths, "block.0")
+        state = cache.state[:, None].repeat(1, 3, 1) * torch.tensor([0.5, 1.0, 2.0])[None, :, None]
+        assert torch.equal(traced.replay_last(cache, state), model.replay_last(eager_cache, state))

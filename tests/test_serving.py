@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -148,9 +149,20 @@ def test_concurrent_requests_with_different_steering_are_batched_correctly(serve
     edits = [[], ["Sci-Fi=add:3"], ["Western=5", "Action=add:-2"], ["7=scale:0@all"], ["Fantasy=add:4"]]
     reqs = [pb.RecommendRequest(history=histories[i % len(histories)], k=10,
                                 steering=[to_steering(e) for e in edits[i % len(edits)]]) for i in range(60)]
+    from ray import serve
+
+    from saerec.serving.deployment import APP_NAME
+
+    handle = serve.get_deployment_handle("Recommender", APP_NAME)
+    sizes = lambda: Counter(handle.batch_sizes.remote().result())   # noqa: E731
+    before = sizes()
     alone = [stub.Recommend(r, timeout=10) for r in reqs]
+    serial = sizes() - before
+    assert set(serial) == {1} and serial[1] == len(reqs)            # one at a time: never queued
     with cf.ThreadPoolExecutor(16) as ex:
         together = list(ex.map(lambda r: stub.Recommend(r, timeout=30), reqs))
+    passes = sizes() - before - serial
+    assert sum(n * c for n, c in passes.items()) == len(reqs) and max(passes) > 1, passes
     for a, b in zip(alone, together):
         assert [i.item_id for i in a.items] == [i.item_id for i in b.items]
 
