@@ -58,3 +58,20 @@ def test_inter_list_diversity_equals_pairwise_cosine_distance():
     attrs = np.zeros((40, 2), dtype=bool)
     attrs[1:20, 0] = True
     assert attribute_shares(topk, attrs)[0] == pytest.approx((topk < 20).mean())
+
+
+def test_length_batches_cover_every_row_once_within_the_token_budget():
+    from saerec.eval.ranking import length_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 201, 300)
+    for batch_size, max_tokens in ((256, None), (32, 2048), (32, 150)):
+        batches = length_batches(lengths, batch_size, max_tokens)
+        rows = np.concatenate(batches)
+        assert sorted(rows.tolist()) == list(range(300))
+        assert all(len(b) <= batch_size for b in batches)
+        if max_tokens is None:
+            assert [len(b) for b in batches] == [256, 44]
+        else:                                   # within budget, except a lone row longer than it
+            assert all(len(b) * lengths[b].max() <= max_tokens or len(b) == 1 for b in batches)
+            assert all(lengths[b].max() <= lengths[n].min() for b, n in zip(batches, batches[1:]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Union
+from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
@@ -23,24 +23,40 @@ def mask_seen(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
 Interventions = Union[Mapping[str, Intervention], Callable[[np.ndarray], Mapping[str, Intervention]], None]
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Row indices sorted by length, cut into batches of at most ``batch_size`` rows and, with
+    ``max_tokens``, at most that many padded positions (rows x the batch's longest row): padding
+    costs as much as real positions, and a mixed batch pads every row to its longest."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(lengths, kind="stable")
+    out, lo = [], 0
+    while lo < len(order):
+        hi = lo + 1
+        while hi < len(order) and hi - lo < batch_size and (
+                max_tokens is None or (hi - lo + 1) * lengths[order[hi]] <= max_tokens):
+            hi += 1
+        out.append(order[lo:hi])
+        lo = hi
+    return out
+
+
 @torch.no_grad()
 def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: int = 256,
               exclude_seen: bool = True, interventions: Interventions = None,
-              device: str | torch.device = "cpu", with_scores: bool = False):
+              device: str | torch.device = "cpu", with_scores: bool = False, max_tokens: int | None = None):
     """Top-``k`` dense indices for each input sequence (batched by length to avoid padding work).
 
     ``interventions`` is either one mapping for every batch, or a function of the batch's rows (indices
     into ``inputs``) returning the mapping, so each input can carry its own edits.
-    ``with_scores``: also return the (N, k) scores of the listed items.
+    ``with_scores``: also return the (N, k) scores of the listed items. ``max_tokens``: see
+    :func:`length_batches`.
     """
     was_training = model.training
     if was_training:                         # .train()/.eval() walk every module: skip when already in eval
         model.eval()
     out = np.zeros((len(inputs), k), dtype=np.int64)
     vals = np.zeros((len(inputs), k), dtype=np.float32)
-    order = np.argsort([len(s) for s in inputs], kind="stable")
-    for lo in range(0, len(order), batch_size):
-        rows = order[lo: lo + batch_size]
+    for rows in length_batches([len(s) for s in inputs], batch_size, max_tokens):
         items, lengths = pad_inputs([inputs[i] for i in rows])
         items, lengths = items.to(device), lengths.to(device)
         ivs = interventions(rows) if callable(interventions) else interventions

@@ -6,7 +6,7 @@ the worker trained at 8-13k activations/s against 32k when it read the same rows
 first epoch streams the shard from Ray Data and appends each block to a flat float32 file on the
 worker's node as it passes; later epochs read that file back in blocks, in a new random block
 order each epoch (then through the same shuffle buffer). Memory stays bounded by one block plus
-the shuffle buffer (the file is read through ``np.memmap``); the disk holds one copy of the shard.
+the shuffle buffer (the file is read a block at a time); the disk holds one copy of the shard.
 A restarted worker starts without the file and streams from Ray Data again.
 """
 
@@ -48,12 +48,14 @@ class ShardCache:
             raise RuntimeError("the shard cache is replayed before its first pass finished")
         if self.rows == 0:
             return
-        mm = np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.rows, self.d))
+        row_bytes = 4 * self.d
         n_blocks = -(-self.rows // self.block_rows)
-        for i in torch.randperm(n_blocks, generator=generator).tolist():
-            lo = i * self.block_rows
-            yield torch.from_numpy(np.array(mm[lo: lo + self.block_rows]))
-        del mm
+        with open(self.path, "rb") as f:      # plain reads, not a memmap: mapped pages would count as ours
+            for i in torch.randperm(n_blocks, generator=generator).tolist():
+                lo = i * self.block_rows
+                n = min(self.block_rows, self.rows - lo)
+                f.seek(lo * row_bytes)
+                yield torch.from_numpy(np.fromfile(f, dtype=np.float32, count=n * self.d).reshape(n, self.d))
 
     def blocks(self, stream: Callable[[], Iterable[torch.Tensor]], generator: torch.Generator) -> Iterator[torch.Tensor]:
         """This epoch's blocks: replayed from disk once a full pass is recorded, else ``stream()``

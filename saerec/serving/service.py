@@ -27,6 +27,7 @@ DEFAULT_K = 10
 MAX_STEERING = 16
 MAX_HISTORY_IDS = 100_000          # ids accepted in one request before truncation (bounds the work)
 MAX_PAGE_SIZE = 1000
+BATCH_TOKENS = 2048                # padded positions per forward pass: a batch is cut by history length
 MODES = {pb.STEERING_MODE_UNSPECIFIED: "set", pb.STEERING_MODE_SET: "set", pb.STEERING_MODE_ADD: "add",
          pb.STEERING_MODE_SCALE: "scale"}
 POSITIONS = {pb.STEERING_POSITION_UNSPECIFIED: "last", pb.STEERING_POSITION_LAST: "last",
@@ -165,7 +166,7 @@ class RecommenderService:
             groups.setdefault((min(preps[i].k, self.steerer.model.n_items), preps[i].exclude_seen), []).append(i)
         for (k, exclude), rows in groups.items():
             idx, vals = self.steerer.recommend([preps[i].history for i in rows], [preps[i].edits for i in rows], k=k,
-                                               exclude_seen=exclude, with_scores=True)
+                                               exclude_seen=exclude, with_scores=True, max_tokens=BATCH_TOKENS)
             for r, i in enumerate(rows):
                 keep = np.isfinite(vals[r])                     # fewer unseen items than k: drop -inf fillers
                 out[i] = self._response(preps[i], idx[r][keep], vals[r][keep])

@@ -165,7 +165,7 @@ class Steerer:
 
     def recommend(self, histories: Sequence[np.ndarray], edits: Sequence[Sequence[Edit | ResolvedEdit]] | None = None,
                   k: int = 10, splice: str = "delta", exclude_seen: bool = True, batch_size: int = 256,
-                  with_scores: bool = False):
+                  with_scores: bool = False, max_tokens: int | None = None):
         """Top-k dense indices for each history (dense indices, oldest first) under its own edits
         (and their scores with ``with_scores``).
 
@@ -199,7 +199,7 @@ class Steerer:
             return {self.layer: iv} if iv is not None else {}
 
         return recommend(self.model, histories, k=k, batch_size=batch_size, exclude_seen=exclude_seen,
-                         interventions=ivs, with_scores=with_scores)
+                         interventions=ivs, with_scores=with_scores, max_tokens=max_tokens)
 
     @torch.no_grad()
     def recommend_variants(self, histories: Sequence[np.ndarray], variants: Sequence[Sequence[Edit | ResolvedEdit]],
