@@ -67,7 +67,7 @@ def sae_worker_loop(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     norm = core.normalizer
     # (one epoch left: nothing would replay the recording)
-    cache = ShardCache() if config.get("cache_shard", True) and cfg.epochs - state["epoch"] > 1 else None
+    cache = ShardCache() if config["cache_shard"] and cfg.epochs - state["epoch"] > 1 else None
     try:
         for epoch in range(state["epoch"], cfg.epochs):
             prog = Progress(f"SAE epoch {epoch + 1}", config.get("rows_per_worker"), unit="act", every_s=30,

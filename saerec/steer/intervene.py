@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..eval.ranking import mask_seen, recommend
+from ..eval.ranking import length_batches, mask_seen, recommend
 from ..model.gptrec import GPTRec, Intervention, Where
 from ..rundir import RunDir
 from ..sae.base import SparseAutoencoder
@@ -219,10 +219,8 @@ class Steerer:
         fn = self.edit_fn(EditTable.build(resolved), splice)
         histories = [self.truncate(h) for h in histories]
         out = np.zeros((len(histories), n, k), dtype=np.int64)
-        order = np.argsort([len(h) for h in histories], kind="stable")
         per = max(1, max_rows // max(n, 1))
-        for lo in range(0, len(order), per):
-            rows = order[lo: lo + per]
+        for rows in length_batches([len(h) for h in histories], per):
             scores = self._variant_scores([histories[i] for i in rows], n, fn, exclude_seen)
             out[rows] = (scores.topk(k, dim=2).indices + 1).numpy()
         return out
