@@ -40,7 +40,7 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()       # not just no_grad: no view/version bookkeeping either (~5% of a lone request)
 def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: int = 256,
               exclude_seen: bool = True, interventions: Interventions = None,
               device: str | torch.device = "cpu", with_scores: bool = False, max_tokens: int | None = None):

@@ -201,7 +201,7 @@ class Steerer:
         return recommend(self.model, histories, k=k, batch_size=batch_size, exclude_seen=exclude_seen,
                          interventions=ivs, with_scores=with_scores, max_tokens=max_tokens)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def recommend_variants(self, histories: Sequence[np.ndarray], variants: Sequence[Sequence[Edit | ResolvedEdit]],
                            k: int = 10, splice: str = "delta", exclude_seen: bool = True,
                            max_rows: int = 8192) -> np.ndarray:
