@@ -13,7 +13,8 @@ round-robin slices:
 
 The same service is also timed in this process, back to back (warm). The gap between the replica's
 first run and its repeat is what a serial request pays for finding the replica's caches cold after
-the proxy and the client ran.
+the proxy and the client ran. The CPU time of the proxy and replica processes over each target's
+slices (from /proc, Linux) gives each one's CPU cost per request, the echo's included.
 
     python benchmarks/serve_breakdown.py --run runs/main --seconds 30
 """
@@ -21,6 +22,7 @@ the proxy and the client ran.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -32,6 +34,23 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_latency import closed_loop, free_port, summarize  # noqa: E402
+
+
+def process_cpu() -> dict[str, float]:
+    """CPU seconds so far of Serve's proxy and replica processes, by process title (Linux /proc)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in glob.glob("/proc/[0-9]*"):
+        try:
+            with open(d + "/cmdline", "rb") as f:
+                title = f.read().split(b"\0")[0].decode(errors="replace").strip()
+            with open(d + "/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if title.startswith(("ray::ProxyActor", "ray::ServeReplica")):
+            out[title] = out.get(title, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def main() -> None:
@@ -115,9 +134,13 @@ def main() -> None:
         closed_loop(stub, make, app, 1, 2.0)
     timed.take_times.remote().result()
     slices: dict[str, list] = {a: [] for a in apps}
+    cpu: dict[str, dict[str, float]] = {a: {} for a in apps}       # CPU seconds per process during each target
     for _ in range(args.slices):
         for app in apps:
+            before = process_cpu()
             slices[app].append(closed_loop(stub, make, app, 1, args.seconds / args.slices))
+            for title, sec in process_cpu().items():
+                cpu[app][title] = cpu[app].get(title, 0.0) + sec - before.get(title, 0.0)
     times = np.array(timed.take_times.remote().result()) * 1000
     serve.shutdown()
     ray.shutdown()
@@ -130,8 +153,10 @@ def main() -> None:
     summary = {
         "p50_ms": {a: res[a]["p50_ms"] for a in apps},
         "answer_size_ms": res["canned"]["p50_ms"] - echo,
-        # the timed app runs every request twice: its first run is what a lone request costs
-        "timed_p50_minus_repeat_ms": res["timed"]["p50_ms"] - float(med[2]),
+        # CPU ms per request of the proxy and of the replica serving it (the timed app runs each request twice)
+        "cpu_ms_per_request": {a: {"proxy": 1000 * sum(v for t, v in cpu[a].items() if "ProxyActor" in t) / res[a]["requests"],
+                                   "replica": 1000 * sum(v for t, v in cpu[a].items() if t.startswith("ray::ServeReplica:" + a + ":"))
+                                   / res[a]["requests"]} for a in apps},
         "replica_ms": {k: float(v) if not isinstance(v, int) else v for k, v in replica.items()},
         "in_process_warm_ms": {"median": float(np.median(in_process) * 1000), "requests": len(in_process)},
         "cold_over_warm_in_replica": float(med[0] / med[2]),
@@ -140,6 +165,8 @@ def main() -> None:
         print(f"{a:<7} c=1 p50 {res[a]['p50_ms']:6.2f} ms  p99 {res[a]['p99_ms']:6.2f} ms  ({res[a]['requests']} calls)")
     print(f"in the replica (median of {replica['requests']}): first run {med[0]:.2f} ms wall / {med[1]:.2f} ms CPU, "
           f"repeat {med[2]:.2f} / {med[3]:.2f}; in process, warm: {summary['in_process_warm_ms']['median']:.2f} ms")
+    for a, c in summary["cpu_ms_per_request"].items():
+        print(f"{a:<7} CPU per request: proxy {c['proxy']:.2f} ms, replica {c['replica']:.2f} ms")
     report = {"benchmark": "serve_breakdown", "run": str(run.root), "seconds_per_target": args.seconds,
               "results": res, "summary": summary,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
