@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_latency import closed_loop, free_port, summarize  # noqa: E402
+from serve_latency import closed_loop, free_port, summarize, write_report  # noqa: E402
 
 
 def process_cpu() -> dict[str, float]:
@@ -167,12 +165,8 @@ def main() -> None:
           f"repeat {med[2]:.2f} / {med[3]:.2f}; in process, warm: {summary['in_process_warm_ms']['median']:.2f} ms")
     for a, c in summary["cpu_ms_per_request"].items():
         print(f"{a:<7} CPU per request: proxy {c['proxy']:.2f} ms, replica {c['replica']:.2f} ms")
-    report = {"benchmark": "serve_breakdown", "run": str(run.root), "seconds_per_target": args.seconds,
-              "results": res, "summary": summary,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(summary, indent=2))
+    write_report(args.out, {"benchmark": "serve_breakdown", "run": str(run.root), "seconds_per_target": args.seconds,
+                            "results": res, "summary": summary})
 
 
 if __name__ == "__main__":

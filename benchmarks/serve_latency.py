@@ -71,6 +71,14 @@ def summarize(parts: list[dict]) -> dict:
             "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None}
 
 
+def write_report(out: str, report: dict) -> None:
+    """Write ``report`` (with the machine it ran on) as JSON to ``out`` and print its summary."""
+    report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform()}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report["summary"], indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True)
@@ -151,12 +159,8 @@ def main() -> None:
         "steering_cost_le_10pct": {k: v <= 0.10 for k, v in summary["steering_throughput_cost"].items()},
         "zero_errors_under_load": load["errors"] == 0,
     }
-    report = {"benchmark": "serve_latency", "run": str(run.root), "seconds_per_point": args.seconds,
-              "results": results, "load": load, "summary": summary,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps(summary, indent=2))
+    write_report(args.out, {"benchmark": "serve_latency", "run": str(run.root), "seconds_per_point": args.seconds,
+                            "results": results, "load": load, "summary": summary})
 
 
 if __name__ == "__main__":
