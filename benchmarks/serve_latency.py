@@ -4,10 +4,12 @@ One local Ray + Serve with two applications on one gRPC port: ``saerec`` (the Re
 ``--run``) and ``echo`` (the same servicer, no model: the proxy's own cost). Requests are test-user
 histories (dataset item ids), k=10; "steered" adds Sci-Fi +3 (add) to every request. For each
 target: latency p50/p99 at concurrency 1 (serial calls), throughput (closed loop) at concurrency 8
-and 32. The targets take turns: each measurement is cut into ``--slices`` slices, run round robin. Then a bounded load (``--load-seconds``, default 60) at concurrency 32 with mixed steering,
+and 32. The targets take turns: each measurement is cut into ``--slices`` slices, run round robin.
+Then a bounded load (``--load-seconds``, default 60) at concurrency 32 with mixed steering,
 counting errors. The client runs on the same machine (2 cores here), so its cost is in the numbers.
+``--compile`` adds a third application, the Recommender with ``compile: true``, and its two targets.
 
-    python benchmarks/serve_latency.py --run runs/main --seconds 15 --load-seconds 60
+    python benchmarks/serve_latency.py --run runs/main --seconds 15 --load-seconds 60 [--compile]
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=5, help="the targets take turns in this many slices of each measurement")
     ap.add_argument("--load-seconds", type=float, default=60.0)
     ap.add_argument("--num-cpus", type=int, default=4, help="logical CPUs for the local Ray")
+    ap.add_argument("--compile", action="store_true", help="also serve and measure the compiled Recommender")
     ap.add_argument("--out", default="benchmarks/results/serve_latency.json")
     args = ap.parse_args()
 
@@ -114,6 +117,8 @@ def main() -> None:
     start_grpc(port, free_port())
     serve.run(app_builder({"run": str(run.root)}), name=APP_NAME, route_prefix=ROUTE)
     serve.run(Echo.bind(), name="echo", route_prefix="/echo")
+    if args.compile:
+        serve.run(app_builder({"run": str(run.root), "compile": True}), name="compiled", route_prefix="/compiled")
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.RecommenderStub(channel)
 
@@ -123,6 +128,9 @@ def main() -> None:
         "recommend_steered": (APP_NAME, lambda i: pb.RecommendRequest(history=histories[i % len(histories)], k=10,
                                                                       steering=steer)),
     }
+    if args.compile:
+        targets["compiled"] = ("compiled", targets["recommend"][1])
+        targets["compiled_steered"] = ("compiled", targets["recommend_steered"][1])
     for app, make in targets.values():                                  # warm-up
         closed_loop(stub, make, app, 4, 3.0)
     results: dict = {}
@@ -146,12 +154,16 @@ def main() -> None:
     ray.shutdown()
 
     echo_p50 = results["echo"]["c1"]["p50_ms"]
-    rec, st = results["recommend"], results["recommend_steered"]
+    pairs = {"": ("recommend", "recommend_steered"), "compiled_": ("compiled", "compiled_steered")}
+
+    def cost(plain: str, steered: str, c: int) -> float:
+        return 1 - results[steered][f"c{c}"]["throughput_rps"] / results[plain][f"c{c}"]["throughput_rps"]
+
     summary = {
         "p50_c1_ms": {k: v["c1"]["p50_ms"] for k, v in results.items()},
         "p50_c1_vs_echo": {k: v["c1"]["p50_ms"] / echo_p50 for k, v in results.items()},
-        "steering_throughput_cost": {f"c{c}": 1 - st[f"c{c}"]["throughput_rps"] / rec[f"c{c}"]["throughput_rps"]
-                                     for c in (8, 32)},
+        "steering_throughput_cost": {f"{pre}c{c}": cost(*pair, c) for pre, pair in pairs.items()
+                                     if pair[0] in results for c in (8, 32)},
         "load_errors": load["errors"],
     }
     summary["targets"] = {

@@ -3,7 +3,8 @@ import pytest
 from sklearn.metrics import ndcg_score
 
 from saerec.eval.metrics import ranking_metrics, target_ranks
-from saerec.eval.ranking import mask_seen, popularity_topk
+from saerec.eval.ranking import popularity_topk
+from saerec.model.gptrec import mask_seen
 import torch
 
 

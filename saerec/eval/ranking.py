@@ -12,14 +12,6 @@ from ..train.batching import pad_inputs
 from .metrics import ranking_metrics
 
 
-def mask_seen(scores: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """Set the score of every item in a user's input to -inf (scores column j = dense index j + 1)."""
-    idx = (inputs - 1).clamp(min=0)
-    fill = torch.where(inputs > 0, float("-inf"), 0.0).to(scores.dtype)
-    # padding maps to column 0 with fill 0: scatter_add of 0 leaves it untouched
-    return scores.scatter_add(1, idx, fill)
-
-
 Interventions = Union[Mapping[str, Intervention], Callable[[np.ndarray], Mapping[str, Intervention]], None]
 
 
@@ -60,11 +52,7 @@ def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: 
         items, lengths = pad_inputs([inputs[i] for i in rows])
         items, lengths = items.to(device), lengths.to(device)
         ivs = interventions(rows) if callable(interventions) else interventions
-        h = model.forward_last(items, lengths, interventions=ivs)
-        scores = model.scores(h)
-        if exclude_seen:
-            scores = mask_seen(scores, items)
-        top = scores.topk(k, dim=1)
+        top = model.last_scores(items, lengths, ivs, exclude_seen).topk(k, dim=1)
         out[rows] = (top.indices + 1).cpu().numpy()
         vals[rows] = top.values.cpu().numpy()
     if was_training:

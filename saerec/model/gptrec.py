@@ -126,6 +126,24 @@ def _replaced(h: torch.Tensor, index: torch.Tensor, iv: "Intervention", where: "
     return h
 
 
+def mask_seen(scores: torch.Tensor, inputs: torch.Tensor, exclude: bool | torch.Tensor = True) -> torch.Tensor:
+    """Set the score of every item in a user's input to -inf (scores column j = dense index j + 1).
+
+    ``exclude`` may be a boolean tensor, so a compiled graph serves both settings (False: unchanged).
+    """
+    idx = (inputs - 1).clamp(min=0)
+    fill = torch.where((inputs > 0) & exclude, float("-inf"), 0.0).to(scores.dtype)
+    # padding maps to column 0 with fill 0: scatter_add of 0 leaves it untouched
+    return scores.scatter_add(1, idx, fill)
+
+
+def apply_intervention(h: torch.Tensor, iv: "Intervention", lengths: torch.Tensor) -> torch.Tensor:
+    """``h`` (B, T, d) with ``iv`` applied at the positions it selects (a copy; ``h`` is untouched)."""
+    mask = position_mask(iv.positions, lengths, h.shape[1])
+    rows, cols = mask.nonzero().unbind(1)
+    return _replaced(h, mask, iv, Where(rows, cols, cols == lengths[rows] - 1))
+
+
 def position_mask(positions: str | torch.Tensor, lengths: torch.Tensor, T: int) -> torch.Tensor:
     """Boolean (B, T) mask of the positions an intervention touches."""
     ar = torch.arange(T, device=lengths.device)[None, :]
@@ -170,6 +188,7 @@ class GPTRec(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
+        self.compiled = None        # a compiled scoring pass for serving (saerec.model.compiled), or None
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -206,15 +225,12 @@ class GPTRec(nn.Module):
         def visit(name: str, h: torch.Tensor) -> torch.Tensor:
             iv = interventions.get(name)
             if iv is not None:
-                mask = position_mask(iv.positions, lengths, T)
-                rows, cols = mask.nonzero().unbind(1)
-                h = _replaced(h, mask, iv, Where(rows, cols, cols == lengths[rows] - 1))
+                h = apply_intervention(h, iv, lengths)
             if name in capture:
                 captured[name] = h
             return h
 
-        pos = torch.arange(T, device=items.device)
-        x = visit("embed", self.drop(self.item_emb(items) + self.pos_emb(pos)[None]))
+        x = visit("embed", self.embed(items))
         for i, block in enumerate(self.blocks):
             if i == _blocks:                     # (not self.blocks[:n]: slicing builds a new ModuleList)
                 break
@@ -223,6 +239,29 @@ class GPTRec(nn.Module):
             return ModelOutput(x, captured)
         x = visit("final", self.ln_f(x))
         return ModelOutput(x, captured)
+
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        """The ``embed`` state: item plus position embeddings (then dropout), (B, T) -> (B, T, d)."""
+        pos = torch.arange(items.shape[1], device=items.device)
+        return self.drop(self.item_emb(items) + self.pos_emb(pos)[None])
+
+    def prefix(self, items: torch.Tensor, n: int) -> torch.Tensor:
+        """The state after the first ``n`` blocks at every position (``embed`` for 0), no interventions.
+
+        With :meth:`suffix_last` this splits :meth:`forward_last` at one state: compiled serving
+        (:mod:`saerec.model.compiled`) compiles both halves and applies steering edits between them.
+        """
+        x = self.embed(items)
+        for i in range(n):
+            x = self.blocks[i](x)
+        return x
+
+    def suffix_last(self, x: torch.Tensor, lengths: torch.Tensor, n: int) -> torch.Tensor:
+        """From the state after ``n`` blocks (every position, ``n`` < number of blocks) to the ``final``
+        state at each row's last real position, (B, d), the last block shortened as in :meth:`forward_last`."""
+        for i in range(n, len(self.blocks) - 1):
+            x = self.blocks[i](x)
+        return self.ln_f(self.blocks[-1].forward_last(x, lengths))
 
     def forward_last(self, items: torch.Tensor, lengths: torch.Tensor,
                      interventions: Mapping[str, Intervention] | None = None) -> torch.Tensor:
@@ -296,6 +335,18 @@ class GPTRec(nn.Module):
             x = x + blk.attn.proj(y.reshape(B, n, C))
             x = x + blk.mlp(blk.ln2(x))
         return self.ln_f(x)
+
+    def last_scores(self, items: torch.Tensor, lengths: torch.Tensor,
+                    interventions: Mapping[str, Intervention] | None = None, exclude_seen: bool = True) -> torch.Tensor:
+        """Item scores (B, V) at each row's last position, the history's items at -inf with
+        ``exclude_seen``: what a recommendation ranks. Runs the compiled pass where one is installed
+        and takes these interventions."""
+        if self.compiled is not None:
+            scores = self.compiled(items, lengths, interventions, exclude_seen)
+            if scores is not None:
+                return scores
+        scores = self.scores(self.forward_last(items, lengths, interventions=interventions))
+        return mask_seen(scores, items) if exclude_seen else scores
 
     def item_weights(self) -> torch.Tensor:
         """Output head (tied to the input embedding), without the padding row: (V, d)."""

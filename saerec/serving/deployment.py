@@ -46,22 +46,27 @@ def _reject(ctx, err: InvalidRequest, empty):
                   logging_config=QUIET)
 class Recommender:
     def __init__(self, run: str, max_batch_size: int = 32, batch_wait_timeout_s: float = 0.0, threads: int = 1,
-                 traced: bool = True):
+                 traced: bool = True, compile: bool = False):
         import torch
 
+        from ..model.compiled import compile_scores
         from ..model.traced import trace_blocks
 
         # one intra-op thread: a request's tensors are tiny, extra threads only spin against the
         # proxy for the same cores; scale out with replicas instead
         torch.set_num_threads(max(1, int(threads)))
         self.service = RecommenderService(run)
-        # GPTRec's blocks as checked TorchScript traces: a lone request spends more time in Python
-        # and dispatch than in arithmetic (same lists, a quarter less model time, measured)
-        self.traced = traced and trace_blocks(self.service.steerer.model)
+        # a lone request spends more time in Python and dispatch than in arithmetic: compile the
+        # pass (opt-in: tens of seconds per replica start, close to but not bit-equal with eager),
+        # or else run GPTRec's blocks as checked TorchScript traces (same lists as eager)
+        model = self.service.steerer.model
+        self.compiled = compile and compile_scores(model, self.service.steerer.layer)
+        self.traced = not self.compiled and traced and trace_blocks(model)
         self._waiting = 0                  # valid Recommend calls not yet answered
         self._sizes: Counter = Counter()   # forward passes by number of requests (1 = the direct path)
         self.reconfigure({"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s})
-        log.info("serving %s (model %s%s)", run, self.service.version, ", traced blocks" if self.traced else "")
+        log.info("serving %s (model %s%s)", run, self.service.version,
+                 ", compiled" if self.compiled else ", traced blocks" if self.traced else "")
 
     def reconfigure(self, cfg: dict) -> None:
         """``user_config`` in the Serve config: batching knobs, applied without restarting replicas."""
@@ -130,11 +135,13 @@ class Echo:
 
 
 def app_builder(args: dict):
-    """Serve application builder: ``args`` = {run: RUN, replicas: 1, max_batch_size: 32, threads: 1, traced: true, ...}."""
+    """Serve application builder: ``args`` = {run: RUN, replicas: 1, max_batch_size: 32, threads: 1, traced: true,
+    compile: false, ...}."""
     run = args.get("run")
     if not run:
         raise ValueError("the saerec Serve application needs args.run: the run directory to serve")
-    opts = {k: args[k] for k in ("max_batch_size", "batch_wait_timeout_s", "threads", "traced") if k in args}
+    opts = {k: args[k] for k in ("max_batch_size", "batch_wait_timeout_s", "threads", "traced", "compile")
+            if k in args}
     dep = Recommender
     if "replicas" in args:
         dep = dep.options(num_replicas=int(args["replicas"]))

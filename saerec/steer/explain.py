@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..eval.ranking import mask_seen
+from ..model.gptrec import mask_seen
 from ..train.batching import pad_inputs
 from .edits import ResolvedEdit
 from .intervene import EditTable, Steerer

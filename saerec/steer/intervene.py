@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..eval.ranking import length_batches, mask_seen, recommend
-from ..model.gptrec import GPTRec, Intervention, Where
+from ..eval.ranking import length_batches, recommend
+from ..model.gptrec import GPTRec, Intervention, Where, mask_seen
 from ..rundir import RunDir
 from ..sae.base import SparseAutoencoder
 from ..train.batching import pad_inputs
