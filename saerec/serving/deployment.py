@@ -49,7 +49,6 @@ class Recommender:
                  traced: bool = True, compile: bool = False):
         import torch
 
-        from ..model.compiled import compile_scores
         from ..model.traced import trace_blocks
 
         # one intra-op thread: a request's tensors are tiny, extra threads only spin against the
@@ -59,9 +58,8 @@ class Recommender:
         # a lone request spends more time in Python and dispatch than in arithmetic: compile the
         # pass (opt-in: tens of seconds per replica start, close to but not bit-equal with eager),
         # or else run GPTRec's blocks as checked TorchScript traces (same lists as eager)
-        model = self.service.steerer.model
-        self.compiled = compile and compile_scores(model, self.service.steerer.layer)
-        self.traced = not self.compiled and traced and trace_blocks(model)
+        self.compiled = compile and self.service.steerer.compile()
+        self.traced = not self.compiled and traced and trace_blocks(self.service.steerer.model)
         self._waiting = 0                  # valid Recommend calls not yet answered
         self._sizes: Counter = Counter()   # forward passes by number of requests (1 = the direct path)
         self.reconfigure({"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s})

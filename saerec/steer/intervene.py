@@ -158,6 +158,18 @@ class Steerer:
             return None                                   # nothing to do: exactly the original model
         return Intervention(fn, "all" if table.any_all else "last")
 
+    def compile(self) -> bool:
+        """Compile the model's scoring pass for serving (:mod:`saerec.model.compiled`), warmed with
+        last-position SAE edits of one and of two features (the graphs differ). Returns whether the
+        compiled pass is in use."""
+        from ..model.compiled import compile_scores
+
+        def edits(features: list[int]):
+            row = [ResolvedEdit("sae", j, 1.0, "add", "last", f"#{j}") for j in features]
+            return lambda B: self.intervention([row] * B)
+
+        return compile_scores(self.model, self.layer, [edits([0]), edits([0, 1])])
+
     # recommendations -----------------------------------------------------------------
     def truncate(self, history: np.ndarray) -> np.ndarray:
         """The model sees at most ``max_len`` items: the most recent ones (documented truncation)."""
