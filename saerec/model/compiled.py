@@ -16,7 +16,8 @@ tensor argument, so one graph serves both settings.
 Costs: compiling takes tens of seconds when a replica starts (done at load on the shapes below,
 so no request waits for it), and fused kernels round floats differently from eager ones: scores
 agree to about 1e-5, not bit for bit. Every graph is checked against the eager pass at load; if
-any differs by more than :data:`TOLERANCE`, the eager pass stays.
+any differs by more than :data:`TOLERANCE`, or compiling fails, nothing is installed (the Serve
+deployment then traces the blocks instead).
 """
 
 from __future__ import annotations
@@ -122,10 +123,10 @@ def compile_scores(model: GPTRec, layer: str, edits: Sequence[EditFactory] = ())
     try:
         worst = max(compiled.max_difference(B, T, gen, e) for e in (None, *edits) for B, T in WARM_SHAPES)
     except Exception as e:                      # no C++ compiler, an unsupported platform, ...
-        log.warning("torch.compile failed (%s: %s): serving the eager model", type(e).__name__, e)
+        log.warning("torch.compile failed (%s: %s): the model stays uncompiled", type(e).__name__, e)
         return False
     if worst > TOLERANCE:
-        log.warning("the compiled pass differs from the eager one by %.2g: serving the eager model", worst)
+        log.warning("the compiled pass differs from the eager one by %.2g: the model stays uncompiled", worst)
         return False
     model.compiled = compiled
     return True

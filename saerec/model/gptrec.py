@@ -249,7 +249,7 @@ class GPTRec(nn.Module):
         """The state after the first ``n`` blocks at every position (``embed`` for 0), no interventions.
 
         With :meth:`suffix_last` this splits :meth:`forward_last` at one state: compiled serving
-        (:mod:`saerec.model.compiled`) compiles both halves and applies steering edits between them.
+        (:mod:`saerec.model.compiled`) applies a steering edit between the two, inside one graph.
         """
         x = self.embed(items)
         for i in range(n):
