@@ -6,7 +6,8 @@ histories (dataset item ids), k=10; "steered" adds Sci-Fi +3 (add) to every requ
 target: latency p50/p99 at concurrency 1 (serial calls), throughput (closed loop) at concurrency 8
 and 32. The targets take turns: each measurement is cut into ``--slices`` slices, run round robin.
 Then a bounded load (``--load-seconds``, default 60) at concurrency 32 with mixed steering,
-counting errors, on each recommender application. The client runs on the same machine (2 cores here), so its cost is in the numbers.
+counting errors, on each recommender application. The client runs on the same machine (2 cores
+here), so its cost is in the numbers.
 ``--compile`` adds a third application, the Recommender with ``compile: true``, and its two targets.
 
     python benchmarks/serve_latency.py --run runs/main --seconds 15 --load-seconds 60 [--compile]

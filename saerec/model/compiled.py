@@ -49,16 +49,19 @@ class CompiledScores:
         self.split = split = min(n, len(model.blocks) - 1)
         self.steers_between = n == split            # the layer's state lies before the last block
 
-        def whole(items, lengths, exclude):
-            x = model.prefix(items, split)
+        self.flags = {True: torch.tensor(True), False: torch.tensor(False)}   # exclude_seen as a graph input
+
+        def rest(x, items, lengths, exclude):       # the layer's state (every position) -> masked scores
             return mask_seen(model.scores(model.suffix_last(x, lengths, split)), items, exclude)
+
+        def whole(items, lengths, exclude):
+            return rest(model.prefix(items, split), items, lengths, exclude)
 
         def edited(items, lengths, exclude, fn):
             x = model.prefix(items, split)
             rows, last = torch.arange(x.shape[0]), lengths - 1
             h = fn(x[rows, last], Where(rows, last, torch.ones_like(last, dtype=torch.bool)))
-            x = x.index_put((rows, last), h.to(x.dtype))
-            return mask_seen(model.scores(model.suffix_last(x, lengths, split)), items, exclude)
+            return rest(x.index_put((rows, last), h.to(x.dtype)), items, lengths, exclude)
 
         self.whole = torch.compile(whole, dynamic=True)
         self.edited = torch.compile(edited, dynamic=True)
@@ -77,7 +80,7 @@ class CompiledScores:
         """Masked scores (B, V), or None for edits it does not take (the caller runs the eager pass)."""
         if not self.takes(interventions):
             return None
-        exclude = torch.tensor(bool(exclude_seen))
+        exclude = self.flags[bool(exclude_seen)]
         if not interventions:
             return self.whole(items, lengths, exclude)
         return self.edited(items, lengths, exclude, interventions[self.layer].fn)
@@ -94,11 +97,11 @@ class CompiledScores:
         ivs = {self.layer: edits(B)} if edits is not None else None
         if not self.takes(ivs):
             raise ValueError(f"the compiled pass does not take this intervention: {ivs}")
+        raw = m.last_scores(items, lengths, ivs, exclude_seen=False, compiled=False)     # the eager pass, once
         worst = 0.0
         for exclude in (True, False):
             got = self(items, lengths, ivs, exclude)
-            want = m.scores(GPTRec.forward_last(m, items, lengths, ivs))
-            want = mask_seen(want, items) if exclude else want
+            want = mask_seen(raw, items) if exclude else raw
             if not torch.equal(got.isinf(), want.isinf()):
                 return float("inf")
             worst = max(worst, (got - want)[want.isfinite()].abs().max().item())

@@ -337,11 +337,12 @@ class GPTRec(nn.Module):
         return self.ln_f(x)
 
     def last_scores(self, items: torch.Tensor, lengths: torch.Tensor,
-                    interventions: Mapping[str, Intervention] | None = None, exclude_seen: bool = True) -> torch.Tensor:
+                    interventions: Mapping[str, Intervention] | None = None, exclude_seen: bool = True,
+                    compiled: bool = True) -> torch.Tensor:
         """Item scores (B, V) at each row's last position, the history's items at -inf with
         ``exclude_seen``: what a recommendation ranks. Runs the compiled pass where one is installed
-        and takes these interventions."""
-        if self.compiled is not None:
+        and takes these interventions (unless ``compiled`` is False: the eager pass it is checked on)."""
+        if compiled and self.compiled is not None:
             scores = self.compiled(items, lengths, interventions, exclude_seen)
             if scores is not None:
                 return scores
