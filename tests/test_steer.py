@@ -100,21 +100,29 @@ def test_variant_replay_equals_full_forward(steer_setup):
 
 
 def test_compiled_steerer_gives_the_eager_lists_for_mixed_edits(steer_setup, monkeypatch):
-    """Serving's opt-in compiled pass: rows with different edits (one feature, several, none, every
-    position) in one batch get the eager steerer's lists."""
+    """Serving's opt-in compiled pass (AOTInductor, the Steerer's DeltaEdit inside): rows with
+    different edits (one feature, several, none, every position, the reconstruction splice) in one
+    batch get the eager steerer's lists, with and without seen-item exclusion."""
     from saerec.model import compiled
 
-    monkeypatch.setattr(compiled, "WARM_SHAPES", ((3, 23),))    # fewer graphs to compile in CI
+    monkeypatch.setattr(compiled, "CHECK_SHAPES", ((1, 7), (3, 23)))
     run, _, st, inputs, _ = steer_setup
     fast = Steerer.from_run(run)
     assert fast.compile() and isinstance(fast.model.compiled, compiled.CompiledScores)
     kinds = [[], [Edit("Sci-Fi", 3.0, "add")], [Edit("Western", 4.0)], [Edit("Action", 2.0, "add"), Edit("Fantasy", -2.0)],
              [Edit("Children", 0.0, "scale", "all")]]
-    for rows in ([[]] * len(inputs), [[e] for e in kinds[1]] * len(inputs), [kinds[i % 5] for i in range(len(inputs))]):
-        want, want_scores = st.recommend(inputs, rows, with_scores=True)
-        got, got_scores = fast.recommend(inputs, rows, with_scores=True)
+    for rows, splice, exclude in (([[]] * len(inputs), "delta", True), ([[e] for e in kinds[1]] * len(inputs), "delta", True),
+                                  ([kinds[i % 4] for i in range(len(inputs))], "delta", False),
+                                  ([kinds[i % 5] for i in range(len(inputs))], "delta", True),
+                                  ([kinds[i % 4] for i in range(len(inputs))], "reconstruction", True)):
+        want, want_scores = st.recommend(inputs, rows, splice=splice, exclude_seen=exclude, with_scores=True)
+        got, got_scores = fast.recommend(inputs, rows, splice=splice, exclude_seen=exclude, with_scores=True)
         assert (got == want).all(1).mean() >= 0.98                      # near-ties may break differently
         assert np.allclose(got_scores, want_scores, atol=1e-4)
+    with torch.inference_mode():                                        # the rows that need it ran compiled
+        iv = fast.intervention([fast.resolve_all(kinds[i % 4]) for i in range(6)])
+        assert fast.model.compiled.takes({fast.layer: iv})
+        assert not fast.model.compiled.takes({fast.layer: fast.intervention([fast.resolve_all(kinds[4])])})
     steered = fast.recommend(inputs[:20], [kinds[1]] * 20)
     assert (steered != fast.recommend(inputs[:20])).any()               # the compiled edit took effect
 

@@ -1,78 +1,137 @@
-"""GPTRec's scoring pass through ``torch.compile``: an opt-in for serving.
+"""GPTRec's scoring pass compiled ahead of time with AOTInductor: an opt-in for serving.
 
 Why: a lone request is about a hundred and fifty small tensor operations, and on a CPU the dispatch
 between them costs about as much as their arithmetic. Tracing the blocks (:mod:`.traced`) removes
-the Python between them; compiling with inductor goes further and fuses the whole pass, from item
-ids to the masked item scores, into a few generated C++ loops. ``benchmarks/serve_latency.py
---compile`` measures what it buys behind Serve.
+the Python between them. AOTInductor goes further: ``torch.export`` captures the whole pass, from
+item ids to the masked item scores, and inductor compiles it into one shared library whose wrapper
+is C++. A call is then one C++ entry point: no per-call guard checks, no Python wrapper around the
+kernels (both of which ``torch.compile`` keeps, and which a replica pays for with cold caches
+between requests). ``benchmarks/serve_latency.py --compile`` measures what it buys behind Serve.
 
-A request without edits runs one compiled graph. A steered request whose edits act on the steering
-layer at the last position (the paper's steering, and the API's default) runs a second one, which
-inlines the edit function between the layer and the rest of the pass; the edit's tensors (which
-features, which values) are inputs of that graph, so requests with different edits share it.
-Other edits (every position, another layer) run eagerly. Whether seen items are excluded is a
-tensor argument, so one graph serves both settings.
+A request without edits runs one compiled pass. A steered request whose edits act on the steering
+layer at the last position runs a second one, which inlines an edit module (for the Steerer, the
+delta splice of SAE edits, :class:`saerec.steer.intervene.DeltaEdit`) between the layer and the
+rest of the pass. The edit's tensors (which features, which values, per row) are inputs, so
+requests with different edits share it. Other edits (every position, another layer, probes, the
+reconstruction splice) run eagerly. Whether seen items are excluded is a tensor input too.
+Batch size, history length and the number of edited features are dynamic: one library each
+serves every shape.
 
-Costs: compiling takes tens of seconds when a replica starts (done at load on the shapes below,
-so no request waits for it), and fused kernels round floats differently from eager ones: scores
-agree to about 1e-5, not bit for bit. Every graph is checked against the eager pass at load; if
-any differs by more than :data:`TOLERANCE`, or compiling fails, nothing is installed (the Serve
-deployment then traces the blocks instead).
+Costs: compiling takes tens of seconds (done when a replica loads, so no request waits for it),
+and fused kernels round floats differently from eager ones: scores agree to about 1e-5, not bit
+for bit. The weights are compiled in as constants: the model (and the SAE) must not change after
+compiling. Every pass is checked against the eager one on several shapes at load; if any differs
+by more than :data:`TOLERANCE`, or compiling fails (no C++ compiler, an unsupported platform),
+nothing is installed (the Serve deployment then traces the blocks instead).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import torch
+from torch import nn
 
-from .gptrec import GPTRec, Intervention, Where, mask_seen
+from .gptrec import GPTRec, Intervention, mask_seen
 
 EditFactory = Callable[[int], Intervention]      # batch size -> an intervention for that many rows
 
 log = logging.getLogger("saerec.model")
 
-# (batch, length) shapes compiled and checked at load: torch.compile specialises sizes 0 and 1,
-# so a lone request, a one-item history and batches each get their own graph before serving starts
-WARM_SHAPES = ((1, 7), (1, 1), (3, 23), (4, 1), (2, 200), (1, 130))
+# (batch, length) shapes every compiled pass is checked on at load against the eager pass: a lone
+# request, a one-item history, small and full-length batches
+CHECK_SHAPES = ((1, 7), (1, 1), (3, 23), (4, 1), (2, 200), (1, 130))
 TOLERANCE = 1e-4
 
 
-class CompiledScores:
-    """``GPTRec.last_scores`` from compiled graphs: the whole pass, and the pass with a last-position
-    edit of ``layer``. Installed as ``model.compiled`` by :func:`compile_scores`."""
+class WholePass(nn.Module):
+    """(items, lengths, exclude) -> masked scores (B, V): ``GPTRec.last_scores`` without edits."""
 
-    def __init__(self, model: GPTRec, layer: str):
-        self.model, self.layer = model, layer
+    def __init__(self, model: GPTRec, split: int):
+        super().__init__()
+        self.model, self.split = model, split
+
+    def rest(self, x, items, lengths, exclude):
+        """The state after ``split`` blocks (every position) -> masked scores."""
+        m = self.model
+        return mask_seen(m.scores(m.suffix_last(x, lengths, self.split)), items, exclude)
+
+    def forward(self, items, lengths, exclude):
+        return self.rest(self.model.prefix(items, self.split), items, lengths, exclude)
+
+
+class EditedPass(WholePass):
+    """(items, lengths, exclude, *edit args) -> masked scores, ``edit`` applied to the state after
+    ``split`` blocks at each row's last position."""
+
+    def __init__(self, model: GPTRec, split: int, edit: nn.Module):
+        super().__init__(model, split)
+        self.edit = edit
+
+    def forward(self, items, lengths, exclude, *args):
+        x = self.model.prefix(items, self.split)
+        rows, last = torch.arange(x.shape[0]), lengths - 1
+        h = self.edit(x[rows, last], *args)
+        return self.rest(x.index_put((rows, last), h.to(x.dtype)), items, lengths, exclude)
+
+
+def _aot_compile(module: nn.Module, args: tuple, dims: tuple, workdir: Path, name: str):
+    """``module`` exported with dynamic ``dims`` and compiled by AOTInductor: a callable on tensors."""
+    ep = torch.export.export(module, args, dynamic_shapes=dims)
+    path = torch._inductor.aoti_compile_and_package(ep, package_path=str(workdir / f"{name}.pt2"))
+    return torch._inductor.aoti_load_package(path)
+
+
+class CompiledScores:
+    """``GPTRec.last_scores`` from AOTInductor-compiled passes: the whole pass, and (given an edit
+    module) the pass with a last-position edit of ``layer``. Installed as ``model.compiled`` by
+    :func:`compile_scores`.
+
+    An edit module's ``forward(h, *args)`` maps the (B, d) last-position states to edited ones; its
+    ``arg_dims`` names each arg's dynamic dimensions (``"batch"`` is the batch; other names become
+    their own dynamic sizes), and an :class:`Intervention` carries the module and its args.
+    """
+
+    def __init__(self, model: GPTRec, layer: str, edit: nn.Module | None = None, example: Intervention | None = None):
+        self.model, self.layer, self.edit = model, layer, edit
         n = model._start_block(layer)              # blocks before the layer's state
         self.split = split = min(n, len(model.blocks) - 1)
         self.steers_between = n == split            # the layer's state lies before the last block
+        self.flags = {True: torch.tensor(True), False: torch.tensor(False)}   # exclude_seen as an input
 
-        self.flags = {True: torch.tensor(True), False: torch.tensor(False)}   # exclude_seen as a graph input
-
-        def rest(x, items, lengths, exclude):       # the layer's state (every position) -> masked scores
-            return mask_seen(model.scores(model.suffix_last(x, lengths, split)), items, exclude)
-
-        def whole(items, lengths, exclude):
-            return rest(model.prefix(items, split), items, lengths, exclude)
-
-        def edited(items, lengths, exclude, fn):
-            x = model.prefix(items, split)
-            rows, last = torch.arange(x.shape[0]), lengths - 1
-            h = fn(x[rows, last], Where(rows, last, torch.ones_like(last, dtype=torch.bool)))
-            return rest(x.index_put((rows, last), h.to(x.dtype)), items, lengths, exclude)
-
-        self.whole = torch.compile(whole, dynamic=True)
-        self.edited = torch.compile(edited, dynamic=True)
+        T = min(16, model.cfg.max_len)             # example sizes above 1: export specialises 0 and 1
+        items, lengths = torch.randint(1, model.n_items + 1, (2, T)), torch.full((2,), T)
+        dim = {"batch": torch.export.Dim("batch", min=1), "length": torch.export.Dim("length", min=1, max=model.cfg.max_len)}
+        io = ({0: dim["batch"], 1: dim["length"]}, {0: dim["batch"]}, None)
+        work = Path(tempfile.mkdtemp(prefix="saerec-aoti-"))
+        try:
+            self.whole = _aot_compile(WholePass(model, split).eval(), (items, lengths, self.flags[True]), io, work, "whole")
+            self.edited = None
+            if edit is not None and self.steers_between:
+                if example is None or example.edit is not edit:
+                    raise ValueError("compiling an edit needs an example intervention that carries it")
+                arg_dims = tuple({i: dim.setdefault(d, torch.export.Dim(d, min=1)) for i, d in enumerate(names)}
+                                 for names in edit.arg_dims)
+                self.edited = _aot_compile(EditedPass(model, split, edit).eval(),
+                                           (items, lengths, self.flags[True], *example.args), (*io, arg_dims), work,
+                                           "edited")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # the loaded libraries live in the loader's own copies
 
     def takes(self, interventions: Mapping[str, Intervention] | None) -> bool:
-        """Whether these interventions run compiled: none, or one at ``layer``'s last positions."""
+        """Whether these interventions run compiled: none, or one at ``layer``'s last positions that
+        carries this pass's edit module."""
+        if self.model.training:
+            return False
         if not interventions:
             return True
         iv = interventions.get(self.layer)
-        return (len(interventions) == 1 and iv is not None and self.steers_between
-                and isinstance(iv.positions, str) and iv.positions == "last")
+        return (len(interventions) == 1 and iv is not None and self.edited is not None
+                and iv.edit is self.edit and isinstance(iv.positions, str) and iv.positions == "last")
 
     def __call__(self, items: torch.Tensor, lengths: torch.Tensor,
                  interventions: Mapping[str, Intervention] | None = None,
@@ -83,7 +142,7 @@ class CompiledScores:
         exclude = self.flags[bool(exclude_seen)]
         if not interventions:
             return self.whole(items, lengths, exclude)
-        return self.edited(items, lengths, exclude, interventions[self.layer].fn)
+        return self.edited(items, lengths, exclude, *interventions[self.layer].args)
 
     def max_difference(self, B: int, T: int, gen: torch.Generator, edits: EditFactory | None = None) -> float:
         """Largest absolute difference from the eager scores on random histories (B, T), with the
@@ -109,24 +168,24 @@ class CompiledScores:
 
 
 @torch.inference_mode()
-def compile_scores(model: GPTRec, layer: str, edits: Sequence[EditFactory] = ()) -> bool:
+def compile_scores(model: GPTRec, layer: str, edit: nn.Module | None = None, edits: Sequence[EditFactory] = ()) -> bool:
     """Install the compiled pass as ``model.compiled`` if it matches the eager one.
 
-    Compiles now, on :data:`WARM_SHAPES`, without edits and with each of ``edits`` (functions of
-    the batch size returning a last-position intervention of ``layer``, such as the steering that
-    will be served: a graph with an edit is compiled for its edit function, and once for one
-    edited feature and once for several, as sizes 1 and more are compiled apart). Returns whether
-    the compiled pass is in use; the model must stay in eval mode, and be called under
-    ``torch.inference_mode`` (as the recommenders do), since the graphs are compiled for it.
+    Compiles the whole pass, and with ``edit`` (an edit module, see :class:`CompiledScores`) the
+    edited one, exported on ``edits[0]``'s intervention. Checks every pass on :data:`CHECK_SHAPES`
+    without edits and with each of ``edits`` (functions of the batch size returning a last-position
+    intervention of ``layer`` that carries ``edit``, such as the steering that will be served).
+    Returns whether the compiled pass is in use. The model must stay in eval mode and unchanged.
     """
     model.eval()
     model.compiled = None
-    compiled = CompiledScores(model, layer)
-    gen = torch.Generator().manual_seed(0)
     try:
-        worst = max(compiled.max_difference(B, T, gen, e) for e in (None, *edits) for B, T in WARM_SHAPES)
+        compiled = CompiledScores(model, layer, edit, edits[0](2) if edit is not None and edits else None)
+        gen = torch.Generator().manual_seed(0)
+        checks = (None, *edits) if compiled.edited is not None else (None,)
+        worst = max(compiled.max_difference(B, T, gen, e) for e in checks for B, T in CHECK_SHAPES)
     except Exception as e:                      # no C++ compiler, an unsupported platform, ...
-        log.warning("torch.compile failed (%s: %s): the model stays uncompiled", type(e).__name__, e)
+        log.warning("compiling the scoring pass failed (%s: %s): the model stays uncompiled", type(e).__name__, e)
         return False
     if worst > TOLERANCE:
         log.warning("the compiled pass differs from the eager one by %.2g: the model stays uncompiled", worst)

@@ -99,10 +99,16 @@ class Intervention:
     different edits, and an edit can target the last position only) and returns the replacement
     ``(N, d)``. ``positions``: ``"last"`` (each sequence's last real position: the one that makes the
     recommendation), ``"all"`` (every real position), or a boolean ``(B, T)`` mask.
+
+    ``edit`` and ``args``: optionally, the same edit at the last positions as a module of tensors,
+    ``edit(h, *args)``, which a compiled pass built with that module runs inside its graph
+    (:mod:`saerec.model.compiled`); without them the edit runs eagerly.
     """
 
     fn: Callable[[torch.Tensor, "Where"], torch.Tensor]
     positions: str | torch.Tensor = "last"
+    edit: nn.Module | None = None
+    args: tuple[torch.Tensor, ...] = ()
 
 
 class Where(NamedTuple):

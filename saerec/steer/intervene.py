@@ -82,6 +82,30 @@ def apply_affine(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Ten
     return torch.where((a == 1.0) & (b == 0.0), c, a * c + b)
 
 
+class DeltaEdit(torch.nn.Module):
+    """The ``delta`` splice of SAE edits at the last position, as a module of tensors only: what a
+    compiled scoring pass runs inside its graph (:mod:`saerec.model.compiled`). The same arithmetic
+    as :meth:`Steerer.edit_fn` for such edits: h' = h + std · Σ_j (c'_j - c_j) W_dec[j].
+
+    ``forward(h, cols, a, b, has)``: (B, d) states, the (J,) edited features, and the
+    :class:`EditTable`'s (B, J) multipliers, offsets and which row edits which feature.
+    """
+
+    arg_dims = (("features",), ("batch", "features"), ("batch", "features"), ("batch", "features"))
+
+    def __init__(self, sae: SparseAutoencoder, norm):
+        super().__init__()
+        self.sae = sae
+        self.register_buffer("mean", norm.mean.clone())
+        self.register_buffer("std", norm.std.clone())
+
+    def forward(self, h: torch.Tensor, cols: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+                has: torch.Tensor) -> torch.Tensor:
+        c = self.sae.encode((h - self.mean) / self.std)[:, cols]
+        out = h + ((apply_affine(c, a, b) - c) @ self.sae.W_dec[cols]) * self.std
+        return torch.where(has.any(1, keepdim=True), out, h)
+
+
 class Steerer:
     """A recommender that takes steering edits. Ray-free: the Serve deployment and the CLI wrap it."""
 
@@ -90,6 +114,7 @@ class Steerer:
         self.model, self.sae, self.layer = model.eval(), sae.eval(), layer
         self.catalog, self.probes, self.items = catalog, probes, items
         self.norm = sae.normalizer
+        self.delta_edit = DeltaEdit(sae, self.norm).eval()     # what a compiled pass inlines
 
     @classmethod
     def from_run(cls, run: RunDir, probes: bool = True) -> "Steerer":
@@ -156,19 +181,22 @@ class Steerer:
         fn = self.edit_fn(table, splice)
         if splice == "delta" and not table.has.any():
             return None                                   # nothing to do: exactly the original model
+        if splice == "delta" and not table.any_all and not len(table.probe_cols):
+            # SAE edits at the last position: a compiled pass can run them as DeltaEdit
+            return Intervention(fn, "last", self.delta_edit, (table.sae_cols, table.a, table.b, table.has))
         return Intervention(fn, "all" if table.any_all else "last")
 
     def compile(self) -> bool:
-        """Compile the model's scoring pass for serving (:mod:`saerec.model.compiled`), warmed with
-        last-position SAE edits of one and of two features (the graphs differ). Returns whether the
-        compiled pass is in use."""
+        """Compile the model's scoring pass for serving (:mod:`saerec.model.compiled`), with
+        last-position SAE edits (:class:`DeltaEdit`) inside, checked with edits of one and of two
+        features. Returns whether the compiled pass is in use."""
         from ..model.compiled import compile_scores
 
         def edits(features: list[int]):
-            row = [ResolvedEdit("sae", j, 1.0, "add", "last", f"#{j}") for j in features]
-            return lambda B: self.intervention([row] * B)
+            row = [ResolvedEdit("sae", j, 1.0 + j, "add" if j else "set", "last", f"#{j}") for j in features]
+            return lambda B: self.intervention([row if r % 3 else [] for r in range(B)] if B > 2 else [row] * B)
 
-        return compile_scores(self.model, self.layer, [edits([0]), edits([0, 1])])
+        return compile_scores(self.model, self.layer, self.delta_edit, [edits([0, 1]), edits([0])])
 
     # recommendations -----------------------------------------------------------------
     def truncate(self, history: np.ndarray) -> np.ndarray:
