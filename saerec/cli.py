@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     sp.add_argument("--replicas", type=int, default=1)
     sp.add_argument("--compile", action="store_true",
-                    help="torch.compile the scoring pass: faster requests, tens of seconds more per replica start")
+                    help="compile the scoring pass ahead of time (AOTInductor): faster requests, about a minute more "
+                         "per replica start")
     sp = sub.add_parser("client", help="call a running saerec gRPC service: recommend, features, feature, explain")
     sp.add_argument("action", choices=["recommend", "features", "feature", "explain"])
     sp.add_argument("--address", default="localhost:9000", help="host:port of the service (default localhost:9000)")

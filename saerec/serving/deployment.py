@@ -6,8 +6,8 @@ answered INVALID_ARGUMENT and never joins a batch), then ``@serve.batch`` groups
 requests into one forward pass even when each carries different steering. The batch timeout is 0:
 under load the requests that queue while a batch runs form the next one (measured: 2 ms of waiting
 cost more latency at concurrency 1 than it bought in throughput). A request that finds no other
-one waiting skips the batch queue and its hand-offs between asyncio tasks, which cost a lone
-request about a fifth of the model's own time (measured at concurrency 1).
+one waiting skips the batch queue and its hand-offs between asyncio tasks, which a lone request
+only pays for.
 
 Entry points: ``app_builder`` (``import_path: saerec.serving.deployment:app_builder`` in a Serve
 config, with ``args: {run: ...}``), ``start_grpc`` (what ``saerec serve`` and the tests call).
@@ -56,8 +56,8 @@ class Recommender:
         torch.set_num_threads(max(1, int(threads)))
         self.service = RecommenderService(run)
         # a lone request spends more time in Python and dispatch than in arithmetic: compile the
-        # pass (opt-in: tens of seconds per replica start, close to but not bit-equal with eager),
-        # or else run GPTRec's blocks as checked TorchScript traces (same lists as eager)
+        # pass ahead of time (opt-in: about a minute per replica start, close to but not bit-equal
+        # with eager), or else run GPTRec's blocks as checked TorchScript traces (same lists as eager)
         self.compiled = compile and self.service.steerer.compile()
         self.traced = not self.compiled and traced and trace_blocks(self.service.steerer.model)
         self._waiting = 0                  # valid Recommend calls not yet answered
