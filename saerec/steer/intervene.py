@@ -150,14 +150,16 @@ class Steerer:
 
     # the intervention -------------------------------------------------------------------
     def edit_fn(self, table: EditTable, splice: str = "delta"):
-        """``fn(h, where)`` applying ``table``'s edits to the layer's vectors (see the module docstring)."""
+        """``fn(h, where)`` applying ``table``'s edits to the layer's vectors (see the module docstring).
+
+        Building it does no tensor work: a request the compiled pass serves never calls it."""
         check_splice(splice)
-        sae, norm, Js = self.sae, self.norm, len(table.sae_cols)
-        W = sae.W_dec[table.sae_cols]                     # (Js, d)
-        U = self.probes.directions[table.probe_cols] if len(table.probe_cols) else torch.zeros(0, sae.d_in)
-        center = self.probes.center if self.probes is not None else torch.zeros(sae.d_in)
+        sae, norm, probes, Js = self.sae, self.norm, self.probes, len(table.sae_cols)
 
         def fn(h: torch.Tensor, where: Where) -> torch.Tensor:
+            W = sae.W_dec[table.sae_cols]                 # (Js, d)
+            U = probes.directions[table.probe_cols] if len(table.probe_cols) else torch.zeros(0, sae.d_in)
+            center = probes.center if probes is not None else torch.zeros(sae.d_in)
             x = norm(h)
             a, b, applied = table.at(where)
             f = sae.encode(x)
