@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--attributes", help="comma-separated attributes (default Action,Children,Fantasy,Sci-Fi,Western)")
     sp.add_argument("--values", metavar="MIN:MAX:STEP", help="value grid (default -10:10:1)")
     sp.add_argument("--no-probe", action="store_true", help="skip the linear-probe comparison")
+    sp.add_argument("--eval-positions", type=int, metavar="N",
+                    help="next-item predictions per test user, its last N items (default 10; 1: the paper's last item only)")
     sp = sub.add_parser("steer", help="a case study: one history's top-k before and after steering edits")
     _history_flags(sp)
     sp.add_argument("--attribute", help="steer the attribute's top SAE feature (or its probe with --method probe)")
@@ -392,6 +394,8 @@ def cmd_steer_eval(args) -> int:
             raise UsageError(f"--values {args.values}: need MIN <= MAX and STEP > 0")
     if args.no_probe:
         cfg.steer.probe = False
+    if args.eval_positions is not None:
+        cfg.steer.eval_positions = args.eval_positions
     _print_steer_eval(steer_eval_stage(run, cfg))
     print(f"wrote {run.root / 'steer' / 'report.md'}")
     return 0
@@ -399,11 +403,13 @@ def cmd_steer_eval(args) -> int:
 
 def _print_steer_eval(s: dict) -> None:
     o = s["baselines"]["original"]
-    print(f"steering sweep over {s['users']} test users: unsteered NDCG@10 {o['ndcg@10']:.4f}; delta splice without "
+    print(f"steering sweep over {s['users']} test users ({s['points']} predictions): unsteered NDCG@10 "
+          f"{o['ndcg@10']:.4f}; delta splice without "
           f"edits identical to the original: {s['delta_no_edit']['all_identical']}; sweep {s['seconds']['sweep']:.1f}s")
     for c in s["curve_checks"]:
         print(f"  {c['attribute']:<12} {c['curve']:<24} Spearman {c['spearman']:.3f}  share {c['unsteered_share']:.3f}"
-              f" -> {c['share_at_5']:.3f} at +5 (x{c['lift']:.1f})  max NDCG drop |v|<=2 {c['max_ndcg_drop_abs_le_2']:.1%}")
+              f" -> {c['share_at_5']:.3f} at +5 (x{c['lift']:.2f})  max NDCG drop |v|<=2 {c['max_ndcg_drop_abs_le_2']:.1%}"
+              f"  [last item only: x{c['lift_last_item']:.2f}, {c['max_ndcg_drop_abs_le_2_last_item']:.1%}]")
 
 
 def _item_ids(text: str) -> list[int]:

@@ -109,6 +109,7 @@ class SteerConfig:
     probe: bool = True                # SAE vs linear probe, both with mode add (Figure 9)
     probe_rows: int = 100_000         # activation rows sampled to fit each probe
     k: int = 10
+    eval_positions: int = 10          # next-item predictions per test user (its last items); 1 = the paper's last item only
     batch_size: int = 512
 
 

@@ -10,7 +10,7 @@ from conftest import data_folder
 from saerec.config import SplitConfig
 from saerec.data.attributes import attribute_columns, build_attributes, genre_columns
 from saerec.data.loaders import detect_format, load_folder, parse_year
-from saerec.data.sequences import ItemIndex, build_sequences, eval_pairs
+from saerec.data.sequences import ItemIndex, build_sequences, eval_pairs, eval_points
 from saerec.data.split import new_users_cut, split
 from saerec.data.synthetic import SyntheticConfig, generate, write_parquet
 from saerec.errors import DataError, DatasetNotFound
@@ -240,6 +240,22 @@ def test_eval_pairs_input_is_history_minus_last():
     assert idx.to_ids(inputs[0]).tolist() == [6, 7] and idx.to_ids([targets[0]]).tolist() == [5]
     assert idx.to_ids(inputs[1]).tolist() == [6] and idx.to_ids([targets[1]]).tolist() == [5]   # file order on ties
     assert idx.to_index([7, 42]).tolist() == [3, 0]
+
+
+def test_eval_points_are_the_last_predictions_of_each_user_with_the_paper_pair_last():
+    df = pd.DataFrame({"user_id": [1] * 5 + [2] * 2, "item_id": [1, 2, 3, 4, 5, 3, 1], "timestamp": range(7)})
+    idx = ItemIndex.from_ids([1, 2, 3, 4, 5])
+    seqs = build_sequences(df, idx)
+    inputs, targets, owner = eval_points(seqs, max_len=2, last=3)
+    assert owner.tolist() == [0, 0, 0, 1]                     # user 2 has 2 items: one point (inputs keep >= 1 item)
+    assert [idx.to_ids(x).tolist() for x in inputs] == [[1, 2], [2, 3], [3, 4], [3]]   # truncated to max_len
+    assert idx.to_ids(targets).tolist() == [3, 4, 5, 1]
+    pairs = eval_pairs(seqs, max_len=2)
+    last = [2, 3]
+    assert [x.tolist() for x in pairs[0]] == [inputs[i].tolist() for i in last]
+    assert pairs[1].tolist() == targets[last].tolist()
+    with pytest.raises(ValueError):
+        eval_points(seqs, max_len=2, last=0)
 
 
 # ----------------------------------------------------------------- synthetic

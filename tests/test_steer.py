@@ -11,7 +11,7 @@ import torch
 
 from saerec.cli import main
 from saerec.data.prepare import load_prepared
-from saerec.eval.metrics import attribute_shares
+from saerec.eval.metrics import attribute_shares, ranking_metrics
 from saerec.eval.ranking import recommend
 from saerec.model import Where
 from saerec.steer import Edit, EditError, Steerer, parse_edit
@@ -191,7 +191,28 @@ def test_steer_eval_stage_tables_plots_and_probes(steer_setup):
     assert np.allclose(zero["ndcg@10"], s["baselines"]["original"]["ndcg@10"], atol=0.01)   # replay: float rounding
     for c in s["curve_checks"]:
         assert c["spearman"] > 0.5, c                      # planted genres steer monotonically, SAE and probe
+        lo, hi = c["ndcg_drop_ci95"]
+        assert lo <= c["max_ndcg_drop_abs_le_2"] <= hi and np.isfinite(c["max_ndcg_drop_abs_le_2_last_item"]), c
+    # several predictions per user; each user's last one is the paper's protocol (the model's test NDCG)
+    assert s["points"] > s["users"] == len(steer_setup[3])
+    _, _, steerer, inputs, targets = steer_setup
+    paper = ranking_metrics(recommend(steerer.model, inputs, k=10), targets, steerer.model.n_items, 10)
+    assert s["baselines"]["original"]["ndcg@10_last"] == pytest.approx(paper["ndcg@10"])
     assert all(m["test_auc"] > 0.6 for a, m in s["probe_metrics"].items() if a in GENRES)
+
+
+def test_ndcg_drop_interval_resamples_users_not_points():
+    from saerec.steer.sweep import bootstrap_drop
+
+    rng = np.random.default_rng(1)
+    base, steered = rng.random(200), rng.random(200)
+    one = bootstrap_drop(base, steered, np.arange(200))
+    # every user's point repeated five times: the same users, so the same interval when users are
+    # resampled; resampling points as if independent would narrow it
+    rep = bootstrap_drop(np.repeat(base, 5), np.repeat(steered, 5), np.repeat(np.arange(200), 5))
+    assert rep == pytest.approx(one)
+    naive = bootstrap_drop(np.repeat(base, 5), np.repeat(steered, 5))
+    assert naive[1] - naive[0] < 0.6 * (one[1] - one[0])
 
 
 def test_cli_steer_explain_features(steer_setup, capsys):

@@ -73,9 +73,26 @@ def build_sequences(interactions: pd.DataFrame, index: ItemIndex) -> Sequences:
 
 def eval_pairs(seqs: Sequences, max_len: int) -> tuple[list[np.ndarray], np.ndarray]:
     """Evaluation inputs (history minus last item, most recent ``max_len``) and targets (last item)."""
-    inputs, targets = [], np.empty(len(seqs), dtype=np.int64)
+    inputs, targets, _ = eval_points(seqs, max_len, last=1)
+    return inputs, targets
+
+
+def eval_points(seqs: Sequences, max_len: int, last: int = 1) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """The last ``last`` next-item predictions of every sequence: inputs (the items before the
+    target, most recent ``max_len``), targets, and the sequence index each point belongs to.
+
+    Why more than one: with a few hundred test users the last item alone gives a few dozen hits, too
+    few to measure a metric's change to a few points (the steering evaluation uses ``last`` > 1).
+    A sequence's points come oldest first, so its last point is :func:`eval_pairs`'s; every input
+    keeps at least one item, so a sequence of n items gives at most n - 1 points.
+    """
+    if last < 1:
+        raise ValueError(f"last must be >= 1, got {last}")
+    inputs, targets, owner = [], [], []
     for i in range(len(seqs)):
         s = seqs.get(i)
-        inputs.append(s[:-1][-max_len:])
-        targets[i] = s[-1]
-    return inputs, targets
+        for p in range(max(len(s) - last, 1), len(s)):
+            inputs.append(s[:p][-max_len:])
+            targets.append(s[p])
+            owner.append(i)
+    return inputs, np.asarray(targets, dtype=np.int64), np.asarray(owner, dtype=np.int64)

@@ -13,14 +13,16 @@ import time
 import numpy as np
 
 from ..config import RunConfig, SteerConfig
+from ..errors import UsageError
 from ..data.prepare import load_prepared
+from ..data.sequences import eval_points
 from ..eval.ranking import recommend
 from ..rundir import RunDir
 from .edits import Edit
 from .intervene import Steerer
 from .plots import fmt, write_plots
 from .probes import ProbeSet, train_probes
-from .sweep import default_curves, run_sweep, summarise, sweep_values
+from .sweep import Points, default_curves, run_sweep, summarise, sweep_values
 
 log = logging.getLogger("saerec.steer")
 
@@ -73,6 +75,8 @@ def exactness_check(steerer: Steerer, inputs: list[np.ndarray], attributes: list
 def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     sc = cfg.steer
+    if sc.eval_positions < 1:
+        raise UsageError(f"steer.eval_positions must be >= 1, got {sc.eval_positions}")
     steerer = Steerer.from_run(run, probes=False)
     if steerer.catalog is None:
         from ..errors import RunError
@@ -82,27 +86,28 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     if sc.probe:
         steerer.probes = ensure_probes(run, steerer, cfg, attributes)
     probe_seconds = time.perf_counter() - t
-    prep = load_prepared(run)
-    _, inputs, targets = prep.eval_set("test", steerer.model.cfg.max_len)
+    points = Points(*eval_points(load_prepared(run).sequences("test"), steerer.model.cfg.max_len,
+                                 sc.eval_positions))
     values = sweep_values(sc)
     curves = default_curves(sc, attributes)
     t = time.perf_counter()
-    table, base, per_user = run_sweep(steerer, inputs, targets, curves, values, k=sc.k, max_rows=sc.batch_size * 16,
-                            progress=progress)
+    table, base, per_point = run_sweep(steerer, points, curves, values, k=sc.k, max_rows=sc.batch_size * 16,
+                                       progress=progress)
     sweep_seconds = time.perf_counter() - t
-    exact = exactness_check(steerer, inputs, attributes, sc.k)
-    checks = summarise(table, base, per_user, sc.k)
-    base.pop("per_user_ndcg")
+    last_inputs = [x for x, keep in zip(points.inputs, points.last) if keep]
+    exact = exactness_check(steerer, last_inputs, attributes, sc.k)
+    checks = summarise(table, base, per_point, points, sc.k)
+    base.pop("per_point_ndcg")
     out = run.stage("steer")
     table.to_parquet(out / "sweep.parquet", index=False)
     table.to_csv(out / "sweep.csv", index=False)
     plots = write_plots(table, base, steerer.items.genres, sc.k, out)
     summary = {
-        "users": len(inputs), "values": values.tolist(), "curves": list(dict.fromkeys(c.name for c in curves)),
+        "users": points.users, "points": len(points.targets), "eval_positions": sc.eval_positions, "values": values.tolist(), "curves": list(dict.fromkeys(c.name for c in curves)),
         "attributes": attributes, "baselines": base, "curve_checks": checks, "delta_no_edit": exact,
         "probe_metrics": steerer.probes.metrics if steerer.probes is not None else {},
         "seconds": {"probes": probe_seconds, "sweep": sweep_seconds, "total": time.perf_counter() - t0},
-        "lists_per_second": len(curves) * len(values) * len(inputs) / max(sweep_seconds, 1e-9),
+        "lists_per_second": len(curves) * len(values) * len(points.targets) / max(sweep_seconds, 1e-9),
         "plots": plots,
     }
     run.write_json("steer/summary.json", summary)
@@ -114,24 +119,27 @@ def report(s: dict, k: int) -> str:
     o = s["baselines"]["original"]
     lines = [
         "# Steering evaluation", "",
-        f"{s['users']} test users, values {s['values'][0]:g}..{s['values'][-1]:g}, curves: {', '.join(s['curves'])}.",
-        f"Unsteered NDCG@{k} {o[f'ndcg@{k}']:.4f}, Coverage@{k} {o[f'coverage@{k}']:.4f}, "
-        f"ILD@{k} {o[f'ild@{k}']:.4f}; with the SAE reconstruction spliced in: "
-        f"NDCG@{k} {s['baselines']['reconstructed'][f'ndcg@{k}']:.4f}.",
+        f"{s['users']} test users, {s['points']} next-item predictions (each user's last "
+        f"{s['eval_positions']} items); values {s['values'][0]:g}..{s['values'][-1]:g}; curves: {', '.join(s['curves'])}.",
+        f"Unsteered NDCG@{k} {o[f'ndcg@{k}']:.4f} over all predictions ({o[f'ndcg@{k}_last']:.4f} over each "
+        f"user's last item), Coverage@{k} {o[f'coverage@{k}']:.4f}, ILD@{k} {o[f'ild@{k}']:.4f} (one list per user); "
+        f"with the SAE reconstruction spliced in: NDCG@{k} {s['baselines']['reconstructed'][f'ndcg@{k}']:.4f}.",
         f"Delta splice with identity edits returns the original top-{k} for every user: "
         f"{s['delta_no_edit']['all_identical']}.", "",
-        "| attribute | curve | feature/probe | Spearman | unsteered share | share at +5 | lift | "
-        "max NDCG drop, abs(v)<=2 (at v; 95% CI) |",
-        "|---|---|---|---|---|---|---|---|",
+        "NDCG drops are relative to the unsteered model, worst over abs(v) <= 2, with paired-bootstrap 95% "
+        "intervals over users. Figures in brackets and the last column use each user's last item only (the "
+        "paper's protocol).", "",
+        "| attribute | curve | feature/probe | Spearman | unsteered share | share at +5 | lift (last item only) | "
+        "max NDCG drop (at v; 95% CI) | last item only |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in s["curve_checks"]:
+        drops = [f"{fmt(c['max_ndcg_drop_abs_le_2' + x])} (v={c['worst_value' + x]:g}; "
+                 f"{fmt(c['ndcg_drop_ci95' + x][0])}..{fmt(c['ndcg_drop_ci95' + x][1])})" for x in ("", "_last_item")]
         lines.append(f"| {c['attribute']} | {c['curve']} | {c['target']} | {fmt(c['spearman'])} | "
-                     f"{fmt(c['unsteered_share'])} | {fmt(c['share_at_5'])} | {fmt(c['lift'])} | "
-                     f"{fmt(c['max_ndcg_drop_abs_le_2'])} (v={c['worst_value']:g}; "
-                     f"{fmt(c['ndcg_drop_ci95'][0])}..{fmt(c['ndcg_drop_ci95'][1])}) |")
+                     f"{fmt(c['unsteered_share'])} | {fmt(c['share_at_5'])} | {fmt(c['lift'])} "
+                     f"({fmt(c['lift_last_item'])}) | {drops[0]} | {drops[1]} |")
     lines += ["", f"Sweep: {s['seconds']['sweep']:.1f} s ({s['lists_per_second']:,.0f} lists/s); "
                   f"probes {s['seconds']['probes']:.1f} s.", ""]
     lines += [f"![{p}]({p})" for p in s["plots"]]
     return "\n".join(lines) + "\n"
-
-
