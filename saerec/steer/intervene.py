@@ -246,12 +246,13 @@ class Steerer:
     @torch.inference_mode()
     def recommend_variants(self, histories: Sequence[np.ndarray], variants: Sequence[Sequence[Edit | ResolvedEdit]],
                            k: int = 10, splice: str = "delta", exclude_seen: bool = True,
-                           max_rows: int = 8192) -> np.ndarray:
+                           max_rows: int = 8192, progress=None) -> np.ndarray:
         """Top-k for every history under each of n edit lists: (U, n, k) dense indices.
 
         All edits must act at the last position. Each history is run once (``prefill_last``) and its n
         edited last steps are replayed through the later blocks together, which makes a sweep of n
-        values cost about one forward pass instead of n.
+        values cost about one forward pass instead of n. ``progress(histories_done)`` is called after
+        each chunk of at most ``max_rows`` (history, variant) rows.
         """
         check_splice(splice)
         resolved = [self.resolve_all(v) for v in variants]
@@ -265,6 +266,8 @@ class Steerer:
         for rows in length_batches([len(h) for h in histories], per):
             scores = self._variant_scores([histories[i] for i in rows], n, fn, exclude_seen)
             out[rows] = (scores.topk(k, dim=2).indices + 1).numpy()
+            if progress is not None:
+                progress(len(rows))
         return out
 
     def _variant_scores(self, histories: list[np.ndarray], n: int, fn, exclude_seen: bool = True) -> torch.Tensor:

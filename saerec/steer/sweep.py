@@ -102,21 +102,26 @@ def run_sweep(steerer: Steerer, points: Points, curves: list[Curve], values: np.
                                       points, n, G, genres, k),
         "per_point_ndcg": point_ndcg(original, targets),
     }
-    rows, per_point = [], {}
+    rows, per_point = {}, {}
     bar = Progress("steering sweep", len(curves) * len(values) * len(inputs), "lists", enabled=progress)
-    for c in curves:
-        variants = [[Edit(c.attribute, float(v), c.mode, "last", c.method)] for v in values]
-        resolved = steerer.resolve(variants[0][0])
-        topk = steerer.recommend_variants(inputs, variants, k=k, splice=c.splice, max_rows=max_rows)
-        for i, v in enumerate(values):
-            m = list_metrics(topk[:, i], points, n, G, genres, k)
-            per_point[(c.attribute, c.name, float(v))] = point_ndcg(topk[:, i], targets)
-            rows.append({"attribute": c.attribute, "method": c.method, "mode": c.mode, "splice": c.splice,
-                         "curve": c.name, "target": resolved.index, "value": float(v),
-                         "target_share": m.get(f"share:{c.attribute}", np.nan),
-                         "target_share_last": m.get(f"share_last:{c.attribute}", np.nan), **m})
-        bar.update(len(values) * len(inputs), extra=f"{c.attribute} {c.name}")
-    return pd.DataFrame(rows), base, per_point
+    for splice in dict.fromkeys(c.splice for c in curves):
+        # every curve of one splice in one replay: each history is prefilled once, not once per curve
+        group = [c for c in curves if c.splice == splice]
+        variants = [[Edit(c.attribute, float(v), c.mode, "last", c.method)] for c in group for v in values]
+        topk = steerer.recommend_variants(inputs, variants, k=k, splice=splice, max_rows=max_rows,
+                                          progress=lambda u: bar.update(u * len(variants), extra=splice))
+        for j, c in enumerate(group):
+            target = steerer.resolve(variants[j * len(values)][0]).index
+            rows[c] = []
+            for i, v in enumerate(values):
+                top = topk[:, j * len(values) + i]
+                m = list_metrics(top, points, n, G, genres, k)
+                per_point[(c.attribute, c.name, float(v))] = point_ndcg(top, targets)
+                rows[c].append({"attribute": c.attribute, "method": c.method, "mode": c.mode,
+                                "splice": c.splice, "curve": c.name, "target": target, "value": float(v),
+                                "target_share": m.get(f"share:{c.attribute}", np.nan),
+                                "target_share_last": m.get(f"share_last:{c.attribute}", np.nan), **m})
+    return pd.DataFrame([r for c in curves for r in rows[c]]), base, per_point
 
 
 def point_ndcg(topk: np.ndarray, targets: np.ndarray) -> np.ndarray:
