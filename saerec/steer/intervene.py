@@ -150,19 +150,21 @@ class Steerer:
 
     # the intervention -------------------------------------------------------------------
     def edit_fn(self, table: EditTable, splice: str = "delta"):
-        """``fn(h, where)`` applying ``table``'s edits to the layer's vectors (see the module docstring).
+        """``fn(h, where, codes=None)`` applying ``table``'s edits to the layer's vectors (see the module
+        docstring). ``codes``: the SAE codes of ``h`` when the caller has them already (a sweep's
+        variants share one state per history, so it encodes each state once, not once per variant).
 
         Building it does no tensor work: a request the compiled pass serves never calls it."""
         check_splice(splice)
         sae, norm, probes, Js = self.sae, self.norm, self.probes, len(table.sae_cols)
 
-        def fn(h: torch.Tensor, where: Where) -> torch.Tensor:
+        def fn(h: torch.Tensor, where: Where, codes: torch.Tensor | None = None) -> torch.Tensor:
             W = sae.W_dec[table.sae_cols]                 # (Js, d)
             U = probes.directions[table.probe_cols] if len(table.probe_cols) else torch.zeros(0, sae.d_in)
             center = probes.center if probes is not None else torch.zeros(sae.d_in)
             x = norm(h)
             a, b, applied = table.at(where)
-            f = sae.encode(x)
+            f = sae.encode(x) if codes is None else codes
             cs = f[:, table.sae_cols]
             cp = (x - center) @ U.T
             ds = apply_affine(cs, a[:, :Js], b[:, :Js]) - cs
@@ -278,10 +280,11 @@ class Steerer:
         cache = model.prefill_last(items, lengths, self.layer)
         b = len(histories)
         h = cache.state.repeat_interleave(n, dim=0)                       # row u * n + v
+        codes = self.sae.encode(self.norm(cache.state)).repeat_interleave(n, dim=0)
         ones = torch.ones(b * n, dtype=torch.bool)
-        h = fn(h, Where(torch.arange(n).repeat(b), (lengths - 1).repeat_interleave(n), ones))
+        h = fn(h, Where(torch.arange(n).repeat(b), (lengths - 1).repeat_interleave(n), ones), codes)
         final = model.replay_last(cache, h.view(b, n, -1)).reshape(b * n, -1)
-        scores = model.scores(final)
-        if exclude_seen:
-            scores = mask_seen(scores, items.repeat_interleave(n, dim=0))
-        return scores.view(b, n, -1)
+        scores = model.scores(final).view(b, n, -1)
+        if exclude_seen:                                   # one (b, V) mask for all n variants of a history
+            scores.add_(mask_seen(torch.zeros(b, scores.shape[-1], dtype=scores.dtype), items)[:, None, :])
+        return scores
