@@ -17,11 +17,21 @@ def target_ranks(topk: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(hit.any(1), hit.argmax(1), -1)
 
 
+def rank_ndcg(rank: np.ndarray) -> np.ndarray:
+    """NDCG of one relevant item at each 0-based rank (-1: absent): 1 / log2(rank + 2), or 0."""
+    return np.where(rank >= 0, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+
+
+def row_ndcg(topk: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """NDCG of each top-K row: what paired comparisons and bootstrap intervals need before averaging."""
+    return rank_ndcg(target_ranks(topk, targets))
+
+
 def ranking_metrics(topk: np.ndarray, targets: np.ndarray, n_catalog: int, k: int = 10) -> dict[str, float]:
     topk = np.asarray(topk)[:, :k]
     rank = target_ranks(topk, targets)
     hit = rank >= 0
-    ndcg = np.where(hit, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+    ndcg = rank_ndcg(rank)
     mrr = np.where(hit, 1.0 / (np.maximum(rank, 0) + 1.0), 0.0)
     return {
         f"ndcg@{k}": float(ndcg.mean()) if len(ndcg) else 0.0,

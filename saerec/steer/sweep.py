@@ -15,7 +15,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from ..config import SteerConfig
-from ..eval.metrics import attribute_shares, inter_list_diversity, ranking_metrics, target_ranks
+from ..eval.metrics import attribute_shares, inter_list_diversity, ranking_metrics, row_ndcg
 from ..progress import Progress
 from .edits import Edit
 from .intervene import Steerer
@@ -100,7 +100,7 @@ def run_sweep(steerer: Steerer, points: Points, curves: list[Curve], values: np.
         "original": list_metrics(original, points, n, G, genres, k),
         "reconstructed": list_metrics(steerer.recommend(inputs, None, k=k, splice="reconstruction"),
                                       points, n, G, genres, k),
-        "per_point_ndcg": point_ndcg(original, targets),
+        "per_point_ndcg": row_ndcg(original, targets),
     }
     rows, per_point = {}, {}
     bar = Progress("steering sweep", len(curves) * len(values) * len(inputs), "lists", enabled=progress)
@@ -116,17 +116,12 @@ def run_sweep(steerer: Steerer, points: Points, curves: list[Curve], values: np.
             for i, v in enumerate(values):
                 top = topk[:, j * len(values) + i]
                 m = list_metrics(top, points, n, G, genres, k)
-                per_point[(c.attribute, c.name, float(v))] = point_ndcg(top, targets)
+                per_point[(c.attribute, c.name, float(v))] = row_ndcg(top, targets)
                 rows[c].append({"attribute": c.attribute, "method": c.method, "mode": c.mode,
                                 "splice": c.splice, "curve": c.name, "target": target, "value": float(v),
                                 "target_share": m.get(f"share:{c.attribute}", np.nan),
                                 "target_share_last": m.get(f"share_last:{c.attribute}", np.nan), **m})
     return pd.DataFrame([r for c in curves for r in rows[c]]), base, per_point
-
-
-def point_ndcg(topk: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    rank = target_ranks(topk, targets)
-    return np.where(rank >= 0, 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
 
 
 def bootstrap_drop(base: np.ndarray, steered: np.ndarray, owner: np.ndarray | None = None, n: int = 2000,
