@@ -31,7 +31,7 @@ import torch
 
 from saerec.config import SteerConfig
 from saerec.data.prepare import load_prepared
-from saerec.data.sequences import eval_points
+from saerec.data.sequences import eval_pairs, eval_points
 from saerec.rundir import RunDir
 from saerec.steer import Edit, Steerer
 
@@ -63,11 +63,12 @@ def main() -> None:
     if not run.has("steer/probes.safetensors"):
         raise SystemExit(f"{run.root}: no probes; run `saerec steer-eval --run {args.run}` first")
     steerer = Steerer.from_run(run)
-    prep = load_prepared(run)
-    _, inputs, _ = prep.eval_set("test", steerer.model.cfg.max_len)
-    points, _, _ = eval_points(prep.sequences("test"), steerer.model.cfg.max_len, args.eval_positions)
+    seqs = load_prepared(run).sequences("test")
+    inputs, _ = eval_pairs(seqs, steerer.model.cfg.max_len)
+    points, _, _ = eval_points(seqs, steerer.model.cfg.max_len, args.eval_positions)
     values = np.arange(-10, 11, 1.0)
     lists = len(ATTRIBUTES) * len(CURVES) * len(values) * len(inputs)
+    lists_points = lists // len(inputs) * len(points)
     times = {"replay": [], "full_forward": []}
     results = {}
     for r in range(args.rounds):
@@ -90,9 +91,8 @@ def main() -> None:
         "curves": [f"{m}/{mode}/delta" for m, mode in CURVES], "attributes": ATTRIBUTES, "lists": lists,
         "seconds": times, "median_seconds": med,
         "eval_positions": args.eval_positions, "predictions": len(points),
-        "lists_eval_positions": lists // len(inputs) * len(points),
-        "lists_per_second": {k: (lists // len(inputs) * len(points) if k == "replay_eval_positions" else lists) / v
-                             for k, v in med.items()},
+        "lists_eval_positions": lists_points,
+        "lists_per_second": {k: (lists_points if k == "replay_eval_positions" else lists) / v for k, v in med.items()},
         "speedup_replay_vs_full_forward": med["full_forward"] / med["replay"],
         "fraction_identical_top10": float(same),
         "target_seconds": 180, "meets_target": med["replay"] <= 180,

@@ -13,9 +13,9 @@ import time
 import numpy as np
 
 from ..config import RunConfig, SteerConfig
-from ..errors import UsageError
 from ..data.prepare import load_prepared
 from ..data.sequences import eval_points
+from ..errors import RunError, UsageError
 from ..eval.ranking import recommend
 from ..rundir import RunDir
 from .edits import Edit
@@ -79,7 +79,6 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
         raise UsageError(f"steer.eval_positions must be >= 1, got {sc.eval_positions}")
     steerer = Steerer.from_run(run, probes=False)
     if steerer.catalog is None:
-        from ..errors import RunError
         raise RunError(f"{run.root / 'interpret'}: no feature catalog; run `saerec interpret --run {run.root}` first")
     attributes = swept_attributes(steerer, sc)
     t = time.perf_counter()
@@ -103,7 +102,8 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     table.to_csv(out / "sweep.csv", index=False)
     plots = write_plots(table, base, steerer.items.genres, sc.k, out)
     summary = {
-        "users": points.users, "points": len(points.targets), "eval_positions": sc.eval_positions, "values": values.tolist(), "curves": list(dict.fromkeys(c.name for c in curves)),
+        "users": points.users, "points": len(points.targets), "eval_positions": sc.eval_positions,
+        "values": values.tolist(), "curves": list(dict.fromkeys(c.name for c in curves)),
         "attributes": attributes, "baselines": base, "curve_checks": checks, "delta_no_edit": exact,
         "probe_metrics": steerer.probes.metrics if steerer.probes is not None else {},
         "seconds": {"probes": probe_seconds, "sweep": sweep_seconds, "total": time.perf_counter() - t0},
