@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import RunConfig, apply_overrides
 from .errors import SaerecError, UsageError
+from .sae.base import KINDS
 
 log = logging.getLogger("saerec")
 
@@ -80,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--layer", help="hidden state to read: embed, block.0 (default), block.1, ..., final")
     sp = sub.add_parser("sae", help="train the SAE on RUN/activations with Ray Train and measure it; writes RUN/sae/")
     _common(sp, data=False)
-    sp.add_argument("--kind", choices=["relu", "topk", "batchtopk", "jumprelu"], help="SAE kind (default relu)")
+    sp.add_argument("--kind", choices=KINDS, help="SAE kind (default relu)")
     sp = sub.add_parser("interpret", help="feature x attribute statistics, SAE vs neurons, feature catalog, "
                                           "plots and report; writes RUN/interpret/")
     _common(sp, data=False)
@@ -435,7 +436,7 @@ def _steerer_and_history(args):
     if args.user is not None:
         from .data.prepare import load_prepared
 
-        users, inputs, targets = load_prepared(run).eval_set("test", steerer.model.cfg.max_len)
+        users, inputs, targets = load_prepared(run).eval_set("test", steerer.model.max_len)
         hit = np.flatnonzero(users == args.user)
         if not len(hit):
             raise UsageError(f"--user {args.user} is not a test user (test users: {len(users)}, "
@@ -449,8 +450,8 @@ def _steerer_and_history(args):
             print(f"saerec: skipped {len(unknown)} item id(s) unknown to the model: {unknown[:10]}", file=sys.stderr)
         if not len(history):
             raise UsageError("--history has no item the model knows")
-    if len(history) > steerer.model.cfg.max_len:
-        info["truncated_to_most_recent"] = steerer.model.cfg.max_len
+    if len(history) > steerer.model.max_len:
+        info["truncated_to_most_recent"] = steerer.model.max_len
     return steerer, history, info
 
 

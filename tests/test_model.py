@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import torch
+
+from saerec.model.interface import last_of
 import torch.nn.functional as F
 
 from saerec.config import ModelConfig
@@ -106,12 +108,12 @@ def test_checkpoint_round_trip_gives_identical_scores(tmp_path):
     inputs = [np.array([1, 2, 3]), np.array([4, 5, 6, 7, 8]), np.array([9])]
     before = recommend(model, inputs, k=5)
     with torch.no_grad():
-        h1 = model.scores(model.last_hidden(model(torch.tensor([[1, 2, 3]])), torch.tensor([3])))
+        h1 = model.scores(last_of(model(torch.tensor([[1, 2, 3]])).hidden, torch.tensor([3])))
     save_model(tmp_path, model, {"note": "x"})
     loaded, meta = load_model(tmp_path)
     assert meta["note"] == "x" and meta["n_items"] == 30
     with torch.no_grad():
-        h2 = loaded.scores(loaded.last_hidden(loaded(torch.tensor([[1, 2, 3]])), torch.tensor([3])))
+        h2 = loaded.scores(last_of(loaded(torch.tensor([[1, 2, 3]])).hidden, torch.tensor([3])))
     assert torch.equal(h1, h2)
     assert np.array_equal(before, recommend(loaded, inputs, k=5))
 
@@ -134,7 +136,7 @@ def test_last_step_replay_equals_full_forward_with_a_last_position_edit(name):
     replayed = model.replay_last(cache, cache.state[:, None] + pushes)
     for v in range(3):
         iv = Intervention(lambda h, where, v=v: h + pushes[where.rows, v], "last")
-        full = model.last_hidden(model(x, lengths, interventions={name: iv}), lengths)
+        full = last_of(model(x, lengths, interventions={name: iv}).hidden, lengths)
         assert torch.allclose(replayed[:, v], full, atol=1e-5), (name, v)
 
 
@@ -151,7 +153,7 @@ def test_forward_last_equals_the_full_forward_at_the_last_position(n_layers, nam
     x = torch.randint(1, 31, (4, 12)) * (torch.arange(12)[None] < lengths[:, None])
     ivs = {name: Intervention(lambda h, w: 2 * h + w.rows[:, None] + w.cols[:, None], positions)} if name else None
     with torch.no_grad():
-        full = model.last_hidden(model(x, lengths, interventions=ivs), lengths)
+        full = last_of(model(x, lengths, interventions=ivs).hidden, lengths)
         short = model.forward_last(x, lengths, interventions=ivs)
     assert torch.allclose(short, full, atol=1e-5)
     if name is not None:                             # the intervention really acts

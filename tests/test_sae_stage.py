@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
+from saerec.model.interface import last_of
+
 from saerec.activations.extract import block_activations
 from saerec.data.prepare import load_prepared
 from saerec.model.checkpoint import load_model
@@ -140,11 +142,11 @@ def test_promoted_items_by_replay_equal_a_full_forward_per_feature(interpreted_r
     got = promoted_items(model, sae, meta["layer"], inputs, feats, 5.0, top=5, users=16, max_scores=4 * 16 * model.n_items)
     items, lengths = pad_inputs(inputs[:16])
     with torch.no_grad():
-        base = model.scores(model.last_hidden(model(items, lengths), lengths))
+        base = model.scores(last_of(model(items, lengths).hidden, lengths))
         for j in feats:
             add = splice(sae, "delta", positions="last", edit=lambda f, w, j=int(j): f.index_add(
                 1, torch.tensor([j]), torch.full((f.shape[0], 1), 5.0)))
-            h = model.last_hidden(model(items, lengths, interventions={meta["layer"]: add}), lengths)
+            h = last_of(model(items, lengths, interventions={meta["layer"]: add}).hidden, lengths)
             vals, idx = (model.scores(h) - base).mean(0).topk(5)
             np.testing.assert_allclose(got[int(j)][1], vals.numpy(), atol=1e-4)
             assert set(got[int(j)][0][vals.numpy() - vals.numpy()[-1] > 1e-4]) <= set(idx.numpy() + 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..model.gptrec import GPTRec
+from ..model.interface import SequentialRecommender
 from ..train.batching import pad_inputs
 
 
@@ -20,7 +20,7 @@ def windows(seq: np.ndarray, max_len: int) -> list[tuple[int, np.ndarray]]:
 
 
 @torch.no_grad()
-def block_activations(model: GPTRec, users: np.ndarray, seqs: list[np.ndarray], layer: str = "block.0",
+def block_activations(model: SequentialRecommender, users: np.ndarray, seqs: list[np.ndarray], layer: str = "block.0",
                       max_len: int | None = None) -> dict[str, np.ndarray]:
     """Rows for every position of every sequence (longer ones in ``max_len`` windows).
 
@@ -28,7 +28,7 @@ def block_activations(model: GPTRec, users: np.ndarray, seqs: list[np.ndarray], 
     the item *at* that position: the paper labels a position with its input item's attributes) and
     ``activation`` (float32, (N, d)).
     """
-    max_len = max_len or model.cfg.max_len
+    max_len = max_len or model.max_len
     owners, starts, chunks = [], [], []
     for u, s in zip(np.asarray(users), seqs):
         for start, w in windows(np.asarray(s), max_len):

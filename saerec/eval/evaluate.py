@@ -17,7 +17,7 @@ def evaluate_run(run: RunDir, prepared: Prepared, k: int = 10, batch_size: int =
         from ..errors import RunError
         raise RunError(f"{run.recommender}: model has {model.n_items} items but RUN/data has "
                        f"{prepared.index.size}; the data changed since training: retrain")
-    _, inputs, targets = prepared.eval_set("test", model.cfg.max_len)
+    _, inputs, targets = prepared.eval_set("test", model.max_len)
     topk = recommend(model, inputs, k=k, batch_size=batch_size)
     test = ranking_metrics(topk, targets, model.n_items, k)
     rec_items = prepared.sequences("rec").items

@@ -7,7 +7,7 @@ from typing import Callable, Mapping, Sequence, Union
 import numpy as np
 import torch
 
-from ..model.gptrec import GPTRec, Intervention
+from ..model.interface import Intervention, SequentialRecommender
 from ..train.batching import pad_inputs
 from .metrics import ranking_metrics
 
@@ -33,7 +33,7 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
 
 
 @torch.inference_mode()       # not just no_grad: no view/version bookkeeping either (~5% of a lone request)
-def recommend(model: GPTRec, inputs: list[np.ndarray], k: int = 10, batch_size: int = 256,
+def recommend(model: SequentialRecommender, inputs: list[np.ndarray], k: int = 10, batch_size: int = 256,
               exclude_seen: bool = True, interventions: Interventions = None,
               device: str | torch.device = "cpu", with_scores: bool = False, max_tokens: int | None = None):
     """Top-``k`` dense indices for each input sequence (batched by length to avoid padding work).
@@ -70,7 +70,7 @@ def popularity_topk(counts: np.ndarray, inputs: list[np.ndarray], k: int = 10) -
     return out
 
 
-def evaluate_model(model: GPTRec, inputs: list[np.ndarray], targets: np.ndarray, k: int = 10,
+def evaluate_model(model: SequentialRecommender, inputs: list[np.ndarray], targets: np.ndarray, k: int = 10,
                    batch_size: int = 256, device="cpu") -> dict[str, float]:
     topk = recommend(model, inputs, k=k, batch_size=batch_size, device=device)
     return ranking_metrics(topk, targets, model.n_items, k)

@@ -57,7 +57,7 @@ def promoted_items(model, sae, layer: str, inputs: list[np.ndarray], features: n
     feature's edited last step is replayed through the later blocks with the cached keys and values,
     many features per replay: about one forward pass for all features instead of one per feature.
     """
-    from ..model.gptrec import Where
+    from ..model.interface import Where
     from ..train.batching import pad_inputs
 
     sample = inputs[:users]
@@ -139,7 +139,7 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
     model, _ = load_model(run.recommender)
     from ..data.prepare import load_prepared
     prep = load_prepared(run)
-    _, inputs, _ = prep.eval_set("test", model.cfg.max_len)
+    _, inputs, _ = prep.eval_set("test", model.max_len)
     alive = np.flatnonzero(S.firing > 0)
     promo = promoted_items(model, sae, layer, inputs, alive, promote_value)
     ids = prep.index.item_ids

@@ -36,7 +36,9 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .gptrec import GPTRec, Intervention, mask_seen
+from .gptrec import GPTRec
+from .interface import Intervention, mask_seen
+from .laststep import start_block
 
 EditFactory = Callable[[int], Intervention]      # batch size -> an intervention for that many rows
 
@@ -46,6 +48,24 @@ log = logging.getLogger("saerec.model")
 # request, a one-item history, small and full-length batches
 CHECK_SHAPES = ((1, 7), (1, 1), (3, 23), (4, 1), (2, 200), (1, 130))
 TOLERANCE = 1e-4
+
+
+def prefix(model: GPTRec, items: torch.Tensor, n: int) -> torch.Tensor:
+    """The state after the first ``n`` blocks at every position (``embed`` for 0), no interventions."""
+    x = model.embed(items)
+    for i in range(n):
+        x = model.blocks[i](x)
+    return x
+
+
+def suffix_last(model: GPTRec, x: torch.Tensor, lengths: torch.Tensor, n: int) -> torch.Tensor:
+    """From the state after ``n`` blocks (every position, ``n`` < number of blocks) to the ``final``
+    state at each row's last real position, (B, d), the last block shortened as in ``forward_last``.
+    With :func:`prefix` this splits ``GPTRec.forward_last`` at one state, so a steering edit can sit
+    between the two inside one graph."""
+    for i in range(n, len(model.blocks) - 1):
+        x = model.blocks[i](x)
+    return model.ln_f(model.blocks[-1].forward_last(x, lengths))
 
 
 class WholePass(nn.Module):
@@ -58,10 +78,10 @@ class WholePass(nn.Module):
     def rest(self, x, items, lengths, exclude):
         """The state after ``split`` blocks (every position) -> masked scores."""
         m = self.model
-        return mask_seen(m.scores(m.suffix_last(x, lengths, self.split)), items, exclude)
+        return mask_seen(m.scores(suffix_last(m, x, lengths, self.split)), items, exclude)
 
     def forward(self, items, lengths, exclude):
-        return self.rest(self.model.prefix(items, self.split), items, lengths, exclude)
+        return self.rest(prefix(self.model, items, self.split), items, lengths, exclude)
 
 
 class EditedPass(WholePass):
@@ -73,7 +93,7 @@ class EditedPass(WholePass):
         self.edit = edit
 
     def forward(self, items, lengths, exclude, *args):
-        x = self.model.prefix(items, self.split)
+        x = prefix(self.model, items, self.split)
         rows, last = torch.arange(x.shape[0]), lengths - 1
         h = self.edit(x[rows, last], *args)
         return self.rest(x.index_put((rows, last), h.to(x.dtype)), items, lengths, exclude)
@@ -112,7 +132,7 @@ class CompiledScores:
 
     def __init__(self, model: GPTRec, layer: str, edit: nn.Module | None = None, example: Intervention | None = None):
         self.model, self.layer, self.edit = model, layer, edit
-        n = model._start_block(layer)              # blocks before the layer's state
+        n = start_block(model, layer)              # blocks before the layer's state
         self.split = split = min(n, len(model.blocks) - 1)
         self.steers_between = n == split            # the layer's state lies before the last block
         self.flags = {True: torch.tensor(True), False: torch.tensor(False)}   # exclude_seen as an input

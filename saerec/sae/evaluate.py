@@ -15,7 +15,7 @@ import torch
 from ..activations.store import iter_batches, to_tensor
 from ..eval.metrics import ranking_metrics
 from ..eval.ranking import recommend
-from ..model.gptrec import GPTRec
+from ..model.interface import SequentialRecommender
 from .base import SparseAutoencoder
 from .splice import splice
 from .trainer import ReconStats
@@ -33,7 +33,7 @@ def reconstruction_metrics(sae: SparseAutoencoder, folder: Path, batch_rows: int
     return stats.result(), stats.feature_stats()
 
 
-def downstream_metrics(model: GPTRec, sae: SparseAutoencoder, layer: str, inputs: list[np.ndarray],
+def downstream_metrics(model: SequentialRecommender, sae: SparseAutoencoder, layer: str, inputs: list[np.ndarray],
                        targets: np.ndarray, k: int = 10) -> dict:
     rows = {}
     base = recommend(model, inputs, k=k)

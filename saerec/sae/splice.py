@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from ..model.gptrec import Intervention, Where
+from ..model.interface import Intervention, Where
 from .base import SparseAutoencoder
 
 Edit = Callable[[torch.Tensor, Where], torch.Tensor]   # (codes (N, m), where the vectors sit) -> codes

@@ -48,7 +48,7 @@ def sae_stage(run: RunDir, cfg: RunConfig) -> dict:
     recon, feats = reconstruction_metrics(sae, run.root / "activations" / "test")
     model, _ = load_model(run.recommender)
     # the test users' sequences only, not the whole log: this stage's memory must not grow with it
-    inputs, targets = eval_pairs(read_sequences(run, "test", model_index(run.recommender)), model.cfg.max_len)
+    inputs, targets = eval_pairs(read_sequences(run, "test", model_index(run.recommender)), model.max_len)
     down = downstream_metrics(model, sae, cfg.activations.layer, inputs, targets)
     save_sae(run.root / "sae", sae, {"layer": cfg.activations.layer, "feature_stats": feats})
     metrics = {

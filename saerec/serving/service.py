@@ -90,7 +90,7 @@ class RecommenderService:
         if len(ids) > MAX_HISTORY_IDS:
             raise InvalidRequest(name, f"{len(ids)} items; at most {MAX_HISTORY_IDS} are accepted")
         dense, unknown = self.items.to_index(np.fromiter(ids, dtype=np.int64, count=len(ids)))
-        max_len = self.steerer.model.cfg.max_len
+        max_len = self.steerer.model.max_len
         truncated = max(0, len(dense) - max_len)
         return dense[-max_len:], unknown, truncated
 

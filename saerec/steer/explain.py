@@ -1,17 +1,20 @@
 """Why was an item recommended? SAE features at the last step and their effect on each item's score.
 
 The layer's vector at the last step decomposes exactly as h = std·(Σ_j f_j W_dec[j] + b_dec) + mean
-+ err. Everything a block adds after the layer is added to the same residual stream, which reaches
-the item scores through the final LayerNorm and the tied item embeddings. With the LayerNorm's
-scale frozen at its value for this history (standard direct-logit attribution), that last map is
-linear, so feature j *directly* contributes
++ err. In GPTRec (pre-LN) everything a block adds after the layer is added to the same residual
+stream, which reaches the item scores through the final LayerNorm and the tied item embeddings.
+With the LayerNorm's scale frozen at its value for this history (standard direct-logit
+attribution), that last map is linear, so feature j *directly* contributes
 
     contribution[j, i] = f_j · DE[j, i],   DE[j, i] = LN_frozen(std·W_dec[j]) · E_i
 
 to item i's score, and the contributions of all active features add up exactly to the score change
-from removing their decoded vector from the direct path (``direct_total``). Later blocks read the
-feature too; ``ablation_change`` is the total (direct + through later blocks) change of the item's
-score when the feature is set to 0 with the delta splice, computed with the full model.
+from removing their decoded vector from the direct path (``direct_total``). A model without that
+residual layout (SASRec's normalised blocks, BERT4Rec, an imported model) has no direct path to
+read off, so its map is the Jacobian of the query's ``final`` state with respect to the layer's
+vector at this history (a linearised total effect: attribution patching). Later blocks read the
+feature too; ``ablation_change`` is the total change of the item's score when the feature is set
+to 0 with the delta splice, computed with the full model either way.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..model.gptrec import mask_seen
+from ..model.interface import mask_seen
 from ..train.batching import pad_inputs
 from .edits import ResolvedEdit
 from .intervene import EditTable, Steerer
@@ -45,24 +48,45 @@ def frozen_ln_map(model, x_last: torch.Tensor, layer: str):
     return lambda v: ln.weight * (v - v.mean(-1, keepdim=True)) / sigma
 
 
+def jacobian_map(model, items: torch.Tensor, lengths: torch.Tensor, layer: str, h: torch.Tensor):
+    """The query's ``final`` state as a linear function of the layer's query vector, around ``h``."""
+    from ..model.interface import Intervention
+
+    def final(v: torch.Tensor) -> torch.Tensor:
+        iv = Intervention(lambda x, where: v[None].to(x.dtype), "last")
+        return model.query(items, lengths, interventions={layer: iv}).hidden[0]
+
+    with torch.enable_grad():
+        J = torch.autograd.functional.jacobian(final, h)              # (d_final, d_layer)
+    return lambda v: v @ J.T
+
+
+def direct_map(model, items: torch.Tensor, lengths: torch.Tensor, layer: str):
+    """(the layer's query vector h, the linear map of a direction in it to the ``final`` state)."""
+    from ..model.gptrec import GPTRec
+
+    if isinstance(model, GPTRec):
+        last_block = f"block.{len(model.blocks) - 1}" if len(model.blocks) else "embed"
+        out = model.query(items, lengths, capture=[layer, last_block])
+        return out.captured[layer][0], frozen_ln_map(model, out.captured[last_block][0], layer)
+    h = model.query(items, lengths, capture=[layer]).captured[layer][0]
+    return h, jacobian_map(model, items, lengths, layer, h)
+
+
 @torch.no_grad()
 def explain(steerer: Steerer, history: np.ndarray, k: int = 10, top_features: int = 8,
             exclude_seen: bool = True) -> Explanation:
     model, sae, norm, layer = steerer.model, steerer.sae, steerer.norm, steerer.layer
     history = steerer.truncate(history)
     items, lengths = pad_inputs([history])
-    last_block = f"block.{len(model.blocks) - 1}" if len(model.blocks) else "embed"
-    out = model(items, lengths, capture=[layer, last_block])
-    t = int(lengths[0]) - 1
-    h, x_last = out.captured[layer][0, t], out.captured[last_block][0, t]
+    h, L = direct_map(model, items, lengths, layer)
     f = sae.encode(norm(h[None]))[0]                                   # (m,)
-    raw = model.scores(out.hidden[0, t][None])                        # (1, V)
+    raw = model.scores(model.query(items, lengths).hidden)             # (1, V)
     scores = mask_seen(raw, items) if exclude_seen else raw
     top = scores[0].topk(k)
     rec = top.indices + 1                                              # dense indices
 
     active = torch.nonzero(f > 0).flatten()
-    L = frozen_ln_map(model, x_last, layer)
     E = model.item_weights()[rec - 1]                                  # (k, d)
     dirs = L(sae.W_dec[active] * norm.std.to(h))                       # (A, d) direct-path image of each direction
     DE = dirs @ E.T                                                    # (A, k)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..eval.ranking import length_batches, recommend
-from ..model.gptrec import GPTRec, Intervention, Where, mask_seen
+from ..model.interface import Intervention, SequentialRecommender, Where, mask_seen
+from ..model.laststep import replay_where
 from ..rundir import RunDir
 from ..sae.base import SparseAutoencoder
 from ..train.batching import pad_inputs
@@ -109,7 +110,7 @@ class DeltaEdit(torch.nn.Module):
 class Steerer:
     """A recommender that takes steering edits. Ray-free: the Serve deployment and the CLI wrap it."""
 
-    def __init__(self, model: GPTRec, sae: SparseAutoencoder, layer: str, catalog: FeatureCatalog | None = None,
+    def __init__(self, model: SequentialRecommender, sae: SparseAutoencoder, layer: str, catalog: FeatureCatalog | None = None,
                  probes: ProbeSet | None = None, items: ItemTable | None = None):
         self.model, self.sae, self.layer = model.eval(), sae.eval(), layer
         self.catalog, self.probes, self.items = catalog, probes, items
@@ -205,7 +206,7 @@ class Steerer:
     # recommendations -----------------------------------------------------------------
     def truncate(self, history: np.ndarray) -> np.ndarray:
         """The model sees at most ``max_len`` items: the most recent ones (documented truncation)."""
-        return np.asarray(history, dtype=np.int64)[-self.model.cfg.max_len:]
+        return np.asarray(history, dtype=np.int64)[-self.model.max_len:]
 
     def recommend(self, histories: Sequence[np.ndarray], edits: Sequence[Sequence[Edit | ResolvedEdit]] | None = None,
                   k: int = 10, splice: str = "delta", exclude_seen: bool = True, batch_size: int = 256,
@@ -281,8 +282,7 @@ class Steerer:
         b = len(histories)
         h = cache.state.repeat_interleave(n, dim=0)                       # row u * n + v
         codes = self.sae.encode(self.norm(cache.state)).repeat_interleave(n, dim=0)
-        ones = torch.ones(b * n, dtype=torch.bool)
-        h = fn(h, Where(torch.arange(n).repeat(b), (lengths - 1).repeat_interleave(n), ones), codes)
+        h = fn(h, replay_where(lengths, n), codes)
         final = model.replay_last(cache, h.view(b, n, -1)).reshape(b * n, -1)
         scores = model.scores(final).view(b, n, -1)
         if exclude_seen:                                   # one (b, V) mask for all n variants of a history

@@ -85,7 +85,7 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     if sc.probe:
         steerer.probes = ensure_probes(run, steerer, cfg, attributes)
     probe_seconds = time.perf_counter() - t
-    points = Points(*eval_points(load_prepared(run).sequences("test"), steerer.model.cfg.max_len,
+    points = Points(*eval_points(load_prepared(run).sequences("test"), steerer.model.max_len,
                                  sc.eval_positions))
     values = sweep_values(sc)
     curves = default_curves(sc, attributes)

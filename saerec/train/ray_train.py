@@ -9,6 +9,7 @@ every worker takes the same early-stopping decision.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -26,7 +28,7 @@ from ..errors import RunError
 from ..eval.metrics import ranking_metrics
 from ..eval.ranking import recommend
 from ..model.checkpoint import WEIGHTS, load_model, save_model
-from ..model.gptrec import GPTRec
+from ..model.interface import SequentialRecommender
 from ..progress import Progress, fmt_seconds, print_line
 from ..rundir import RunDir
 from .batching import bucket_batches, make_windows, shard_batches
@@ -55,6 +57,27 @@ def _allreduce(values: list[float]) -> list[float]:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
     return t.tolist()
+
+
+def weights_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (16 hex digits) of a state dict: names, dtypes, shapes and bytes. Each history row
+    carries the digest of the weights its epoch's checkpoint saved and of the weights its worker
+    started from, so a resumed run shows that it loaded the checkpoint: a restart from scratch
+    starts from other weights."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def worker_start(rank: int, world: int, state: dict, weights: Mapping[str, torch.Tensor]) -> dict:
+    """What a Train worker records in each history row about how it started: every rank's process id
+    in rank order (a one-hot all_reduce, so all ranks must call it), the epoch it resumed after
+    (0: a fresh start) and the digest of the weights it started from."""
+    pids = _allreduce([float(os.getpid()) if r == rank else 0.0 for r in range(world)])
+    return {"pids": [int(p) for p in pids], "start_epoch": state["epoch"], "start_weights": weights_digest(weights)}
 
 
 def _validate(core: GPTRec, inputs: list[np.ndarray], targets: np.ndarray, rank: int, world: int,
@@ -110,6 +133,7 @@ def worker_loop(config: dict) -> None:
         if rank == 0:
             print_line(f"[saerec] resumed from checkpoint after epoch {state['epoch']}")
 
+    start = worker_start(rank, world, state, core.state_dict())
     say = print_line if rank == 0 else (lambda m: None)
     epoch_times: list[float] = []
     for epoch in range(state["epoch"], tc.epochs):
@@ -132,7 +156,8 @@ def worker_loop(config: dict) -> None:
         else:
             state["bad_epochs"] += 1
         row = {"epoch": epoch + 1, "loss": stats.loss, "tokens_per_second": tokens / max(seconds, 1e-9),
-               "padding_fraction": 1 - stats.tokens / max(stats.padded, 1), **val}
+               "padding_fraction": 1 - stats.tokens / max(stats.padded, 1), **val,
+               **start, "weights": weights_digest(core.state_dict())}
         state["history"].append(row)
         state["epoch"] = epoch + 1
         stop = state["bad_epochs"] >= tc.patience or epoch + 1 >= tc.epochs

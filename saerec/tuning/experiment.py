@@ -112,7 +112,7 @@ def run_tune(run: RunDir, cfg: RunConfig, spec: TuneSpec, name: str = "sae_grid"
     meta = run.read_json("activations/meta.json")
     norm, init_sample, _, d_in = norm_and_init(run.root / "activations" / "sae", cfg.sae.normalization)
     model, _ = load_model(run.recommender)
-    inputs, targets = eval_pairs(read_sequences(run, "test", model_index(run.recommender)), model.cfg.max_len)
+    inputs, targets = eval_pairs(read_sequences(run, "test", model_index(run.recommender)), model.max_len)
     shared = {"run_root": str(run.root), "base": cfg.sae, "norm": norm, "init_sample": init_sample, "d_in": d_in,
               "items": run.read_parquet("recommender/items.parquet"), "inputs": inputs, "targets": targets,
               "layer": meta["layer"], "epochs": spec.epochs, "downstream": spec.downstream,
