@@ -114,18 +114,46 @@ def test_normalisation_round_trips_and_streams(mode):
         assert torch.allclose(z.mean(0), torch.zeros(8), atol=1e-4)
 
 
-def test_checkpoint_round_trip(tmp_path):
-    x, _ = planted(n=3000)
-    sae = fit("jumprelu", x, epochs=1, jump_init_threshold=0.5, jump_bandwidth=0.5)
-    st = NormStats("global")
-    st.update(x)
-    sae.normalizer = st.finish()
-    save_sae(tmp_path, sae, {"layer": "block.0"})
-    loaded, meta = load_sae(tmp_path)
-    assert meta["layer"] == "block.0" and meta["sae"]["kind"] == "jumprelu"
+@pytest.mark.parametrize("kind", ["relu", "topk", "batchtopk", "jumprelu"])
+def test_checkpoint_round_trip_restores_every_kind(tmp_path, kind):
+    """Every tensor of the state (weights, biases, the dead-latent counters, BatchTopK's inference
+    threshold, JumpReLU's per-latent thresholds), the config and a per-dimension normaliser come back
+    exactly, so the loaded SAE encodes and decodes bit for bit like the saved one. The state is
+    randomised first, so no value can come back right by being a constructor default."""
+    d = 12
+    sae = build_sae(d, SAEConfig(kind=kind, n_latents=48, k=5, l1=0.3, jump_bandwidth=0.2, seed=4))
+    g = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        assert torch.equal(loaded.encode(x[:100]), sae.encode(x[:100]))
-    assert torch.equal(loaded.normalizer.mean, sae.normalizer.mean)
+        for name, t in sae.state_dict().items():
+            if t.dtype == torch.long:
+                t.copy_(torch.randint(0, 1000, t.shape, generator=g))
+            elif name == "log_threshold":
+                t.copy_(torch.randn(t.shape, generator=g) * 0.3 - 1.0)
+            elif name == "threshold":
+                t.fill_(0.37)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g))
+    st = NormStats("per_dim")
+    st.update(torch.randn(500, d, generator=g) * torch.arange(1, d + 1) + 3)
+    sae.normalizer = st.finish()
+    sae.eval()
+    save_sae(tmp_path, sae, {"layer": "block.1"})
+    loaded, meta = load_sae(tmp_path)
+
+    assert type(loaded) is type(sae) and loaded.cfg == sae.cfg and meta["layer"] == "block.1"
+    want, got = sae.state_dict(), loaded.state_dict()
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name]), name
+    assert {"relu": set(), "topk": set(), "batchtopk": {"threshold"}, "jumprelu": {"log_threshold"}}[kind] <= set(got)
+    assert loaded.normalizer.mode == "per_dim"
+    assert torch.equal(loaded.normalizer.mean, sae.normalizer.mean) and torch.equal(loaded.normalizer.std, sae.normalizer.std)
+    x = torch.randn(200, d, generator=g) * 4 + 3
+    with torch.no_grad():
+        f = sae.encode(sae.normalizer(x))
+        assert 0 < int((f > 0).sum()) < f.numel()                  # thresholds decide: some codes on, some off
+        assert torch.equal(loaded.encode(loaded.normalizer(x)), f)
+        assert torch.equal(loaded.normalizer.inverse(loaded.decode(f)), sae.normalizer.inverse(sae.decode(f)))
 
 
 def test_decoder_rows_stay_unit_norm():

@@ -215,6 +215,55 @@ def test_ndcg_drop_interval_resamples_users_not_points():
     assert naive[1] - naive[0] < 0.6 * (one[1] - one[0])
 
 
+def test_summarise_a_hand_made_sweep_table():
+    """``summarise`` on a table whose answers are worked out by hand, with +5 in the grid: one curve
+    that meets every must-show target and one that misses each of them."""
+    from saerec.steer.sweep import Points, summarise
+
+    values = [-2.0, -1.0, 0.0, 1.0, 2.0, 5.0]
+
+    def curve(attr, name, share, share_last, ndcg, ndcg_last):
+        return pd.DataFrame({"attribute": attr, "curve": name, "target": 7, "value": values, "target_share": share,
+                             "target_share_last": share_last, "ndcg@10": ndcg, "ndcg@10_last": ndcg_last})
+
+    table = pd.concat([
+        # rises with the value (Spearman 1); share 0.5 at +5 against 0.1 unsteered; worst NDCG at |v| <= 2 is
+        # 0.19 at +2 (pooled: 1 - 0.19/0.2 = 5% drop) and 0.2 at -2 on the last items (1 - 0.2/0.25 = 20%);
+        # the big NDCG loss at +5 lies outside |v| <= 2
+        curve("Sci-Fi", "sae/set/delta", [0.02, 0.05, 0.10, 0.20, 0.30, 0.50], [0.01, 0.04, 0.08, 0.16, 0.24, 0.40],
+              [0.195, 0.198, 0.2, 0.199, 0.19, 0.05], [0.2, 0.24, 0.25, 0.25, 0.22, 0.01]),
+        # share ranks 5 3 1 2 4 6 against values 1..6: sum d^2 = 26, Spearman 1 - 6*26/(6*35) = 9/35;
+        # lift 0.12/0.06 = 2 < 3; NDCG 0.15 at -1 is a 25% drop > 10%
+        curve("Western", "probe/add/delta", [0.10, 0.08, 0.06, 0.07, 0.09, 0.12], [0.1, 0.1, 0.1, 0.1, 0.1, 0.1],
+              [0.18, 0.15, 0.2, 0.19, 0.19, 0.19], [0.25] * 6),
+    ]).sample(frac=1.0, random_state=0)                        # row order must not matter
+    b = np.array([0.5, 0.2, 1.0, 0.3, 0.6, 0.4])               # per-point NDCG of 3 users x 2 points
+    points = Points([np.array([1])] * 6, np.ones(6, dtype=np.int64), np.array([0, 0, 1, 1, 2, 2]))
+    base = {"original": {"share:Sci-Fi": 0.1, "share_last:Sci-Fi": 0.08, "share:Western": 0.06,
+                         "share_last:Western": 0.1, "ndcg@10": 0.2, "ndcg@10_last": 0.25},
+            "per_point_ndcg": b}
+    # every point of the worst values loses the same fraction: every bootstrap resample gives that drop
+    per_point = {("Sci-Fi", "sae/set/delta", 2.0): b * 0.95, ("Sci-Fi", "sae/set/delta", -2.0): b * 0.8}
+    by_attribute = {r["attribute"]: r for r in summarise(table, base, per_point, points, k=10)}
+    good, bad = by_attribute["Sci-Fi"], by_attribute["Western"]
+
+    assert (good["attribute"], good["curve"], good["target"]) == ("Sci-Fi", "sae/set/delta", 7)
+    assert good["spearman"] == pytest.approx(1.0)
+    assert good["share_at_5"] == 0.5 and good["lift"] == pytest.approx(5.0)
+    assert good["share_at_5_last_item"] == 0.4 and good["lift_last_item"] == pytest.approx(5.0)
+    assert good["max_ndcg_drop_abs_le_2"] == pytest.approx(0.05) and good["worst_value"] == 2.0
+    assert good["max_ndcg_drop_abs_le_2_last_item"] == pytest.approx(0.2) and good["worst_value_last_item"] == -2.0
+    assert good["ndcg_drop_ci95"] == pytest.approx([0.05, 0.05])
+    assert good["ndcg_drop_ci95_last_item"] == pytest.approx([0.2, 0.2])
+    assert good["monotone_ok"] is True and good["lift_ok"] is True and good["ndcg_ok"] is True
+
+    assert bad["attribute"] == "Western" and bad["spearman"] == pytest.approx(9 / 35)
+    assert bad["lift"] == pytest.approx(2.0) and bad["lift_last_item"] == pytest.approx(1.0)
+    assert bad["max_ndcg_drop_abs_le_2"] == pytest.approx(0.25) and bad["worst_value"] == -1.0
+    assert np.isnan(bad["ndcg_drop_ci95"]).all()               # no per-point NDCG for that value
+    assert bad["monotone_ok"] is False and bad["lift_ok"] is False and bad["ndcg_ok"] is False
+
+
 def test_cli_steer_explain_features(steer_setup, capsys):
     run, _, st, _, _ = steer_setup
     users, _, _ = load_prepared(run).eval_set("test", st.model.cfg.max_len)

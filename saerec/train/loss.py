@@ -70,15 +70,20 @@ def full_ce(hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, 
 
 
 def sampled_ce(hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, num_negatives: int,
-               log_q: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+               log_q: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               negatives: torch.Tensor | None = None) -> torch.Tensor:
     """Sampled softmax with logQ correction (for catalogs too large for the full softmax).
 
     Negatives are drawn from ``q`` (uniform if ``log_q`` is None, else ``exp(log_q)``, e.g. item
     popularity = in-batch-like negatives); subtracting ``log q`` from every logit makes the
     estimate consistent with the full softmax. A negative equal to the target is masked.
+    ``negatives``: 0-based item indices to use instead of drawing (so a test can give every item
+    exactly once and compare with the full softmax).
     """
     V = weights.shape[0]
-    if log_q is None:
+    if negatives is not None:
+        neg = negatives.to(hidden.device)
+    elif log_q is None:
         neg = torch.randint(0, V, (num_negatives,), generator=generator, device=hidden.device)
     else:
         neg = torch.multinomial(log_q.exp(), num_negatives, replacement=True, generator=generator)
