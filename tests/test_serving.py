@@ -5,7 +5,6 @@ steering, a killed replica, a hypothesis fuzz run, the client CLI, the stubs and
 import concurrent.futures as cf
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -287,10 +286,9 @@ def test_stubs_are_up_to_date(tmp_path):
 
 
 def test_proto_passes_buf_lint():
-    buf = shutil.which("buf") or next((str(p) for p in [REPO / ".ci" / "node" / "node_modules" / ".bin" / "buf"]
-                                       if p.exists()), None)
-    if buf is None:
-        pytest.skip("buf not installed (.ci/run installs it from the npm registry when npm is available)")
+    from conftest import require_tool
+
+    buf = require_tool("buf", ".ci/run installs it from the npm registry")
     r = subprocess.run([buf, "lint"], cwd=REPO / "proto", capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -142,15 +142,21 @@ def _cluster_spec(doc: dict) -> tuple[dict | None, str]:
             "RayService": (spec.get("rayClusterConfig"), "spec.rayClusterConfig")}.get(doc.get("kind"), (None, ""))
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def operator_findings(doc: dict) -> list[Finding]:
-    """Rules the KubeRay operator enforces in code rather than in the CRD schema."""
+    """Rules the KubeRay operator enforces in code rather than in the CRD schema. A value of the wrong
+    type is the schema's finding: these rules skip it rather than fail on it."""
     kind, name, out = doc.get("kind"), doc.get("metadata", {}).get("name", ""), []
     label = _label(doc)
     if kind in MAX_NAME and len(name) > MAX_NAME[kind]:
         out.append(Finding(label, "metadata.name", f"{len(name)} characters; KubeRay allows at most {MAX_NAME[kind]}"))
     spec = doc.get("spec", {})
     if kind == "RayJob":
-        if spec.get("submissionMode", "K8sJobMode") not in SUBMISSION_MODES:
+        mode = spec.get("submissionMode", "K8sJobMode")
+        if isinstance(mode, str) and mode not in SUBMISSION_MODES:
             out.append(Finding(label, "spec.submissionMode",
                                f"'{spec['submissionMode']}' is not one of {', '.join(sorted(SUBMISSION_MODES))}"))
         if spec.get("ttlSecondsAfterFinished") and not spec.get("shutdownAfterJobFinishes"):
@@ -158,19 +164,20 @@ def operator_findings(doc: dict) -> list[Finding]:
         if not spec.get("rayClusterSpec") and not spec.get("clusterSelector"):
             out.append(Finding(label, "spec", "needs rayClusterSpec or clusterSelector"))
     if kind == "RayService":
-        t = spec.get("upgradeStrategy", {}).get("type", "NewCluster")
-        if t not in UPGRADE_TYPES:
+        t = (spec.get("upgradeStrategy") or {}).get("type", "NewCluster")
+        if isinstance(t, str) and t not in UPGRADE_TYPES:
             out.append(Finding(label, "spec.upgradeStrategy.type", f"'{t}' is not one of {', '.join(sorted(UPGRADE_TYPES))}"))
-        try:
-            yaml.safe_load(spec.get("serveConfigV2", ""))
-        except yaml.YAMLError as e:
-            out.append(Finding(label, "spec.serveConfigV2", f"not valid YAML: {e}"))
+        problem = _serve_config(doc)[1]
+        if problem:
+            out.append(Finding(label, "spec.serveConfigV2", problem))
     cluster, where = _cluster_spec(doc)
     for i, g in enumerate((cluster or {}).get("workerGroupSpecs", [])):
         lo, hi = g.get("minReplicas", 0), g.get("maxReplicas", 2**31 - 1)
+        if not (_is_int(lo) and _is_int(hi)):
+            continue
         if lo > hi:
             out.append(Finding(label, f"{where}.workerGroupSpecs[{i}]", f"minReplicas {lo} > maxReplicas {hi}"))
-        if "replicas" in g and not lo <= g["replicas"] <= hi:
+        if _is_int(g.get("replicas")) and not lo <= g["replicas"] <= hi:
             out.append(Finding(label, f"{where}.workerGroupSpecs[{i}].replicas",
                                f"{g['replicas']} is outside minReplicas..maxReplicas ({lo}..{hi})"))
     return out
@@ -220,9 +227,9 @@ def policy_findings(doc: dict, image: str = "saerec") -> list[Finding]:
                                    "non-zero runAsUser, allowPrivilegeEscalation false"))
     cluster, where = _cluster_spec(doc)
     if cluster:
-        head = cluster.get("headGroupSpec", {}).get("template", {}).get("spec", {}).get("containers", [{}])[0]
-        ports = {p.get("containerPort") for p in head.get("ports", [])}
-        if not HEAD_PORTS <= ports:
+        heads = cluster.get("headGroupSpec", {}).get("template", {}).get("spec", {}).get("containers") or []
+        ports = {p.get("containerPort") for p in (heads[0].get("ports", []) if heads else [])}
+        if heads and not HEAD_PORTS <= ports:           # no head container is reported above
             out.append(Finding(label, f"{where}.headGroupSpec.template.spec.containers[0].ports",
                                f"missing {sorted(HEAD_PORTS - ports)} (GCS, dashboard/jobs)"))
         opts = cluster.get("autoscalerOptions")
@@ -235,16 +242,34 @@ def policy_findings(doc: dict, image: str = "saerec") -> list[Finding]:
     return out
 
 
+def _serve_config(doc: dict) -> tuple[dict | None, str | None]:
+    """A RayService's ``serveConfigV2`` parsed, or None and why not (one line: YAML's own errors span
+    several, and the CLI prints one finding per line)."""
+    try:
+        conf = yaml.safe_load(doc.get("spec", {}).get("serveConfigV2", "")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        return None, f"not valid YAML: {problem}" + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark else "")
+    if not isinstance(conf, dict):
+        return None, f"must be a YAML mapping (a Serve config), got {type(conf).__name__}"
+    return conf, None
+
+
 def _serve_port_findings(doc: dict) -> list[Finding]:
     """The Serve config's HTTP and gRPC ports are container ports named so that KubeRay exposes them."""
     label, out = _label(doc), []
-    conf = yaml.safe_load(doc["spec"].get("serveConfigV2", "")) or {}
+    conf = _serve_config(doc)[0]
+    if conf is None:                     # unreadable: operator_findings says why
+        return out
     want = {"serve": conf.get("http_options", {}).get("port", 8000)}
     if conf.get("grpc_options", {}).get("port"):
         want["serve-grpc"] = conf["grpc_options"]["port"]
     for i, g in enumerate(doc["spec"].get("rayClusterConfig", {}).get("workerGroupSpecs", [])):
-        c = g.get("template", {}).get("spec", {}).get("containers", [{}])[0]
-        ports = {p.get("name"): p.get("containerPort") for p in c.get("ports", [])}
+        containers = g.get("template", {}).get("spec", {}).get("containers") or []
+        if not containers:                   # reported as "no containers"
+            continue
+        ports = {p.get("name"): p.get("containerPort") for p in containers[0].get("ports", [])}
         for pname, port in want.items():
             if ports.get(pname) != port:
                 out.append(Finding(label, f"spec.rayClusterConfig.workerGroupSpecs[{i}].template.spec.containers[0].ports",
