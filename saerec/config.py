@@ -2,6 +2,14 @@
 
 The resolved config is saved in the run directory (``RUN/config.yaml``) so every stage
 and every rerun sees exactly what produced the artifacts.
+
+Choices are written once, in the field's type, and checked when a value is set and when a
+section is built, so a typo fails with the valid values instead of silently meaning the default:
+
+- a fixed set of strings: ``loss: Literal["ce", "sampled"] = "ce"``;
+- anything else a plain type cannot say (a free string with a format, a range):
+  ``Annotated[str, check]`` where ``check(value)`` raises ``ValueError(reason)``.
+  Both give one line, e.g. ``train.loss: 'cee' is not one of 'ce', 'sampled'``.
 """
 
 from __future__ import annotations
@@ -10,8 +18,9 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -19,8 +28,21 @@ from .errors import UsageError
 from .sae.base import SAEConfig
 
 
+def _probability(p: float) -> None:
+    """Dropout rates: torch would only reject them inside a training worker, as a traceback."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{p!r} is not in [0, 1)")
+
+
+class Section:
+    """Base of every config section: checks its choice fields when built (``Literal``/``Annotated``)."""
+
+    def __post_init__(self):
+        check_choices(self)
+
+
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     """Where interactions come from and what the documented filters drop."""
 
     dataset: str = "ml-1m"            # a GroupLens name, a folder under SAEREC_DATA_DIR, or "synthetic"
@@ -34,7 +56,7 @@ class DataConfig:
 
 
 @dataclass
-class SplitConfig:
+class SplitConfig(Section):
     """The paper's split (RePlay NewUsersSplitter + ColdUserRandomSplitter)."""
 
     test_fraction: float = 0.1        # most recent new users -> test
@@ -44,19 +66,19 @@ class SplitConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Section):
     """GPTRec defaults from the paper: 3 layers, 2 heads, hidden 64, max length 200."""
 
     n_layers: int = 3
     n_heads: int = 2
     d_model: int = 64
     max_len: int = 200
-    dropout: float = 0.1              # embedding and residual dropout
-    attn_dropout: float = 0.0         # >0 forces the slow non-fused attention path on CPU
+    dropout: Annotated[float, _probability] = 0.1        # embedding and residual dropout
+    attn_dropout: Annotated[float, _probability] = 0.0         # >0 forces the slow non-fused attention path on CPU
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """GPTRec training on Ray Train."""
 
     epochs: int = 200                 # upper bound; early stopping usually ends sooner
@@ -64,10 +86,10 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_tokens: int = 4096          # token budget per batch (length-bucketed, little padding)
-    windows: str = "all"              # "all": every chunk of each history; "last": the most recent max_len+1 items (authors)
-    loss: str = "ce"                  # "ce" full softmax, or "sampled" (sampled softmax with logQ correction)
+    windows: Literal["all", "last"] = "all"              # "all": every chunk of each history; "last": the most recent max_len+1 items (authors)
+    loss: Literal["ce", "sampled"] = "ce"                # "ce" full softmax, or "sampled" (sampled softmax with logQ correction)
     num_negatives: int = 1024         # for loss == "sampled"
-    negatives: str = "uniform"        # "uniform" or "inbatch" (popularity-proportional)
+    negatives: Literal["uniform", "inbatch"] = "uniform"  # "uniform" or "inbatch" (popularity-proportional)
     num_workers: int = 1
     cpus_per_worker: float | None = None   # default: the cluster's CPUs split evenly
     use_gpu: bool | None = None       # None: auto-detect
@@ -78,7 +100,7 @@ class TrainConfig:
 
 
 @dataclass
-class ActivationsConfig:
+class ActivationsConfig(Section):
     """Which hidden state the SAE reads, and how Ray Data streams users through the model."""
 
     layer: str = "block.0"            # the paper: output of the first block
@@ -89,23 +111,23 @@ class ActivationsConfig:
 
 
 @dataclass
-class SAEStageConfig:
+class SAEStageConfig(Section):
     num_workers: int = 1              # Ray Train workers for SAE training
     max_failures: int = 2             # worker failures survived by resuming from the last checkpoint
     cache_shard: bool = True          # epochs after the first replay each worker's shard from node-local disk
 
 
 @dataclass
-class SteerConfig:
+class SteerConfig(Section):
     """``saerec steer-eval``: the paper's sweep (Section 8.2) over attributes' top features."""
 
     attributes: list[str] = field(default_factory=lambda: ["Action", "Children", "Fantasy", "Sci-Fi", "Western"])
     value_min: float = -10.0
     value_max: float = 10.0
     value_step: float = 1.0
-    mode: str = "set"                 # SAE sweep (Figure 8): set the feature at the last step, as the paper
-    positions: str = "last"
-    splices: list[str] = field(default_factory=lambda: ["delta", "reconstruction"])
+    mode: Literal["set", "add", "scale"] = "set"   # SAE sweep (Figure 8): set the feature at the last step, as the paper
+    positions: Literal["last"] = "last"            # the sweep replays last-step edits only (Steerer.recommend_variants)
+    splices: list[Literal["delta", "reconstruction"]] = field(default_factory=lambda: ["delta", "reconstruction"])
     probe: bool = True                # SAE vs linear probe, both with mode add (Figure 9)
     probe_rows: int = 100_000         # activation rows sampled to fit each probe
     k: int = 10
@@ -132,6 +154,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "RunConfig":
         cfg = cls()
+        if not isinstance(d or {}, dict):
+            raise UsageError(f"a config must be a mapping of sections (data, train, ...), got {type(d).__name__}")
         for section, values in (d or {}).items():
             if not hasattr(cfg, section) or not dataclasses.is_dataclass(getattr(cfg, section)):
                 raise UsageError(f"unknown config section '{section}' (known: {', '.join(_sections(cfg))})")
@@ -150,6 +174,8 @@ class RunConfig:
             return cls.from_dict(yaml.safe_load(Path(path).read_text()))
         except yaml.YAMLError as e:
             raise UsageError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
 
 
 def _sections(cfg) -> list[str]:
@@ -159,6 +185,20 @@ def _sections(cfg) -> list[str]:
 def _coerce(value: Any, tp: Any, name: str) -> Any:
     """Check/convert a YAML value to a dataclass field's type (int -> float allowed)."""
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *checks = typing.get_args(tp)
+        value = _coerce(value, base, name)
+        for check in checks:
+            try:
+                check(value)
+            except ValueError as e:
+                raise UsageError(f"{name}: {e}") from None
+        return value
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if any(type(value) is type(c) and value == c for c in choices):
+            return value
+        raise UsageError(f"{name}: {value!r} is not one of {', '.join(map(repr, choices))}")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -196,6 +236,32 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     raise UsageError(f"{name} must be {tp.__name__}, got {value!r}")
 
 
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A section's field types, ``Annotated`` checks kept."""
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _is_choice(tp: Any) -> bool:
+    """Whether a type (or a part of it: ``list[...]``, ``... | None``) is a Literal or carries a check."""
+    return typing.get_origin(tp) in (Literal, Annotated) or any(_is_choice(a) for a in typing.get_args(tp))
+
+
+def check_choices(section: Any) -> None:
+    """Check a section's choice fields; called when it is built, so ``TrainConfig(loss="cee")`` (or a
+    stale ``config.yaml``, or a Ray worker's copy) fails at once instead of meaning the default."""
+    prefix = _section_names().get(type(section), type(section).__name__)
+    for key, tp in _hints(type(section)).items():
+        if _is_choice(tp):
+            setattr(section, key, _coerce(getattr(section, key), tp, f"{prefix}.{key}"))
+
+
+@cache
+def _section_names() -> dict[type, str]:
+    """Section class -> its key in RunConfig (``TrainConfig`` -> ``train``), for error messages."""
+    return {tp: name for name, tp in _hints(RunConfig).items()}
+
+
 def set_value(cfg: RunConfig, dotted: str, value: Any) -> None:
     """Set ``section.key`` on a RunConfig, checking that both exist and the type fits."""
     if "." not in dotted:
@@ -204,7 +270,7 @@ def set_value(cfg: RunConfig, dotted: str, value: Any) -> None:
     sub = getattr(cfg, section, None)
     if sub is None or not dataclasses.is_dataclass(sub):
         raise UsageError(f"unknown config section '{section}' (known: {', '.join(_sections(cfg))})")
-    hints = typing.get_type_hints(type(sub))
+    hints = _hints(type(sub))
     if key not in hints:
         raise UsageError(f"unknown config key '{dotted}' (known in {section}: {', '.join(hints)})")
     setattr(sub, key, _coerce(value, hints[key], dotted))

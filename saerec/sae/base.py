@@ -15,8 +15,10 @@ f = act(W_enc (x - b_dec) + b_enc),  x_hat = f W_dec + b_dec   (x already normal
 from __future__ import annotations
 
 import json
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -24,15 +26,18 @@ from safetensors.torch import load_file, save_file
 
 from .normalize import Normalizer
 
-KINDS = ("relu", "topk", "batchtopk", "jumprelu")
+SAEKind = Literal["relu", "topk", "batchtopk", "jumprelu"]
+KINDS = typing.get_args(SAEKind)
 
 
 @dataclass
 class SAEConfig:
-    kind: str = "relu"
+    """The ``sae`` config section; choices are checked when it is built (saerec.config.check_choices)."""
+
+    kind: SAEKind = "relu"
     n_latents: int = 2048
     l1: float = 0.1                 # relu: L1 weight (paper: 0.1)
-    recon: str = "squared"          # "squared": ||x - x_hat||^2 (paper); "l2": ||x - x_hat|| (authors' library)
+    recon: Literal["squared", "l2"] = "squared"     # "squared": ||x - x_hat||^2 (paper); "l2": ||x - x_hat|| (authors' library)
     k: int = 32                     # topk / batchtopk: active latents per activation (mean, for batchtopk)
     auxk_alpha: float = 1 / 32      # topk kinds: weight of the AuxK loss
     k_aux: int | None = None        # default: d_in // 2
@@ -40,8 +45,8 @@ class SAEConfig:
     jump_bandwidth: float = 0.001   # jumprelu: straight-through rectangle width
     jump_init_threshold: float = 0.001
     l0: float = 0.01                # jumprelu: L0 penalty weight
-    b_dec_init: str = "mean"        # "mean" or "geometric_median"
-    normalization: str = "global"   # "global" (paper), "per_dim", "none"
+    b_dec_init: Literal["mean", "geometric_median"] = "mean"
+    normalization: Literal["global", "per_dim", "none"] = "global"      # "global": the paper
     lr: float = 1e-3
     batch_size: int = 256
     epochs: int = 10                # ~5.9k steps of 256 on ML-1M users 1-2999 (authors: 5k steps on ML-1M)
@@ -49,10 +54,9 @@ class SAEConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"sae kind must be one of {KINDS}, got {self.kind!r}")
-        if self.recon not in ("squared", "l2"):
-            raise ValueError(f"recon must be 'squared' or 'l2', got {self.recon!r}")
+        from ..config import check_choices       # saerec.config imports this module
+
+        check_choices(self)
 
 
 @dataclass

@@ -1,0 +1,124 @@
+"""Validated choices: every enumerated config value is a Literal (or carries a check) in its type,
+and a bad value is one line listing the valid ones, exit 2, before any work starts."""
+
+import os
+import subprocess
+import sys
+import typing
+from dataclasses import dataclass
+from typing import Annotated
+
+import pytest
+
+from saerec.cli import main
+from saerec.config import RunConfig, Section, TrainConfig, _hints, _is_choice, apply_overrides
+from saerec.errors import UsageError
+from saerec.sae.base import SAEConfig
+
+# one bad value per choice field, and the line that must name the valid ones
+BAD = {
+    "train.loss": ("cee", "train.loss: 'cee' is not one of 'ce', 'sampled'"),
+    "train.negatives": ("popular", "train.negatives: 'popular' is not one of 'uniform', 'inbatch'"),
+    "train.windows": ("first", "train.windows: 'first' is not one of 'all', 'last'"),
+    "sae.kind": ("gated", "sae.kind: 'gated' is not one of 'relu', 'topk', 'batchtopk', 'jumprelu'"),
+    "sae.recon": ("l1", "sae.recon: 'l1' is not one of 'squared', 'l2'"),
+    "sae.normalization": ("zscore", "sae.normalization: 'zscore' is not one of 'global', 'per_dim', 'none'"),
+    "sae.b_dec_init": ("median", "sae.b_dec_init: 'median' is not one of 'mean', 'geometric_median'"),
+    "steer.mode": ("mul", "steer.mode: 'mul' is not one of 'set', 'add', 'scale'"),
+    "steer.positions": ("all", "steer.positions: 'all' is not one of 'last'"),
+    "steer.splices": ("delta,recon", "steer.splices: 'recon' is not one of 'delta', 'reconstruction'"),
+    "model.dropout": ("1.5", "model.dropout: 1.5 is not in [0, 1)"),
+    "model.attn_dropout": ("-0.1", "model.attn_dropout: -0.1 is not in [0, 1)"),
+}
+FREE = {"model.dropout", "model.attn_dropout"}    # checked by a function
+
+
+def choice_keys() -> set[str]:
+    cfg = RunConfig()
+    return {f"{s}.{k}" for s in _hints(RunConfig) for k, tp in _hints(type(getattr(cfg, s))).items() if _is_choice(tp)}
+
+
+def test_every_choice_field_has_a_bad_value_case():
+    """A new Literal field without a case here fails this test (and the table stays honest)."""
+    assert choice_keys() == set(BAD)
+
+
+@pytest.mark.parametrize("key", sorted(BAD))
+def test_bad_choice_exits_2_before_any_work(key, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    value, line = BAD[key]
+    assert main(["train", "--run", str(tmp_path / "run"), "--set", f"{key}={value}"]) == 2
+    assert capsys.readouterr().err.strip() == f"saerec: error: {line}"
+    assert not (tmp_path / "run").exists()          # failed while resolving the config: no run directory
+
+
+def test_console_script_rejects_a_typo_in_train_loss(tmp_path):
+    """The issue's command, through the installed entry point."""
+    p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "saerec"), "train", "--run", str(tmp_path / "r"),
+                        "--set", "train.loss=cee"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == f"saerec: error: {BAD['train.loss'][1]}"
+
+
+def test_every_listed_choice_is_accepted_and_defaults_are_unchanged(tmp_path):
+    cfg = RunConfig()
+    assert (cfg.train.loss, cfg.train.negatives, cfg.train.windows) == ("ce", "uniform", "all")
+    assert (cfg.sae.kind, cfg.sae.recon, cfg.sae.normalization, cfg.sae.b_dec_init) == ("relu", "squared", "global", "mean")
+    assert (cfg.steer.mode, cfg.steer.positions, cfg.steer.splices) == ("set", "last", ["delta", "reconstruction"])
+    assert (cfg.model.dropout, cfg.model.attn_dropout) == (0.1, 0.0)
+    for key in sorted(choice_keys() - FREE):
+        section, name = key.split(".")
+        tp = _hints(type(getattr(cfg, section)))[name]
+        literal = typing.get_args(tp)[0] if typing.get_origin(tp) is list else tp
+        for choice in typing.get_args(literal):
+            apply_overrides(cfg, [f"{key}={choice}"])
+            assert getattr(getattr(cfg, section), name) in (choice, [choice])
+    cfg.save(tmp_path / "c.yaml")
+    assert RunConfig.load(tmp_path / "c.yaml") == cfg
+
+
+def test_sections_check_their_choices_when_built(tmp_path):
+    """Direct construction, a config file and a Ray worker's SAEConfig(**dict) all go through the check."""
+    with pytest.raises(UsageError, match=r"^train.loss: 'cee' is not one of 'ce', 'sampled'$"):
+        TrainConfig(loss="cee")
+    with pytest.raises(UsageError, match=r"^sae.kind: 'gated' is not one of"):
+        SAEConfig(kind="gated")
+    p = tmp_path / "c.yaml"
+    p.write_text("sae:\n  b_dec_init: median\n")
+    with pytest.raises(UsageError, match=r"^sae.b_dec_init: 'median' is not one of 'mean', 'geometric_median'$"):
+        RunConfig.load(p)
+
+
+def _arch(value: str) -> None:
+    if value not in ("gptrec", "sasrec") and ":" not in value:
+        raise ValueError(f"{value!r} is neither gptrec, sasrec nor package.module:factory")
+
+
+@dataclass
+class _Model(Section):
+    arch: Annotated[str, _arch] = "gptrec"
+
+
+def test_a_free_string_can_carry_its_own_check():
+    """The room left for model.arch: a str field whose check is a function, not a Literal."""
+    assert _Model("pkg.mod:make").arch == "pkg.mod:make" and _Model().arch == "gptrec"
+    with pytest.raises(UsageError, match=r"^_Model.arch: 'bert' is neither gptrec, sasrec nor package.module:factory$"):
+        _Model("bert")
+    with pytest.raises(UsageError, match=r"^_Model.arch must be str, got 3$"):
+        _Model(3)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("- train\n", "a config must be a mapping of sections"),
+    (None, "cannot read"),                          # a directory
+])
+def test_unreadable_config_files_are_usage_errors(text, needle, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c.yaml"
+    if text is None:
+        path.mkdir()
+    else:
+        path.write_text(text)
+    assert main(["train", "--run", str(tmp_path / "run"), "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
