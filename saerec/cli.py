@@ -229,7 +229,7 @@ def cmd_train(args) -> int:
 
 def _print_metrics(m: dict) -> None:
     keys = ["ndcg@10", "hit_rate@10", "mrr@10", "coverage@10"]
-    print(_table([("GPTRec", m), ("popularity", m["popularity"])], keys))
+    print(_table([(m.get("arch", "model"), m), ("popularity", m["popularity"])], keys))
 
 
 def cmd_evaluate(args) -> int:

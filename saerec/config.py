@@ -65,10 +65,28 @@ class SplitConfig(Section):
     val_users: int = 10_000           # SAE-part users whose last item is the validation target
 
 
+BUILTIN_ARCHS = ("gptrec", "sasrec", "bert4rec")
+
+
+def _arch(value: str) -> None:
+    """A built-in architecture, or a user's factory as ``package.module:function``."""
+    if value in BUILTIN_ARCHS:
+        return
+    mod, sep, fn = str(value).partition(":")
+    if not (sep and mod and fn and all(p.isidentifier() for p in mod.split(".")) and fn.isidentifier()):
+        raise ValueError(f"{value!r} is not one of {', '.join(map(repr, BUILTIN_ARCHS))} "
+                         "nor a factory 'package.module:function'")
+
+
 @dataclass
 class ModelConfig(Section):
-    """GPTRec defaults from the paper: 3 layers, 2 heads, hidden 64, max length 200."""
+    """The recommender. Built-in architectures share these sizes (GPTRec defaults from the paper:
+    3 layers, 2 heads, hidden 64, max length 200); a factory ``package.module:function`` is called
+    as ``function(n_items=..., **factory_kwargs)`` and returns a
+    :class:`saerec.model.interface.SequentialRecommender` (docs/models.md)."""
 
+    arch: Annotated[str, _arch] = "gptrec"
+    factory_kwargs: dict = field(default_factory=dict)   # for a factory arch only
     n_layers: int = 3
     n_heads: int = 2
     d_model: int = 64
@@ -87,7 +105,7 @@ class TrainConfig(Section):
     weight_decay: float = 0.0
     batch_tokens: int = 4096          # token budget per batch (length-bucketed, little padding)
     windows: Literal["all", "last"] = "all"              # "all": every chunk of each history; "last": the most recent max_len+1 items (authors)
-    loss: Literal["ce", "sampled"] = "ce"                # "ce" full softmax, or "sampled" (sampled softmax with logQ correction)
+    loss: Literal["ce", "sampled", "bce"] = "ce"         # "ce" full softmax, "sampled" (sampled softmax with logQ correction), "bce" (one uniform negative per position: the original SASRec)
     num_negatives: int = 1024         # for loss == "sampled"
     negatives: Literal["uniform", "inbatch"] = "uniform"  # "uniform" or "inbatch" (popularity-proportional)
     num_workers: int = 1
@@ -97,6 +115,7 @@ class TrainConfig(Section):
     ce_chunk: int = 256               # rows per chunk of the fused full-softmax CE on CPU (0: plain)
     eval_batch_size: int = 256
     max_failures: int = 2             # worker failures survived by resuming from the last checkpoint
+    mask_prob: Annotated[float, _probability] = 0.2       # masked (Cloze) models: share of positions masked (BERT4Rec authors: 0.2)
 
 
 @dataclass
@@ -230,6 +249,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             return float(value)
     elif tp is str:
         if isinstance(value, str):
+            return value
+    elif tp is dict:                               # --set model.factory_kwargs='{d: 64}'
+        if isinstance(value, dict):
             return value
     else:
         return value

@@ -5,19 +5,17 @@ import os
 import subprocess
 import sys
 import typing
-from dataclasses import dataclass
-from typing import Annotated
 
 import pytest
 
 from saerec.cli import main
-from saerec.config import RunConfig, Section, TrainConfig, _hints, _is_choice, apply_overrides
+from saerec.config import ModelConfig, RunConfig, TrainConfig, _hints, _is_choice, apply_overrides
 from saerec.errors import UsageError
 from saerec.sae.base import SAEConfig
 
 # one bad value per choice field, and the line that must name the valid ones
 BAD = {
-    "train.loss": ("cee", "train.loss: 'cee' is not one of 'ce', 'sampled'"),
+    "train.loss": ("cee", "train.loss: 'cee' is not one of 'ce', 'sampled', 'bce'"),
     "train.negatives": ("popular", "train.negatives: 'popular' is not one of 'uniform', 'inbatch'"),
     "train.windows": ("first", "train.windows: 'first' is not one of 'all', 'last'"),
     "sae.kind": ("gated", "sae.kind: 'gated' is not one of 'relu', 'topk', 'batchtopk', 'jumprelu'"),
@@ -29,8 +27,11 @@ BAD = {
     "steer.splices": ("delta,recon", "steer.splices: 'recon' is not one of 'delta', 'reconstruction'"),
     "model.dropout": ("1.5", "model.dropout: 1.5 is not in [0, 1)"),
     "model.attn_dropout": ("-0.1", "model.attn_dropout: -0.1 is not in [0, 1)"),
+    "train.mask_prob": ("1", "train.mask_prob: 1.0 is not in [0, 1)"),
+    "model.arch": ("gpt-rec", "model.arch: 'gpt-rec' is not one of 'gptrec', 'sasrec', 'bert4rec' "
+                              "nor a factory 'package.module:function'"),
 }
-FREE = {"model.dropout", "model.attn_dropout"}    # checked by a function
+FREE = {"model.dropout", "model.attn_dropout", "train.mask_prob", "model.arch"}    # checked by a function
 
 
 def choice_keys() -> set[str]:
@@ -65,7 +66,7 @@ def test_every_listed_choice_is_accepted_and_defaults_are_unchanged(tmp_path):
     assert (cfg.train.loss, cfg.train.negatives, cfg.train.windows) == ("ce", "uniform", "all")
     assert (cfg.sae.kind, cfg.sae.recon, cfg.sae.normalization, cfg.sae.b_dec_init) == ("relu", "squared", "global", "mean")
     assert (cfg.steer.mode, cfg.steer.positions, cfg.steer.splices) == ("set", "last", ["delta", "reconstruction"])
-    assert (cfg.model.dropout, cfg.model.attn_dropout) == (0.1, 0.0)
+    assert (cfg.model.arch, cfg.model.dropout, cfg.model.attn_dropout, cfg.train.mask_prob) == ("gptrec", 0.1, 0.0, 0.2)
     for key in sorted(choice_keys() - FREE):
         section, name = key.split(".")
         tp = _hints(type(getattr(cfg, section)))[name]
@@ -79,7 +80,7 @@ def test_every_listed_choice_is_accepted_and_defaults_are_unchanged(tmp_path):
 
 def test_sections_check_their_choices_when_built(tmp_path):
     """Direct construction, a config file and a Ray worker's SAEConfig(**dict) all go through the check."""
-    with pytest.raises(UsageError, match=r"^train.loss: 'cee' is not one of 'ce', 'sampled'$"):
+    with pytest.raises(UsageError, match=r"^train.loss: 'cee' is not one of 'ce', 'sampled', 'bce'$"):
         TrainConfig(loss="cee")
     with pytest.raises(UsageError, match=r"^sae.kind: 'gated' is not one of"):
         SAEConfig(kind="gated")
@@ -89,23 +90,17 @@ def test_sections_check_their_choices_when_built(tmp_path):
         RunConfig.load(p)
 
 
-def _arch(value: str) -> None:
-    if value not in ("gptrec", "sasrec") and ":" not in value:
-        raise ValueError(f"{value!r} is neither gptrec, sasrec nor package.module:factory")
-
-
-@dataclass
-class _Model(Section):
-    arch: Annotated[str, _arch] = "gptrec"
-
-
-def test_a_free_string_can_carry_its_own_check():
-    """The room left for model.arch: a str field whose check is a function, not a Literal."""
-    assert _Model("pkg.mod:make").arch == "pkg.mod:make" and _Model().arch == "gptrec"
-    with pytest.raises(UsageError, match=r"^_Model.arch: 'bert' is neither gptrec, sasrec nor package.module:factory$"):
-        _Model("bert")
-    with pytest.raises(UsageError, match=r"^_Model.arch must be str, got 3$"):
-        _Model(3)
+def test_a_free_string_carries_its_own_check():
+    """model.arch: a built-in name or any ``package.module:function`` factory, checked by a function."""
+    cfg = apply_overrides(RunConfig(), ["model.arch=my_pkg.models:build", "model.factory_kwargs={d: 8}"])
+    assert (cfg.model.arch, cfg.model.factory_kwargs) == ("my_pkg.models:build", {"d": 8})
+    assert ModelConfig(arch="bert4rec").arch == "bert4rec"
+    with pytest.raises(UsageError, match=r"^model.arch: 'my_pkg.models' is not one of"):
+        ModelConfig(arch="my_pkg.models")
+    with pytest.raises(UsageError, match=r"^model.arch must be str, got 3$"):
+        ModelConfig(arch=3)
+    with pytest.raises(UsageError, match=r"^model.factory_kwargs must be dict, got 'd=8'$"):
+        apply_overrides(cfg, ["model.factory_kwargs=d=8"])
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -33,4 +33,5 @@ def evaluate_run(run: RunDir, prepared: Prepared, k: int = 10, batch_size: int =
                       "items": s.get(f"{p}_items")} for p in ("rec", "sae", "test")},
         "cut_time": s.get("cut_time"),
         "n_items": model.n_items,
+        "arch": meta["model"].get("arch", "gptrec"),
     }

@@ -1,4 +1,7 @@
-"""GPTRec checkpoints: ``model.safetensors`` + ``config.json`` (no pickle anywhere)."""
+"""Recommender checkpoints: ``model.safetensors`` + ``config.json`` (no pickle anywhere).
+
+``config.json`` holds the :class:`~saerec.config.ModelConfig` (``arch`` says which model to build;
+runs written before ``arch`` existed are GPTRec) and ``n_items``."""
 
 from __future__ import annotations
 
@@ -10,8 +13,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
-from ..errors import RunError
-from .gptrec import GPTRec
+from ..errors import RunError, UsageError
+from .interface import SequentialRecommender
+from .registry import build_model
 
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
@@ -21,24 +25,42 @@ def state_dict_for_save(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def save_model(folder: str | Path, model: GPTRec, meta: dict | None = None, weights_name: str = WEIGHTS) -> None:
+def save_model(folder: str | Path, model: SequentialRecommender, meta: dict | None = None,
+               weights_name: str = WEIGHTS, cfg: ModelConfig | None = None) -> None:
+    """Weights and config; ``cfg`` defaults to the model's own (built-in architectures carry it)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     core = getattr(model, "module", model)
     save_file(state_dict_for_save(core), str(folder / weights_name))
-    cfg = {"model": asdict(core.cfg), "n_items": core.n_items, **(meta or {})}
-    (folder / CONFIG).write_text(json.dumps(cfg, indent=2))
+    conf = {"model": asdict(cfg or core.cfg), "n_items": core.n_items, **(meta or {})}
+    (folder / CONFIG).write_text(json.dumps(conf, indent=2))
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu",
-               weights_name: str = WEIGHTS) -> tuple[GPTRec, dict]:
+               weights_name: str = WEIGHTS) -> tuple[SequentialRecommender, dict]:
     folder = Path(folder)
     if not (folder / CONFIG).exists() or not (folder / weights_name).exists():
-        raise RunError(f"{folder}: no GPTRec checkpoint ({CONFIG} + {weights_name}); run `saerec train` first")
+        raise RunError(f"{folder}: no recommender checkpoint ({CONFIG} + {weights_name}); "
+                       "run `saerec train` or `saerec import-model` first")
     meta = json.loads((folder / CONFIG).read_text())
-    model = GPTRec(ModelConfig(**meta["model"]), int(meta["n_items"]))
-    model.load_state_dict(load_file(str(folder / weights_name), device=str(device)))
+    model = build_model(ModelConfig(**meta["model"]), int(meta["n_items"]))
+    load_weights(model, load_file(str(folder / weights_name), device=str(device)), folder / weights_name)
     return model.to(device).eval(), meta
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """``model.load_state_dict(state)``, a mismatch reported as one line (missing, unexpected, shapes)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}" if missing else "",
+                 f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}" if unexpected else "",
+                 f"shape {'; '.join(shapes[:3])}" if shapes else ""]
+        raise UsageError(f"{source}: the state dict does not fit the model: " + "; ".join(p for p in parts if p))
+    model.load_state_dict(state)
 
 
 def model_index(folder: str | Path):

@@ -1,4 +1,4 @@
-"""One training epoch of GPTRec in plain torch (Ray Train calls this on each worker)."""
+"""One training epoch of a recommender in plain torch (Ray Train calls this on each worker)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from ..config import TrainConfig
 from ..progress import Progress
 from .batching import collate
-from .loss import full_ce, sampled_ce
+from .objective import loss_on, predictions
 
 
 @dataclass
@@ -32,7 +32,8 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, windows: list[np.ndarray],
                 batches: list[np.ndarray], cfg: TrainConfig, device: torch.device | str = "cpu",
-                log_q: torch.Tensor | None = None, progress: Progress | None = None) -> EpochStats:
+                log_q: torch.Tensor | None = None, progress: Progress | None = None,
+                objective: str = "causal") -> EpochStats:
     model.train()
     core = unwrap(model)
     total_loss, tokens, padded = 0.0, 0, 0
@@ -40,19 +41,12 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, window
     for idx in batches:
         inp, tgt, lengths = collate(windows, idx)
         inp, tgt, lengths = inp.to(device), tgt.to(device), lengths.to(device)
-        out = model(inp, lengths)
-        mask = tgt != 0
-        h = out.hidden[mask]
-        y = tgt[mask]
-        W = core.item_weights()
-        if cfg.loss == "ce":
-            loss = full_ce(h, W, y, chunk=cfg.ce_chunk)
-        else:
-            loss = sampled_ce(h, W, y, cfg.num_negatives, log_q if cfg.negatives == "inbatch" else None)
+        h, y = predictions(model, core, inp, tgt, lengths, objective, cfg.mask_prob)
+        loss = loss_on(h, core.item_weights(), y, cfg, log_q)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        n = int(mask.sum())
+        n = len(y)
         total_loss += float(loss.detach()) * n
         tokens += n
         padded += tgt.numel()

@@ -1,4 +1,4 @@
-"""GPTRec training on Ray Train: data-parallel workers (gloo on CPU, NCCL on GPU), a checkpoint
+"""Recommender training (any ``model.arch``) on Ray Train: data-parallel workers (gloo on CPU, NCCL on GPU), a checkpoint
 every epoch, early stopping on validation NDCG@10, resume from the last checkpoint after a failure.
 
 The driver packs the training windows and validation set into the object store once; each worker
@@ -29,6 +29,7 @@ from ..eval.metrics import ranking_metrics
 from ..eval.ranking import recommend
 from ..model.checkpoint import WEIGHTS, load_model, save_model
 from ..model.interface import SequentialRecommender
+from ..model.registry import build_model, objective
 from ..progress import Progress, fmt_seconds, print_line
 from ..rundir import RunDir
 from .batching import bucket_batches, make_windows, shard_batches
@@ -80,7 +81,7 @@ def worker_start(rank: int, world: int, state: dict, weights: Mapping[str, torch
     return {"pids": [int(p) for p in pids], "start_epoch": state["epoch"], "start_weights": weights_digest(weights)}
 
 
-def _validate(core: GPTRec, inputs: list[np.ndarray], targets: np.ndarray, rank: int, world: int,
+def _validate(core: SequentialRecommender, inputs: list[np.ndarray], targets: np.ndarray, rank: int, world: int,
               device, batch_size: int) -> dict[str, float]:
     mine = np.arange(rank, len(inputs), world)
     if len(mine):
@@ -114,7 +115,9 @@ def worker_loop(config: dict) -> None:
     log_q = torch.from_numpy(data["log_q"]) if data.get("log_q") is not None else None
 
     torch.manual_seed(tc.seed)
-    model = ray.train.torch.prepare_model(GPTRec(mc, int(data["n_items"])))
+    core_model = build_model(mc, int(data["n_items"]))
+    obj = objective(mc, core_model)
+    model = ray.train.torch.prepare_model(core_model)
     device = ray.train.torch.get_device()
     core = unwrap(model)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -142,7 +145,7 @@ def worker_loop(config: dict) -> None:
         prog = Progress(f"epoch {epoch + 1}", sum(int(lengths[b].sum()) for b in batches), unit="tok",
                         every_s=30, printer=say)
         t_epoch = time.perf_counter()
-        stats = train_epoch(model, opt, windows, batches, tc, device, log_q, prog)
+        stats = train_epoch(model, opt, windows, batches, tc, device, log_q, prog, obj)
         tokens, seconds = _allreduce([float(stats.tokens), 0.0])[0], stats.seconds
         val = _validate(core, val_inputs, val_targets, rank, world, device, tc.eval_batch_size)
         epoch_times.append(time.perf_counter() - t_epoch)
@@ -171,7 +174,7 @@ def worker_loop(config: dict) -> None:
             checkpoint = None
             if rank == 0:
                 from safetensors.torch import save_file
-                save_model(tmp, core, {"epoch": epoch + 1})
+                save_model(tmp, core, {"epoch": epoch + 1}, cfg=mc)
                 save_file(best_weights, os.path.join(tmp, "best.safetensors"))
                 torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
                 Path(tmp, "state.json").write_text(json.dumps(state))
@@ -183,7 +186,7 @@ def worker_loop(config: dict) -> None:
 
 def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: bool = False,
                       t_start: float | None = None) -> dict:
-    """Train GPTRec with Ray Train and write ``RUN/recommender/`` (best weights + history)."""
+    """Train the recommender (``model.arch``) with Ray Train and write ``RUN/recommender/`` (best weights + history)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -220,7 +223,7 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
                                 logging_config=ray.LoggingConfig(
                                     log_level=os.environ.get("SAEREC_RAY_LOG_LEVEL", "WARNING"))),
     )
-    log.info("training GPTRec: %d windows, %d validation users, %d workers x %.1f CPU%s", len(windows),
+    log.info("training %s: %d windows, %d validation users, %d workers x %.1f CPU%s", mc.arch, len(windows),
              len(val_users), tc.num_workers, cpus, " + GPU" if use_gpu else "")
     result = trainer.fit()
     if result.error:
@@ -229,8 +232,7 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
         state = json.loads(Path(d, "state.json").read_text())
         out = run.recommender
         best, _ = load_model(d, weights_name="best.safetensors")   # the checkpoint's config.json + best weights
-        save_model(out, best,
-                   {"best_epoch": state["best_epoch"], "dataset": prepared.meta.get("dataset")})
+        save_model(out, best, {"best_epoch": state["best_epoch"], "dataset": prepared.meta.get("dataset")}, cfg=mc)
     prepared.items.merge(pd_index_frame(prepared), on="item_id").to_parquet(out / "items.parquet", index=False)
     run.write_json("recommender/split.json", prepared.meta)
     run.write_json("recommender/history.json", state["history"])
