@@ -9,7 +9,7 @@ import pytest
 from conftest import data_folder
 from saerec.config import SplitConfig
 from saerec.data.attributes import attribute_columns, build_attributes, genre_columns
-from saerec.data.loaders import detect_format, load_folder, parse_year
+from saerec.data.loaders import FORMATS, detect_format, load_folder, parse_year, read_movies_csv
 from saerec.data.sequences import ItemIndex, build_sequences, eval_pairs, eval_points
 from saerec.data.split import new_users_cut, split
 from saerec.data.synthetic import SyntheticConfig, generate, write_parquet
@@ -37,13 +37,17 @@ def test_real_folders_load(name, fmt, n):
     assert toy["year"] == 1995 and toy["decade"] == "1990s" and toy["Animation"] and not toy["Horror"]
 
 
-def test_ml20m_movies_csv_parses():
-    folder = data_folder("ml-20m")
-    from saerec.data.loaders import normalise_genres
-    import pyarrow.csv as pacsv
-    mv = pacsv.read_csv(folder / "movies.csv").to_pandas()
-    assert len(mv) == 27_278
-    assert normalise_genres(["(no genres listed)"]) == []
+def test_ml20m_movies_csv_parses_with_saerecs_reader():
+    """ML-20M's ratings are not here (too large), but its movies.csv (CRLF, quoted titles) is: the
+    reader the ML-20M loader uses must read all of it."""
+    items = read_movies_csv(data_folder("ml-20m") / "movies.csv")
+    assert len(items) == 27_278 and items["item_id"].is_unique
+    toy = items.set_index("item_id").loc[1]
+    assert toy["title"] == "Toy Story (1995)" and toy["year"] == 1995
+    assert toy["genres"] == ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]     # "Children" as in ML-1M
+    assert not any("\r" in t for t in items["title"])                       # CRLF line ends are not in titles
+    assert items["title"].str.contains(",").any() and items["year"].notna().mean() > 0.99
+    assert not any("(no genres listed)" in g for g in items["genres"]) and (items["genres"].str.len() == 0).any()
 
 
 def test_parse_year():
@@ -122,6 +126,131 @@ def test_parquet_schema_and_missing_column(tmp_path):
         load_folder(tmp_path)
 
 
+# One bad file per user-facing loader error. The layouts are valid as given; each case replaces one
+# file (None: removes it, and the format's loader is called directly, as load_folder would not pick
+# the format). The message must be exactly this one line; {dir} is the folder.
+FLAGS = "|".join(["0"] * 19)
+INTS = pd.DataFrame({"user_id": [1, 1], "item_id": [10, 11], "timestamp": [1, 2]})
+LAYOUTS = {
+    "movielens-1m": {"movies.dat": "1::Toy Story (1995)::Animation|Children's\n2::Heat (1995)::Action\n",
+                     "ratings.dat": "1::1::5::100\n1::2::3::200\n2::1::4::150\n"},
+    "movielens-csv": {"movies.csv": 'movieId,title,genres\n1,"Heat, The (1995)",Action\n',
+                      "ratings.csv": "userId,movieId,rating,timestamp\n1,1,4.5,100\n"},
+    "movielens-100k": {"u.item": f"1|Toy Story (1995)|01-Jan-1995||url|{FLAGS}\n", "u.data": "1\t1\t5\t100\n",
+                       "u.genre": "Action|0\n" + "".join(f"g{i}|{i}\n" for i in range(1, 19))},
+    "parquet": {"interactions.parquet": INTS, "items.parquet": pd.DataFrame({"item_id": [10, 11]})},
+}
+BAD_FILES = {
+    # ML-1M
+    "ml1m-duplicate-id": ("movielens-1m", "movies.dat", "1::A (1995)::Action\n1::B (1996)::Drama\n",
+                          "{dir}/movies.dat: duplicate item_id 1"),
+    "ml1m-movie-id": ("movielens-1m", "movies.dat", "x::A (1995)::Action\n", "{dir}/movies.dat:1: MovieID must be int, got 'x'"),
+    "ml1m-empty-field": ("movielens-1m", "ratings.dat", "1::1::5::100\n1::::3::200\n",
+                         "{dir}/ratings.dat:2: field item_id must be int, got ''"),
+    "ml1m-rating-type": ("movielens-1m", "ratings.dat", "1::1::five::100\n",
+                         "{dir}/ratings.dat:1: field rating must be float, got 'five'"),
+    "ml1m-missing-ratings": ("movielens-1m", "ratings.dat", None, "{dir}/ratings.dat: file not found"),
+    "ml1m-missing-movies": ("movielens-1m", "movies.dat", None, "{dir}/movies.dat: file not found"),
+    # MovieLens CSV
+    "csv-header-order": ("movielens-csv", "ratings.csv", "movieId,userId,rating,timestamp\n1,1,4.5,100\n",
+                         "{dir}/ratings.csv:1: header must start with userId,movieId,rating,timestamp, "
+                         "got 'movieId,userId,rating,timestamp'"),
+    "csv-movies-header": ("movielens-csv", "movies.csv", "id,title,genres\n1,X (1995),Action\n",
+                          "{dir}/movies.csv:1: header must start with movieId,title,genres (missing: movieId)"),
+    "csv-movie-id": ("movielens-csv", "movies.csv", 'movieId,title,genres\nabc,"X (1995)",Action\n',
+                     "{dir}/movies.csv: In CSV column #0: CSV conversion error to int64: invalid value 'abc'"),
+    "csv-movies-fields": ("movielens-csv", "movies.csv", "movieId,title,genres\n1,X (1995)\n",
+                          "{dir}/movies.csv: CSV parse error: Expected 3 columns, got 2: 1,X (1995)"),
+    "csv-duplicate-id": ("movielens-csv", "movies.csv", "movieId,title,genres\n1,A (1995),Action\n1,B (1996),Drama\n",
+                         "{dir}/movies.csv: duplicate item_id 1"),
+    "csv-empty-rating": ("movielens-csv", "ratings.csv", "userId,movieId,rating,timestamp\n1,1,,100\n",
+                         "{dir}/ratings.csv:2: field rating must be float, got ''"),
+    "csv-not-utf8": ("movielens-csv", "ratings.csv", b"userId,movieId,rating,timestamp\n1,1,4.5,10\xff0\n",
+                     "{dir}/ratings.csv:2: field timestamp must be int, got '10\ufffd0'"),
+    "csv-movies-not-utf8": ("movielens-csv", "movies.csv", b'movieId,title,genres\n1,"Heat \xff (1995)",Action\n',
+                            "{dir}/movies.csv: In CSV column #1: CSV conversion error to string: invalid UTF8 data"),
+    # ML-100K
+    "100k-item-fields": ("movielens-100k", "u.item", "1|Toy Story (1995)|01-Jan-1995||url|0\n",
+                         "{dir}/u.item:1: expected 24 '|'-separated fields (id|title|release|video|url|genre flags), "
+                         "got 6: '1|Toy Story (1995)|01-Jan-1995||url|0'"),
+    "100k-genre-flag": ("movielens-100k", "u.item", f"1|Toy Story (1995)|01-Jan-1995||url|x|{FLAGS[2:]}\n",
+                        "{dir}/u.item:1: item id and genre flags must be integers"),
+    "100k-genre-line": ("movielens-100k", "u.genre", "Action\n",
+                        "{dir}/u.genre:1: expected 2 '|'-separated fields (genre|number), got 1: 'Action'"),
+    "100k-genre-number": ("movielens-100k", "u.genre", "Action|first\n",
+                          "{dir}/u.genre:1: genre number must be an integer, got 'first'"),
+    "100k-missing-items": ("movielens-100k", "u.item", None, "{dir}/u.item: file not found"),
+    # generic Parquet
+    "parquet-unreadable": ("parquet", "interactions.parquet", b"PAR1 not parquet",
+                           "{dir}/interactions.parquet: not a readable Parquet file (Could not open Parquet input "
+                           "source '{dir}/interactions.parquet': Parquet magic bytes not found in footer. Either "
+                           "the file is corrupted or this is not a parquet file.)"),
+    "parquet-null": ("parquet", "interactions.parquet", INTS.assign(user_id=[1, None]),
+                     "{dir}/interactions.parquet: row 1: null user_id"),
+    "parquet-text-ids": ("parquet", "interactions.parquet", INTS.assign(item_id=["a", "b"]),
+                         "{dir}/interactions.parquet: column item_id must be integer, got str"),
+    "parquet-fractional": ("parquet", "interactions.parquet", INTS.assign(timestamp=[1.5, 2.0]),
+                           "{dir}/interactions.parquet: column timestamp must be integer, got float64"),
+    "items-unreadable": ("parquet", "items.parquet", b"PAR1 not parquet",
+                         "{dir}/items.parquet: not a readable Parquet file (Could not open Parquet input source "
+                         "'{dir}/items.parquet': Parquet magic bytes not found in footer. Either the file is "
+                         "corrupted or this is not a parquet file.)"),
+    "items-no-id": ("parquet", "items.parquet", pd.DataFrame({"title": ["A"]}), "{dir}/items.parquet: missing column item_id"),
+    "items-duplicate-id": ("parquet", "items.parquet", pd.DataFrame({"item_id": [10, 10]}),
+                           "{dir}/items.parquet: duplicate item_id 10"),
+    "items-null-id": ("parquet", "items.parquet", pd.DataFrame({"item_id": [10.0, None]}),
+                      "{dir}/items.parquet: row 1: null item_id"),
+    "items-text-id": ("parquet", "items.parquet", pd.DataFrame({"item_id": ["a", "b"]}),
+                      "{dir}/items.parquet: column item_id must be integer, got str"),
+    "items-genres-type": ("parquet", "items.parquet", pd.DataFrame({"item_id": [10, 11], "genres": [1, 2]}),
+                          "{dir}/items.parquet: genres must be a list of strings or a '|'-separated string, got 1"),
+}
+
+
+def lay_out(folder: Path, files: dict) -> Path:
+    folder.mkdir(exist_ok=True)
+    for name, content in files.items():
+        if isinstance(content, pd.DataFrame):
+            content.to_parquet(folder / name)
+        else:
+            (folder / name).write_bytes(content if isinstance(content, bytes) else content.encode("latin-1"))
+    return folder
+
+
+@pytest.mark.parametrize("fmt", LAYOUTS)
+def test_layouts_of_the_bad_file_cases_are_valid(tmp_path, fmt):
+    assert detect_format(lay_out(tmp_path, LAYOUTS[fmt])) == fmt and len(load_folder(tmp_path).interactions) > 0
+
+
+@pytest.mark.parametrize("fmt, name, content, message", BAD_FILES.values(), ids=BAD_FILES.keys())
+def test_each_bad_file_gets_its_one_line_error(tmp_path, fmt, name, content, message):
+    folder = lay_out(tmp_path / "data", LAYOUTS[fmt])
+    if content is None:
+        (folder / name).unlink()
+        load = FORMATS[fmt][1]
+    else:
+        lay_out(folder, {name: content})
+        load = load_folder
+    with pytest.raises(DataError) as e:
+        load(folder)
+    assert e.type is DataError and str(e.value) == message.replace("{dir}", str(folder))
+
+
+def test_bad_folder_arguments(tmp_path):
+    parquet = lay_out(tmp_path / "log", LAYOUTS["parquet"])
+    with pytest.raises(DataError) as e:
+        load_folder(parquet / "interactions.parquet")
+    assert str(e.value) == f"{parquet}/interactions.parquet: not a directory"
+    with pytest.raises(DataError) as e:
+        load_folder(parquet, min_rating=4)
+    assert str(e.value) == "log: min_rating set but the log has no rating column"
+    (parquet / "interactions.parquet").unlink()
+    with pytest.raises(DataError) as e:
+        load_folder(parquet)
+    assert str(e.value) == (f"{parquet}: unrecognised dataset layout (expected one of: interactions.parquet; "
+                            "ratings.dat + movies.dat; ratings.csv + movies.csv; u.data + u.item; found: items.parquet)")
+
+
 def test_unknown_layout(tmp_path):
     write(tmp_path / "foo.txt", "x")
     with pytest.raises(DataError, match="unrecognised dataset layout"):
@@ -184,6 +313,54 @@ def test_download_checks_md5_and_caches(tmp_path, monkeypatch):
         httpd.server_close()
 
 
+def grouplens_zip(folder: Path, members: dict[str, bytes]) -> None:
+    """An archive named as GroupLens names ml-100k's, served from ``folder`` (a file:// URL)."""
+    folder.mkdir()
+    with zipfile.ZipFile(folder / "ml-100k.zip", "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+@pytest.mark.parametrize("members, message", [
+    ({"ml-100k/u.data": b"1\t1\t5\t100\n", "../escape.txt": b"x"}, "unsafe path in archive: ../escape.txt"),
+    ({"ml-100k/u.data": b"1\t1\t5\t100\n", "/etc/escape.txt": b"x"}, "unsafe path in archive: /etc/escape.txt"),
+    ({"ml-100k/../../escape.txt": b"x"}, "unsafe path in archive: ml-100k/../../escape.txt"),
+    ({"ML-100K/u.data": b"1\t1\t5\t100\n"}, "archive has no folder ml-100k/"),
+], ids=["parent", "absolute", "nested-parent", "no-folder"])
+def test_download_refuses_bad_archives(tmp_path, monkeypatch, members, message):
+    """Nothing of a refused archive reaches the cache, or anywhere outside it."""
+    from saerec.data import download as dl
+
+    grouplens_zip(tmp_path / "served", members)
+    url = (tmp_path / "served").as_uri() + "/"
+    monkeypatch.setenv("SAEREC_GROUPLENS_URL", url)
+    monkeypatch.setitem(dl.GROUPLENS, "ml-100k", dl.Remote("ml-100k.zip", None, "ml-100k"))
+    cache = tmp_path / "deep" / "cache"
+    with pytest.raises(DataError) as e:
+        dl.download("ml-100k", cache)
+    assert e.type is DataError and str(e.value) == f"{url}ml-100k.zip: {message}"
+    assert list(cache.iterdir()) == [] and not list(tmp_path.rglob("escape.txt"))
+
+
+def test_failed_download_says_what_to_do(tmp_path, monkeypatch):
+    """A refused connection (a loopback port nobody listens on) is a DatasetNotFound with the instructions."""
+    import socket
+    from saerec.data.download import resolve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]                  # closed again below: connecting is refused
+    monkeypatch.setenv("SAEREC_GROUPLENS_URL", f"http://127.0.0.1:{port}/")
+    monkeypatch.setenv("SAEREC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SAEREC_DATA_DIR", raising=False)
+    monkeypatch.setenv("SAEREC_OFFLINE", "0")
+    with pytest.raises(DatasetNotFound) as e:
+        resolve("ml-100k")
+    assert str(e.value).startswith(f"dataset 'ml-100k' not found (looked in {tmp_path / 'cache' / 'ml-100k'}) and "
+                                   f"could not be downloaded: download http://127.0.0.1:{port}/ml-100k.zip (md5 ")
+    assert str(e.value).endswith("[<urlopen error [Errno 111] Connection refused>]") and "\n" not in str(e.value)
+
+
 # ----------------------------------------------------------------- split
 def hand_made() -> pd.DataFrame:
     rows = []
@@ -208,6 +385,21 @@ def test_split_matches_hand_made_example():
     assert len(train) == 16                                            # 8 users x 2 interactions before T
     assert sp.stats["interactions_after_cut_of_train_users"] == 8
     assert sp.stats["sae_users"] == 2 and sp.stats["rec_users"] == 6
+
+
+@pytest.mark.parametrize("log, cfg, message", [
+    (hand_made(), SplitConfig(test_fraction=1.0), "split: test_fraction and sae_fraction must be in (0, 1)"),
+    (hand_made(), SplitConfig(sae_fraction=0.0), "split: test_fraction and sae_fraction must be in (0, 1)"),
+    (hand_made().iloc[:0], SplitConfig(), "split: not enough users for a test set"),
+    (hand_made(), SplitConfig(test_fraction=0.2, sae_fraction=0.01),
+     "split: a part is empty (rec users 8, sae users 0, test users 2); need more data"),
+    (hand_made().query("user_id < 9 or item_id == 999"), SplitConfig(test_fraction=0.1),
+     "split: a part is empty (rec users 5, sae users 3, test users 0); need more data"),
+], ids=["test-fraction", "sae-fraction", "empty-log", "no-sae-users", "only-cold-test-items"])
+def test_split_errors(log, cfg, message):
+    with pytest.raises(DataError) as e:
+        split(log, cfg)
+    assert str(e.value) == message
 
 
 def test_split_has_no_leakage_on_movielens():

@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ..errors import DataError
-from .schema import Dataset, check_interactions
+from .schema import Dataset, check_interactions, integer_column
 
 log = logging.getLogger("saerec.data")
 
@@ -49,20 +49,26 @@ def normalise_genres(names) -> list[str]:
     return out
 
 
-def _items_frame(ids, titles, genres) -> pd.DataFrame:
+def _items_frame(ids, titles, genres, where: str) -> pd.DataFrame:
     df = pd.DataFrame({"item_id": np.asarray(ids, dtype="int64"), "title": list(titles), "genres": list(genres)})
     df["year"] = pd.array([parse_year(t) for t in df["title"]], dtype="Int64")
-    dup = df["item_id"].duplicated()
-    if dup.any():
-        raise DataError(f"items: duplicate item_id {int(df.loc[dup, 'item_id'].iloc[0])}")
+    _check_unique(df["item_id"], where)
     return df
+
+
+def _check_unique(ids: pd.Series, where: str) -> None:
+    """One row per item: a repeated id would make its attributes ambiguous."""
+    dup = ids.duplicated()
+    if dup.any():
+        raise DataError(f"{where}: duplicate item_id {int(ids[dup].iloc[0])}")
 
 
 # --------------------------------------------------------------------------- line diagnosis
 def _diagnose(path: Path, sep: str, fields: tuple[str, ...], numeric: dict[str, type], encoding: str,
               header: bool) -> DataError:
-    """Find the first line that breaks the format and describe it (slow path, only on failure)."""
-    with open(path, encoding=encoding, newline="") as fh:
+    """Find the first line that breaks the format and describe it (slow path, only on failure).
+    Undecodable bytes show as U+FFFD in the quoted line rather than failing the diagnosis."""
+    with open(path, encoding=encoding, errors="replace", newline="") as fh:
         for lineno, line in enumerate(fh, start=1):
             line = line.rstrip("\r\n")
             if header and lineno == 1:
@@ -120,7 +126,7 @@ def _read_table(path: Path, sep: str, fields: tuple[str, ...], numeric: dict[str
 
 
 def _check_header(path: Path, expected: list[str]) -> None:
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         first = fh.readline().rstrip("\r\n")
     got = [c.strip() for c in first.split(",")]
     if got[: len(expected)] != expected:
@@ -163,7 +169,8 @@ def load_ml1m(folder: Path) -> Dataset:
             raise DataError(f"{movies_path}:{lineno}: MovieID must be int, got {parts[0]!r}") from None
         titles.append(parts[1])
         genres.append(normalise_genres(parts[2].split("|")))
-    return Dataset(folder.name, _ratings(df, str(ratings_path)), _items_frame(ids, titles, genres), str(folder))
+    return Dataset(folder.name, _ratings(df, str(ratings_path)), _items_frame(ids, titles, genres, str(movies_path)),
+                   str(folder))
 
 
 def load_movielens_csv(folder: Path) -> Dataset:
@@ -172,15 +179,19 @@ def load_movielens_csv(folder: Path) -> Dataset:
     _check_header(ratings_path, ["userId", "movieId", "rating", "timestamp"])
     df = _read_table(ratings_path, ",", RATING_FIELDS,
                      {"user_id": int, "item_id": int, "rating": float, "timestamp": int}, header=True)
-    _check_header(movies_path, ["movieId", "title", "genres"])
+    return Dataset(folder.name, _ratings(df, str(ratings_path)), read_movies_csv(movies_path), str(folder))
+
+
+def read_movies_csv(path: Path) -> pd.DataFrame:
+    """The items table of a MovieLens CSV ``movies.csv`` (movieId,title,genres; quoted titles)."""
+    _check_header(path, ["movieId", "title", "genres"])
     try:
-        mv = pacsv.read_csv(movies_path, convert_options=pacsv.ConvertOptions(
+        mv = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
             column_types={"movieId": pa.int64(), "title": pa.string(), "genres": pa.string()})).to_pandas()
     except pa.ArrowInvalid as e:
-        raise DataError(f"{movies_path}: {str(e).splitlines()[0]}") from None
+        raise DataError(f"{path}: {str(e).splitlines()[0]}") from None
     genres = [normalise_genres(str(g).split("|")) for g in mv["genres"].fillna("")]
-    items = _items_frame(mv["movieId"], mv["title"].fillna(""), genres)
-    return Dataset(folder.name, _ratings(df, str(ratings_path)), items, str(folder))
+    return _items_frame(mv["movieId"], mv["title"].fillna(""), genres, str(path))
 
 
 def load_ml100k(folder: Path) -> Dataset:
@@ -193,8 +204,12 @@ def load_ml100k(folder: Path) -> Dataset:
                    "Thriller", "War", "Western"]
     genre_path = folder / "u.genre"
     if genre_path.exists():
-        rows = [ln.split("|") for ln in genre_path.read_text(encoding="latin-1").splitlines() if ln.strip()]
-        genre_names = [r[0] for r in sorted(rows, key=lambda r: int(r[1]))]
+        rows = []
+        for lineno, (name, number) in _split_lines(genre_path, "|", 2, "genre|number"):
+            if not number.isdigit():
+                raise DataError(f"{genre_path}:{lineno}: genre number must be an integer, got {number!r}")
+            rows.append((int(number), name))
+        genre_names = [name for _, name in sorted(rows)]
     ids, titles, genres = [], [], []
     for lineno, parts in _split_lines(item_path, "|", 5 + len(genre_names), "id|title|release|video|url|genre flags"):
         try:
@@ -207,39 +222,52 @@ def load_ml100k(folder: Path) -> Dataset:
             title = f"{title} ({parts[2][-4:]})"
         titles.append(title)
         genres.append(normalise_genres(n for n, f in zip(genre_names, flags) if f))
-    return Dataset(folder.name, _ratings(df, str(data_path)), _items_frame(ids, titles, genres), str(folder))
+    return Dataset(folder.name, _ratings(df, str(data_path)), _items_frame(ids, titles, genres, str(item_path)),
+                   str(folder))
 
 
 def load_parquet(folder: Path) -> Dataset:
     """The generic schema (see :mod:`saerec.data.schema`)."""
     path = folder / "interactions.parquet"
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
-    interactions = check_interactions(table.to_pandas(), str(path))
+    interactions = check_interactions(_read_parquet(path), str(path))
     items_path = folder / "items.parquet"
     if items_path.exists():
-        items = pq.read_table(items_path).to_pandas()
+        items = _read_parquet(items_path)
         if "item_id" not in items.columns:
             raise DataError(f"{items_path}: missing column item_id")
         items = items.copy()
-        items["item_id"] = items["item_id"].astype("int64")
+        items["item_id"] = integer_column(items["item_id"], str(items_path))
+        _check_unique(items["item_id"], str(items_path))
         if "title" not in items.columns:
             items["title"] = items["item_id"].astype(str)
         if "genres" in items.columns:
-            items["genres"] = [normalise_genres(g.split("|") if isinstance(g, str) else list(g if g is not None else []))
-                               for g in items["genres"]]
+            items["genres"] = [_genre_list(g, items_path) for g in items["genres"]]
         else:
             items["genres"] = [[] for _ in range(len(items))]
         if "year" not in items.columns:
             items["year"] = pd.array([parse_year(t) for t in items["title"]], dtype="Int64")
-        if items["item_id"].duplicated().any():
-            raise DataError(f"{items_path}: duplicate item_id")
     else:
         ids = np.unique(interactions["item_id"].to_numpy())
-        items = _items_frame(ids, [str(i) for i in ids], [[] for _ in ids])
+        items = _items_frame(ids, [str(i) for i in ids], [[] for _ in ids], str(path))
     return Dataset(folder.name, interactions, items.reset_index(drop=True), str(folder))
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+
+
+def _genre_list(g, where: Path) -> list[str]:
+    """An items.parquet ``genres`` cell: a list of names, a ``|``-separated string, or null."""
+    if g is None or (isinstance(g, float) and np.isnan(g)):
+        return []
+    if isinstance(g, str):
+        return normalise_genres(g.split("|"))
+    if isinstance(g, (list, tuple, np.ndarray)) and all(isinstance(x, str) for x in g):
+        return normalise_genres(g)
+    raise DataError(f"{where}: genres must be a list of strings or a '|'-separated string, got {g!r}")
 
 
 FORMATS: dict[str, tuple[tuple[str, ...], Callable[[Path], Dataset]]] = {

@@ -55,14 +55,17 @@ def check_interactions(df: pd.DataFrame, where: str) -> pd.DataFrame:
     if pd.api.types.is_datetime64_any_dtype(out["timestamp"]):
         out["timestamp"] = out["timestamp"].astype("datetime64[s]").astype("int64")
     for c in INTERACTION_COLUMNS:
-        col = out[c]
-        if col.isna().any():
-            row = int(np.flatnonzero(col.isna().to_numpy())[0])
-            raise DataError(f"{where}: row {row}: null {c}")
-        if not pd.api.types.is_integer_dtype(col):
-            if pd.api.types.is_float_dtype(col) and np.all(np.mod(col.to_numpy(), 1) == 0):
-                out[c] = col.astype("int64")
-                continue
-            raise DataError(f"{where}: column {c} must be integer, got {col.dtype}")
-        out[c] = col.astype("int64")
+        out[c] = integer_column(out[c], where)
     return out.reset_index(drop=True)
+
+
+def integer_column(col: pd.Series, where: str) -> pd.Series:
+    """``col`` as int64 (whole floats pass: a Parquet writer may have widened ints), else a DataError
+    naming the first null row or the column's type."""
+    if col.isna().any():
+        row = int(np.flatnonzero(col.isna().to_numpy())[0])
+        raise DataError(f"{where}: row {row}: null {col.name}")
+    whole_floats = pd.api.types.is_float_dtype(col) and np.all(np.mod(col.to_numpy(), 1) == 0)
+    if not (pd.api.types.is_integer_dtype(col) or whole_floats):
+        raise DataError(f"{where}: column {col.name} must be integer, got {col.dtype}")
+    return col.astype("int64")
