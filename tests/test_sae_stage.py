@@ -18,6 +18,7 @@ from saerec.sae.normalize import NormStats
 from saerec.sae.splice import splice
 from saerec.sae.stage import extract_stage, sae_stage
 from saerec.sae.trainer import ReconStats
+from saerec.train.batching import pad_inputs
 
 
 def test_extraction_covers_every_position(trained_run):
@@ -94,6 +95,15 @@ def test_delta_splice_without_edit_is_exact_and_edits_move_scores(trained_run):
     _, inputs, targets = prep.eval_set("test", model.cfg.max_len)
     rows = downstream_metrics(model, sae, "block.0", inputs[:50], targets[:50])
     assert rows["error_term_identical_to_original"]
+    # an identity edit runs the delta arithmetic, h + (f' - f) W_dec std, at every position: every
+    # score of every position comes back bit for bit (the SAE error term is kept), not just the lists
+    items, lengths = pad_inputs(inputs[:50])
+    seen = []
+    identity = splice(sae, "delta", edit=lambda f, where: seen.append(len(f)) or f)
+    with torch.no_grad():
+        base = model.scores(model(items, lengths).hidden)
+        same = model.scores(model(items, lengths, interventions={"block.0": identity}).hidden)
+    assert sum(seen) == int(lengths.sum()) and torch.equal(same, base)
     x = torch.tensor([inputs[0]])
     with torch.no_grad():
         base = model(x).hidden
@@ -112,7 +122,9 @@ def test_interpret_stage_writes_tables_catalog_plots(trained_run):
             extract_stage(run, cfg)
         sae_stage(run, cfg)
     s = interpret_stage(run)
-    assert -1 <= s["mean_top_correlation_neurons"] <= 1 and 0 < s["mean_top_correlation_sae"] <= 1
+    # the paper's claim on planted genres: the best SAE feature per genre correlates with it more than
+    # the best raw neuron does, on average over the genres
+    assert 0 < s["mean_top_correlation_neurons"] < s["mean_top_correlation_sae"] <= 1, s
     out = run.root / "interpret"
     for name in ("feature_attribute.parquet", "attributes.parquet", "catalog.parquet", "summary.json", "report.md",
                  "fig2_top_feature_genre_correlation.png", "fig4_sae_vs_neurons.png", "fig5_histograms.png"):
@@ -132,7 +144,6 @@ def test_promoted_items_by_replay_equal_a_full_forward_per_feature(interpreted_r
     """The catalog's promoted items come from one prefill and batched last-step replays; they must be
     what a full forward pass with the delta-spliced edit gives, feature by feature."""
     from saerec.interpret.stage import promoted_items
-    from saerec.train.batching import pad_inputs
 
     run, _ = interpreted_run
     sae, meta = load_sae(run.root / "sae")
