@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train GPTRec on Ray Train and evaluate it; writes RUN/recommender/")
     _common(sp)
     _train_flags(sp)
+    sp = sub.add_parser("import-model", help="write RUN/recommender/ from a model trained elsewhere (safetensors weights "
+                                             "+ its item list) so every later stage works on it; see docs/models.md")
+    _common(sp)
+    sp.add_argument("--arch", help="sasrec, bert4rec, gptrec, or a factory package.module:function (model.arch)")
+    sp.add_argument("--weights", required=True, help="the trained state dict as .safetensors")
+    sp.add_argument("--items", required=True, help="the model's item ids in its index order: a JSON list or one per line")
     sp = sub.add_parser("evaluate", help="evaluate RUN's recommender on the test users (and popularity)")
     _common(sp, data=False)
     sp = sub.add_parser("run", help="the whole pipeline (data -> train + evaluate -> extract -> sae -> interpret "
@@ -224,6 +230,25 @@ def cmd_train(args) -> int:
     cfg.save(run.root / "config.yaml")
     prep = prepare(run, cfg)
     _evaluate_and_report(run, cfg, prep, train_recommender(run, cfg, prep, resume=args.resume, t_start=t0))
+    return 0
+
+
+def cmd_import_model(args) -> int:
+    from .eval.evaluate import evaluate_run
+    from .model.importer import import_model
+    from .rundir import RunDir
+
+    if args.arch:
+        args.set = [f"model.arch={args.arch}", *args.set]
+    cfg = resolve_config(args)
+    run = RunDir(args.run)
+    summary = import_model(run, cfg, Path(args.weights), Path(args.items))
+    cfg.save(run.root / "config.yaml")
+    from .data.prepare import load_prepared
+    metrics = {**evaluate_run(run, load_prepared(run), batch_size=cfg.train.eval_batch_size), "imported": summary}
+    run.write_json("recommender/metrics.json", metrics)
+    print(json.dumps(summary))
+    _print_metrics(metrics)
     return 0
 
 
@@ -680,7 +705,7 @@ def cmd_k8s(args) -> int:
     return 1 if bad else 0
 
 
-COMMANDS = {"data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run,
+COMMANDS = {"data": cmd_data, "train": cmd_train, "import-model": cmd_import_model, "evaluate": cmd_evaluate, "run": cmd_run,
             "extract": cmd_extract, "sae": cmd_sae, "interpret": cmd_interpret, "steer-eval": cmd_steer_eval,
             "steer": cmd_steer, "explain": cmd_explain, "features": cmd_features, "serve": cmd_serve,
             "client": cmd_client, "tune": cmd_tune, "submit": cmd_submit, "download": cmd_download,

@@ -87,6 +87,7 @@ class ModelConfig(Section):
 
     arch: Annotated[str, _arch] = "gptrec"
     factory_kwargs: dict = field(default_factory=dict)   # for a factory arch only
+    factory_path: str | None = None   # a folder put on sys.path before importing a factory (every Ray worker does)
     n_layers: int = 3
     n_heads: int = 2
     d_model: int = 64

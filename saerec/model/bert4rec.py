@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .dropout import Dropout
-from .interface import Intervention, ModelOutput, SequentialRecommender, Visitor, check_states
+from .interface import Intervention, ModelOutput, SequentialRecommender, Visitor, append_token, check_states
 
 
 class BertBlock(nn.Module):
@@ -89,18 +89,8 @@ class BERT4Rec(SequentialRecommender):
         return ModelOutput(visit("final", x), visit.captured)
 
     def query_inputs(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The history with the mask token appended after its last item (the oldest item dropped when
-        the history already fills the model)."""
-        full = lengths >= self.cfg.max_len
-        if bool(full.any()):
-            items = torch.where(full[:, None], items.roll(-1, dims=1), items)
-            lengths = torch.where(full, lengths - 1, lengths)
-        B = items.shape[0]
-        T = min(int(lengths.max()) + 1, self.cfg.max_len)
-        q = torch.zeros(B, T, dtype=items.dtype, device=items.device)
-        q[:, :min(items.shape[1], T)] = items[:, :T]
-        q[torch.arange(B, device=items.device), lengths] = self.mask_token
-        return q, lengths + 1
+        """The history with the mask token appended after its last item."""
+        return append_token(items, lengths, self.mask_token, self.cfg.max_len)
 
     def item_weights(self) -> torch.Tensor:
         return self.item_emb.weight[1:self.n_items + 1]

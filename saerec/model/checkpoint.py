@@ -45,7 +45,24 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu",
     meta = json.loads((folder / CONFIG).read_text())
     model = build_model(ModelConfig(**meta["model"]), int(meta["n_items"]))
     load_weights(model, load_file(str(folder / weights_name), device=str(device)), folder / weights_name)
+    if "model_items" in meta:                 # an imported model with its own catalogue order
+        from .adapter import ReindexedRecommender
+
+        model = ReindexedRecommender(model, to_model_index(model_index(folder).item_ids, meta["model_items"]))
     return model.to(device).eval(), meta
+
+
+def to_model_index(dataset_ids, model_ids) -> torch.Tensor:
+    """(V + 1,) dataset dense index -> the model's own index (both 1-based, 0 = padding). Every
+    dataset item must be in the model's catalogue."""
+    import numpy as np
+
+    position = {int(i): j + 1 for j, i in enumerate(model_ids)}
+    missing = [int(i) for i in dataset_ids if int(i) not in position]
+    if missing:
+        raise UsageError(f"{len(missing)} of the dataset's {len(dataset_ids)} items are not in the model's item list "
+                         f"(e.g. {missing[:5]}): import a model trained on this dataset's items")
+    return torch.as_tensor(np.array([0] + [position[int(i)] for i in dataset_ids], dtype=np.int64))
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:

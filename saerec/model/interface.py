@@ -141,6 +141,22 @@ def last_of(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return h[torch.arange(len(lengths), device=lengths.device), lengths - 1]
 
 
+def append_token(items: torch.Tensor, lengths: torch.Tensor, token: int, max_len: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each history with ``token`` appended after its last item (a masked model's query), the oldest
+    item dropped when the history already fills ``max_len``."""
+    full = lengths >= max_len
+    if bool(full.any()):
+        items = torch.where(full[:, None], items.roll(-1, dims=1), items)
+        lengths = torch.where(full, lengths - 1, lengths)
+    B = items.shape[0]
+    T = min(int(lengths.max()) + 1, max_len)
+    q = torch.zeros(B, T, dtype=items.dtype, device=items.device)
+    q[:, :min(items.shape[1], T)] = items[:, :T]
+    q[torch.arange(B, device=items.device), lengths] = token
+    return q, lengths + 1
+
+
 class SequentialRecommender(nn.Module):
     """The interface (see the module docstring). Subclasses implement ``state_names``, ``max_len``,
     ``forward`` and ``item_weights`` (or ``scores``); the rest has generic implementations."""

@@ -26,7 +26,11 @@ def builtin(arch: str):
     return {"gptrec": GPTRec, "sasrec": SASRec, "bert4rec": BERT4Rec}[arch]
 
 
-def load_factory(spec: str):
+def load_factory(spec: str, path: str | None = None):
+    import sys
+
+    if path and path not in sys.path:
+        sys.path.insert(0, path)
     mod, _, fn = spec.partition(":")
     try:
         module = importlib.import_module(mod)
@@ -41,7 +45,7 @@ def load_factory(spec: str):
 def build_model(cfg: ModelConfig, n_items: int) -> SequentialRecommender:
     if cfg.arch in BUILTIN_ARCHS:
         return builtin(cfg.arch)(cfg, n_items)
-    factory = load_factory(cfg.arch)
+    factory = load_factory(cfg.arch, cfg.factory_path)
     try:
         model = factory(n_items=n_items, **cfg.factory_kwargs)
     except TypeError as e:
