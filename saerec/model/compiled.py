@@ -213,6 +213,9 @@ def compile_scores(model: GPTRec, layer: str, edit: nn.Module | None = None, edi
     """
     model.eval()
     model.compiled = None
+    if not isinstance(model, GPTRec):          # the passes are written for GPTRec's blocks
+        log.info("no compiled pass for %s: it serves eagerly", type(model).__name__)
+        return False
     try:
         compiled = CompiledScores(model, layer, edit, edits[0](2) if edit is not None and edits else None)
         gen = torch.Generator().manual_seed(0)

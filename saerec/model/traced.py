@@ -51,8 +51,11 @@ class TracedBlock(torch.nn.Module):
 def trace_blocks(model: GPTRec) -> bool:
     """Replace ``model.blocks`` by traced copies (in place) if they match the eager blocks exactly.
 
-    Returns whether the traces are in use. The model must stay in eval mode afterwards.
+    Returns whether the traces are in use. The model must stay in eval mode afterwards. Other
+    architectures have no traced fast path: they stay eager (False).
     """
+    if not isinstance(model, GPTRec):
+        return False
     model.eval()
     gen = torch.Generator().manual_seed(0)
     x, lengths = _examples(model, 2, 16, gen)

@@ -17,6 +17,18 @@ from .base import SparseAutoencoder
 Edit = Callable[[torch.Tensor, Where], torch.Tensor]   # (codes (N, m), where the vectors sit) -> codes
 
 
+def delta_splice(h: torch.Tensor, code_change: torch.Tensor, directions: torch.Tensor, std: torch.Tensor,
+                 push: torch.Tensor | None = None) -> torch.Tensor:
+    """h + std · (Σ_j Δc_j · directions[j] + push): the one place the delta splice's arithmetic lives.
+
+    ``code_change`` (N, J) is the change of J codes (SAE latents, or probe coordinates), ``directions``
+    (J, d) their decoder rows in the normalised space, ``std`` the normaliser's scale back to the
+    model's; ``push`` an extra change in that space (probe directions). The SAE's bias and its error
+    term cancel: with no change, ``h`` comes back up to the addition of an exact zero."""
+    change = code_change @ directions
+    return h + (change if push is None else change + push) * std.to(h)
+
+
 def splice(sae: SparseAutoencoder, mode: str = "reconstruction", edit: Edit | None = None,
            positions: str | torch.Tensor = "all") -> Intervention:
     if mode not in ("reconstruction", "delta"):
@@ -31,6 +43,6 @@ def splice(sae: SparseAutoencoder, mode: str = "reconstruction", edit: Edit | No
         if edit is None:
             return h
         # the bias cancels; scale back by the normaliser's std
-        return h + (f_new - f) @ sae.W_dec * norm.std.to(h)
+        return delta_splice(h, f_new - f, sae.W_dec, norm.std)
 
     return Intervention(fn, positions)

@@ -23,6 +23,7 @@ from ..model.interface import Intervention, SequentialRecommender, Where, mask_s
 from ..model.laststep import replay_where
 from ..rundir import RunDir
 from ..sae.base import SparseAutoencoder
+from ..sae.splice import delta_splice
 from ..train.batching import pad_inputs
 from .catalog import FeatureCatalog, ItemTable
 from .edits import Edit, EditError, ResolvedEdit
@@ -103,7 +104,7 @@ class DeltaEdit(torch.nn.Module):
     def forward(self, h: torch.Tensor, cols: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
                 has: torch.Tensor) -> torch.Tensor:
         c = self.sae.encode((h - self.mean) / self.std)[:, cols]
-        out = h + ((apply_affine(c, a, b) - c) @ self.sae.W_dec[cols]) * self.std
+        out = delta_splice(h, apply_affine(c, a, b) - c, self.sae.W_dec[cols], self.std)
         return torch.where(has.any(1, keepdim=True), out, h)
 
 
@@ -172,7 +173,7 @@ class Steerer:
             dp = apply_affine(cp, a[:, Js:], b[:, Js:]) - cp
             push = dp @ U
             if splice == "delta":
-                out = h + (ds @ W + push) * norm.std.to(h)
+                out = delta_splice(h, ds, W, norm.std, push)
                 return torch.where(applied.any(1, keepdim=True), out, h)
             f = f.index_add(1, table.sae_cols, ds)
             out = norm.inverse(sae.decode(f) + push)
