@@ -189,7 +189,7 @@ def test_import_bad_inputs_are_one_line_and_write_nothing(exported, tmp_path, ca
         rc = _import(run, exported, "--set", "activations.layer=block.7")
     elif case == "items":
         ids = json.loads((exported / "items.json").read_text())
-        (exported / "few.json").write_text(json.dumps(ids[5:]))
+        (exported / "few.json").write_text(json.dumps([10**7 + i for i in range(5)] + ids[5:]))   # 5 dataset items lost
         rc = _import(run, exported, items="few.json")
     else:
         (exported / "junk.safetensors").write_bytes(b"not a safetensors file")

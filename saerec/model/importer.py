@@ -62,8 +62,6 @@ def import_model(run: RunDir, cfg: RunConfig, weights: Path, items: Path) -> dic
 
     ids = read_item_list(Path(items))
     state = read_weights(Path(weights))
-    prepared = prepare(run, cfg)
-    to_model = to_model_index(prepared.index.item_ids, ids)
     model = build_model(cfg.model, len(ids))
     load_weights(model, state, weights)
     layer = cfg.activations.layer
@@ -80,6 +78,8 @@ def import_model(run: RunDir, cfg: RunConfig, weights: Path, items: Path) -> dic
     if tuple(scores.shape) != (2, len(ids)):
         raise UsageError(f"model.arch {cfg.model.arch!r}: scores have shape {tuple(scores.shape)}, "
                          f"expected (batch, {len(ids)}) for {len(ids)} items in --items")
+    prepared = prepare(run, cfg)                   # the model is sound: now check it against the data
+    to_model = to_model_index(prepared.index.item_ids, ids)
 
     run.root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".recommender-", dir=run.root))
