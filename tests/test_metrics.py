@@ -4,7 +4,7 @@ from sklearn.metrics import ndcg_score
 
 from saerec.eval.metrics import ranking_metrics, target_ranks
 from saerec.eval.ranking import popularity_topk
-from saerec.model.gptrec import mask_seen
+from saerec.model.interface import mask_seen
 import torch
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from ..atomic import write_parquet
 from ..config import RunConfig
 from ..rundir import RunDir
 from .attributes import build_attributes
@@ -69,9 +70,9 @@ def prepare(run: RunDir, cfg: RunConfig, force: bool = False) -> Prepared:
     sp = split(ds.interactions, cfg.split)
     items = build_attributes(ds.items, sp.part("rec"), cfg.data.popularity_buckets)
     run.data.mkdir(parents=True, exist_ok=True)
-    sp.interactions.to_parquet(run.data / "interactions.parquet", index=False)
+    write_parquet(sp.interactions, run.data / "interactions.parquet")
     write_sequences(sp, run.data / "sequences.parquet")
-    items.to_parquet(run.data / "items.parquet", index=False)
+    write_parquet(items, run.data / "items.parquet")
     meta = {"config_hash": h, "dataset": ds.name, "source": ds.source, "loader_dropped": ds.dropped,
             **sp.meta()}
     run.write_json("data/split.json", meta)
@@ -113,7 +114,7 @@ def write_sequences(sp: Split, path, row_group_users: int = 4096) -> None:
         "part": pa.array(parts[starts]),
         "items": pa.ListArray.from_arrays(pa.array(offsets), pa.array(items, pa.int64())),
     })
-    pq.write_table(table, path, row_group_size=row_group_users)
+    write_parquet(table, path, row_group_size=row_group_users)
 
 
 def load_prepared(run: RunDir) -> Prepared:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..atomic import save_figure, write_text
 from ..rundir import RunDir
 
 
@@ -31,7 +32,7 @@ def heatmap_top_features(S, attrs, genres, per_attr, path) -> None:
     fig.colorbar(im, ax=ax, label="correlation")
     ax.set_title("Correlation of each genre's top SAE feature with all genres")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -48,7 +49,7 @@ def bars_sae_vs_neurons(per_attr, genres, path) -> None:
     ax.legend()
     ax.set_title("Best SAE feature vs best neuron per genre")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -70,7 +71,7 @@ def histograms(stats, attrs, per_attr, names, path) -> None:
         ax.set_xlabel("activation")
     axes[0][0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -106,4 +107,4 @@ def write_plots_and_report(run: RunDir, S, N, attrs, genres, per_attr, catalog, 
         lines += [f"**#{r.sae_feature} ({c['label']}, corr {c['label_correlation']:.2f}, fires on "
                   f"{c['firing_frequency']:.1%} of positions)**", f"- top-activating items: {top_items}",
                   f"- promotes: {promoted}", ""]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "report.md", "\n".join(lines) + "\n")

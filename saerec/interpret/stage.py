@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from ..activations.store import iter_batches, to_tensor
+from ..atomic import write_parquet
 from ..data.attributes import attribute_columns, genre_columns
 from ..model.checkpoint import load_model
 from ..rundir import RunDir
@@ -122,7 +123,7 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
         "feature": np.repeat(np.arange(m), len(attrs)), "attribute": np.tile(attrs, m),
         "correlation": S.correlation.ravel(), "auc": S.auc.ravel(),
         "sensitivity": S.sensitivity.ravel(), "precision": S.precision.ravel()})
-    pair.to_parquet(out / "feature_attribute.parquet", index=False)
+    write_parquet(pair, out / "feature_attribute.parquet")
 
     best_f, best_n = S.correlation.argmax(0), N.correlation.argmax(0)
     ar = np.arange(len(attrs))
@@ -132,7 +133,7 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
         "sae_sensitivity": S.sensitivity[best_f, ar], "sae_precision": S.precision[best_f, ar],
         "neuron": best_n, "neuron_correlation": N.correlation[best_n, ar], "neuron_auc": N.auc[best_n, ar],
     }).sort_values("sae_correlation", ascending=False)
-    per_attr.to_parquet(out / "attributes.parquet", index=False)
+    write_parquet(per_attr, out / "attributes.parquet")
 
     # catalog ---------------------------------------------------------------------------
     label = S.correlation.argmax(1)
@@ -159,7 +160,7 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
         "promoted_items": [ids[promo[j][0] - 1].tolist() if j in promo else [] for j in range(m)],
         "promoted_logit_change": [promo[j][1].tolist() if j in promo else [] for j in range(m)],
     })
-    catalog.to_parquet(out / "catalog.parquet", index=False)
+    write_parquet(catalog, out / "catalog.parquet")
 
     g = per_attr[per_attr["is_genre"]]
     summary = {

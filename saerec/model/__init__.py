@@ -1,4 +1,5 @@
-"""GPTRec: a GPT-2 style causal transformer over item ids, with named hidden states and one
-intervention mechanism (``Intervention``) that SAE splicing, steering, probes and explanations use."""
+"""Sequential recommenders behind one interface (:mod:`.interface`): GPTRec (the paper's), SASRec,
+BERT4Rec, or a user's own model (:mod:`.adapter`), chosen by ``model.arch`` (:mod:`.registry`)."""
 
-from .gptrec import GPTRec, Intervention, ModelOutput, Where  # noqa: F401
+from .gptrec import GPTRec  # noqa: F401
+from .interface import Intervention, ModelOutput, SequentialRecommender, Where  # noqa: F401

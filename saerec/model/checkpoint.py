@@ -10,7 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from ..atomic import save_tensors, write_text
 
 from ..config import ModelConfig
 from ..errors import RunError, UsageError
@@ -31,9 +33,9 @@ def save_model(folder: str | Path, model: SequentialRecommender, meta: dict | No
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     core = getattr(model, "module", model)
-    save_file(state_dict_for_save(core), str(folder / weights_name))
+    save_tensors(folder / weights_name, state_dict_for_save(core))
     conf = {"model": asdict(cfg or core.cfg), "n_items": core.n_items, **(meta or {})}
-    (folder / CONFIG).write_text(json.dumps(conf, indent=2))
+    write_text(folder / CONFIG, json.dumps(conf, indent=2))
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu",

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .dropout import Dropout
-from .interface import (Intervention, ModelOutput, SequentialRecommender, Visitor, Where, check_states,  # noqa: F401
-                        last_of, mask_seen, position_mask, replaced)
-from .laststep import causal_prefill, causal_replay, start_block
+from .interface import (Intervention, ModelOutput, SequentialRecommender, Visitor, Where, check_states,
+                        position_mask, replaced)
+from .laststep import causal_prefill, causal_replay
 
 
 class CausalSelfAttention(nn.Module):
@@ -155,110 +155,6 @@ class GPTRec(SequentialRecommender):
         """The ``embed`` state: item plus position embeddings (then dropout), (B, T) -> (B, T, d)."""
         pos = torch.arange(items.shape[1], device=items.device)
         return self.drop(self.item_emb(items) + self.pos_emb(pos)[None])
-
-    def forward_last(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The block's output at each row's last real position only: (B, T, d) -> (B, d).
-
-        Keys and values still come from every position, but the query, the output projection and the
-        MLP run once per row instead of T times. Equal to ``forward(x)[range(B), lengths - 1]`` up to
-        float rounding (eval mode).
-        """
-        B, T, C = x.shape
-        H = self.attn.n_heads
-        hd = C // H
-        rows, last = torch.arange(B, device=x.device), lengths - 1
-        q, k, v = self.attn.qkv(self.ln1(x)).split(C, dim=2)
-        q = q[rows, last].view(B, H, 1, hd)
-        k, v = (t.view(B, T, H, hd).transpose(1, 2) for t in (k, v))
-        att = (q @ k.transpose(-1, -2)) / math.sqrt(hd)                              # (B, H, 1, T)
-        future = torch.arange(T, device=x.device)[None, :] > last[:, None]
-        att = torch.softmax(att.masked_fill(future[:, None, None, :], float("-inf")), dim=-1)
-        y = (att @ v).reshape(B, C)
-        x = x[rows, last] + self.attn.resid_drop(self.attn.proj(y))
-        return x + self.mlp(self.ln2(x))
-
-
-class GPTRec(SequentialRecommender):
-    def __init__(self, cfg: ModelConfig, n_items: int):
-        super().__init__()
-        self.cfg, self.n_items = cfg, n_items
-        self.item_emb = nn.Embedding(n_items + 1, cfg.d_model, padding_idx=0)
-        self.pos_emb = nn.Embedding(cfg.max_len, cfg.d_model)
-        self.drop = Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.ln_f = nn.LayerNorm(cfg.d_model)
-        self.apply(self._init)
-        for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
-        self.compiled = None        # a compiled scoring pass for serving (saerec.model.compiled), or None
-
-    @staticmethod
-    def _init(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, mean=0.0, std=0.02)
-
-    @property
-    def state_names(self) -> list[str]:
-        return ["embed", *(f"block.{i}" for i in range(len(self.blocks))), "final"]
-
-    @property
-    def max_len(self) -> int:
-        return self.cfg.max_len
-
-    def forward(self, items: torch.Tensor, lengths: torch.Tensor | None = None,
-                capture: Sequence[str] = (), interventions: Mapping[str, Intervention] | None = None,
-                _blocks: int | None = None) -> ModelOutput:
-        """items: (B, T) right-padded dense indices. Returns the final hidden states and any captured ones.
-
-        ``_blocks`` (internal, for :meth:`forward_last`): stop after that many blocks, before ``final``
-        (``hidden`` is then the state after block ``_blocks - 1``, or ``embed`` for 0).
-        """
-        B, T = items.shape
-        if T > self.cfg.max_len:
-            raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
-        check_states([*capture, *(interventions or {})], self.state_names)
-        if lengths is None:
-            lengths = (items != 0).sum(1)
-        visit = Visitor(lengths, capture, interventions)
-        x = visit("embed", self.embed(items))
-        for i, block in enumerate(self.blocks):
-            if i == _blocks:                     # (not self.blocks[:n]: slicing builds a new ModuleList)
-                break
-            x = visit(f"block.{i}", block(x))
-        if _blocks is not None:
-            return ModelOutput(x, visit.captured)
-        x = visit("final", self.ln_f(x))
-        return ModelOutput(x, visit.captured)
-
-    def embed(self, items: torch.Tensor) -> torch.Tensor:
-        """The ``embed`` state: item plus position embeddings (then dropout), (B, T) -> (B, T, d)."""
-        pos = torch.arange(items.shape[1], device=items.device)
-        return self.drop(self.item_emb(items) + self.pos_emb(pos)[None])
-
-    def prefix(self, items: torch.Tensor, n: int) -> torch.Tensor:
-        """The state after the first ``n`` blocks at every position (``embed`` for 0), no interventions.
-
-        With :meth:`suffix_last` this splits :meth:`forward_last` at one state: compiled serving
-        (:mod:`saerec.model.compiled`) applies a steering edit between the two, inside one graph.
-        """
-        x = self.embed(items)
-        for i in range(n):
-            x = self.blocks[i](x)
-        return x
-
-    def suffix_last(self, x: torch.Tensor, lengths: torch.Tensor, n: int) -> torch.Tensor:
-        """From the state after ``n`` blocks (every position, ``n`` < number of blocks) to the ``final``
-        state at each row's last real position, (B, d), the last block shortened as in :meth:`forward_last`."""
-        for i in range(n, len(self.blocks) - 1):
-            x = self.blocks[i](x)
-        return self.ln_f(self.blocks[-1].forward_last(x, lengths))
 
     def forward_last(self, items: torch.Tensor, lengths: torch.Tensor,
                      interventions: Mapping[str, Intervention] | None = None) -> torch.Tensor:

@@ -22,7 +22,9 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from ..atomic import save_tensors, write_text
 
 from .normalize import Normalizer
 
@@ -200,9 +202,9 @@ def save_sae(folder: str | Path, sae: SparseAutoencoder, extra: dict | None = No
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in sae.state_dict().items()}
-    save_file(tensors, str(folder / "sae.safetensors"))
+    save_tensors(folder / "sae.safetensors", tensors)
     meta = {"d_in": sae.d_in, "sae": asdict(sae.cfg), "normalizer": sae.normalizer.to_dict(), **(extra or {})}
-    (folder / "cfg.json").write_text(json.dumps(meta, indent=2))
+    write_text(folder / "cfg.json", json.dumps(meta, indent=2))
 
 
 def load_sae(folder: str | Path) -> tuple[SparseAutoencoder, dict]:

@@ -22,6 +22,7 @@ import torch
 
 from ..activations.store import iter_batches, to_tensor
 from ..progress import Progress, print_line
+from ..train.ray_train import weights_digest, worker_start
 from .base import SAEConfig, build_sae, load_sae, save_sae
 from .normalize import Normalizer, NormStats
 from .shard_cache import ShardCache
@@ -64,6 +65,7 @@ def sae_worker_loop(config: dict) -> None:
             print_line(f"[saerec] SAE resumed after epoch {state['epoch']}")
     model = ray.train.torch.prepare_model(sae)
     core = getattr(model, "module", model)
+    start = worker_start(rank, ctx.get_world_size(), state, core.state_dict())
     shard = ray.train.get_dataset_shard("train")
     norm = core.normalizer
     # (one epoch left: nothing would replay the recording)
@@ -80,7 +82,8 @@ def sae_worker_loop(config: dict) -> None:
             state["rows"] += parts["rows"]
             state["epoch"] = epoch + 1
             row = {"epoch": epoch + 1, **parts, "activations_per_second": parts["rows"] / max(seconds, 1e-9),
-                   "dead_fraction_window": float(core.dead_mask().float().mean())}
+                   "dead_fraction_window": float(core.dead_mask().float().mean()),
+                   **start, "weights": weights_digest(core.state_dict())}
             state["history"].append(row)
             if rank == 0:
                 print_line(f"[saerec] SAE epoch {epoch + 1}/{cfg.epochs} | loss {parts['loss']:.4f} | "

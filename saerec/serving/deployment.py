@@ -94,6 +94,16 @@ class Recommender:
         """The replica's process id (through a DeploymentHandle; used by the fault-injection test)."""
         return os.getpid()
 
+    def scoring(self) -> str:
+        """The scoring pass this replica runs, through a DeploymentHandle: "compiled" (the model holds a
+        compiled pass), "traced" (compiling was off or failed) or "eager"."""
+        return "compiled" if self.service.steerer.model.compiled is not None else "traced" if self.traced else "eager"
+
+    def batching(self) -> dict:
+        """The batching knobs in force, as Serve's batch queue holds them (through a DeploymentHandle)."""
+        return {"max_batch_size": self._batched._get_max_batch_size(),
+                "batch_wait_timeout_s": self._batched._get_batch_wait_timeout_s()}
+
     def batch_sizes(self) -> dict[int, int]:
         """Forward passes so far by the number of requests in each (through a DeploymentHandle)."""
         return dict(self._sizes)

@@ -3,7 +3,8 @@ feature catalog and explanations, protobuf in and out. The Ray Serve deployment 
 
 Limits (documented in the proto and the README): k in 1..1000 (0 means 10); at most
 ``MAX_STEERING`` edits per request; |value| <= 100 and finite; a history longer than the model's
-``max_len`` keeps its most recent items (``truncated_items`` says how many were dropped); unknown item
+``max_len`` keeps its most recent items (``truncated_items`` says how many were dropped; with
+``exclude_seen`` the dropped ones are still not recommended); unknown item
 ids are skipped and listed; a history with no known item gets the most popular items, unsteered,
 flagged ``popularity_fallback``.
 """
@@ -54,6 +55,7 @@ class Prepared:
     edits: list[ResolvedEdit] = field(default_factory=list)
     unknown: list[int] = field(default_factory=list)
     truncated: int = 0
+    earlier: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # seen before ``history``: excluded too
 
 
 def model_version(run: RunDir) -> str:
@@ -86,13 +88,14 @@ class RecommenderService:
         self._genres = [[]] + [[g for g in str(x).split("|") if g] for x in t["genres"]]
 
     # validation ------------------------------------------------------------------------
-    def _history(self, ids, name: str = "history") -> tuple[np.ndarray, list[int], int]:
+    def _history(self, ids, name: str = "history") -> tuple[np.ndarray, list[int], np.ndarray]:
+        """The known items' dense indices the model sees (the most recent ``max_len``), the unknown ids,
+        and the known items before those (dropped from the input, still seen)."""
         if len(ids) > MAX_HISTORY_IDS:
             raise InvalidRequest(name, f"{len(ids)} items; at most {MAX_HISTORY_IDS} are accepted")
         dense, unknown = self.items.to_index(np.fromiter(ids, dtype=np.int64, count=len(ids)))
-        max_len = self.steerer.model.max_len
-        truncated = max(0, len(dense) - max_len)
-        return dense[-max_len:], unknown, truncated
+        cut = max(0, len(dense) - self.steerer.model.max_len)
+        return dense[cut:], unknown, dense[:cut]
 
     def _edit(self, i: int, s) -> Edit:
         name = f"steering[{i}]"
@@ -123,7 +126,7 @@ class RecommenderService:
             raise InvalidRequest("k", f"must be in 1..{MAX_K}, got {req.k}")
         if len(req.steering) > MAX_STEERING:
             raise InvalidRequest("steering", f"{len(req.steering)} edits; at most {MAX_STEERING} per request")
-        history, unknown, truncated = self._history(req.history)
+        history, unknown, older = self._history(req.history)
         edits, seen = [], {}
         for i, s in enumerate(req.steering):
             e = self._edit(i, s)
@@ -137,7 +140,8 @@ class RecommenderService:
             seen[r.key] = i
             edits.append(r)
         exclude = req.exclude_seen if req.HasField("exclude_seen") else True
-        return Prepared(history, k, exclude, edits, unknown, truncated)
+        earlier = np.setdiff1d(older, history) if exclude else older[:0]
+        return Prepared(history, k, exclude, edits, unknown, len(older), earlier)
 
     # recommendations ---------------------------------------------------------------------
     def _scored(self, index: np.ndarray, scores) -> list:
@@ -165,11 +169,15 @@ class RecommenderService:
         for i in live:
             groups.setdefault((min(preps[i].k, self.steerer.model.n_items), preps[i].exclude_seen), []).append(i)
         for (k, exclude), rows in groups.items():
-            idx, vals = self.steerer.recommend([preps[i].history for i in rows], [preps[i].edits for i in rows], k=k,
-                                               exclude_seen=exclude, with_scores=True, max_tokens=BATCH_TOKENS)
+            # the model masks the items it sees; items seen before those are dropped here, so ask for more
+            extra = max(len(preps[i].earlier) for i in rows)
+            idx, vals = self.steerer.recommend([preps[i].history for i in rows], [preps[i].edits for i in rows],
+                                               k=min(k + extra, self.steerer.model.n_items), exclude_seen=exclude,
+                                               with_scores=True, max_tokens=BATCH_TOKENS)
             for r, i in enumerate(rows):
-                keep = np.isfinite(vals[r])                     # fewer unseen items than k: drop -inf fillers
-                out[i] = self._response(preps[i], idx[r][keep], vals[r][keep])
+                # drop -inf fillers (fewer unseen items than asked for) and items seen before the window
+                keep = ~np.isin(idx[r], preps[i].earlier)  # BREAK: -inf fillers kept
+                out[i] = self._response(preps[i], idx[r][keep][:k], vals[r][keep][:k])
         return out
 
     def recommend(self, req):

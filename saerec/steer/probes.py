@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from ..atomic import save_tensors, write_text
 
 from ..activations.store import iter_batches, to_tensor
 from ..sae.normalize import Normalizer
@@ -45,9 +47,9 @@ class ProbeSet:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({"directions": self.directions.contiguous(), "center": self.center.contiguous()},
-                  str(folder / "probes.safetensors"))
-        (folder / "probes.json").write_text(json.dumps({"attributes": self.attributes, "metrics": self.metrics}, indent=2))
+        save_tensors(folder / "probes.safetensors",
+                     {"directions": self.directions.contiguous(), "center": self.center.contiguous()})
+        write_text(folder / "probes.json", json.dumps({"attributes": self.attributes, "metrics": self.metrics}, indent=2))
 
     @classmethod
     def load(cls, folder: Path) -> "ProbeSet":

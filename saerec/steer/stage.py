@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from ..atomic import write_parquet, write_text
 from ..config import RunConfig, SteerConfig
 from ..data.prepare import load_prepared
 from ..data.sequences import eval_points
@@ -98,7 +99,7 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     checks = summarise(table, base, per_point, points, sc.k)
     base.pop("per_point_ndcg")
     out = run.stage("steer")
-    table.to_parquet(out / "sweep.parquet", index=False)
+    write_parquet(table, out / "sweep.parquet")
     table.to_csv(out / "sweep.csv", index=False)
     plots = write_plots(table, base, steerer.items.genres, sc.k, out)
     summary = {
@@ -111,7 +112,7 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
         "plots": plots,
     }
     run.write_json("steer/summary.json", summary)
-    (out / "report.md").write_text(report(summary, sc.k))
+    write_text(out / "report.md", report(summary, sc.k))
     return summary
 
 

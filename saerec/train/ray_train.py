@@ -22,6 +22,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
+from ..atomic import write_parquet
 from ..config import ModelConfig, RunConfig, TrainConfig
 from ..data.prepare import Prepared
 from ..errors import RunError
@@ -233,7 +234,7 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
         out = run.recommender
         best, _ = load_model(d, weights_name="best.safetensors")   # the checkpoint's config.json + best weights
         save_model(out, best, {"best_epoch": state["best_epoch"], "dataset": prepared.meta.get("dataset")}, cfg=mc)
-    prepared.items.merge(pd_index_frame(prepared), on="item_id").to_parquet(out / "items.parquet", index=False)
+    write_parquet(prepared.items.merge(pd_index_frame(prepared), on="item_id"), out / "items.parquet")
     run.write_json("recommender/split.json", prepared.meta)
     run.write_json("recommender/history.json", state["history"])
     tps = state["train_tokens"] / max(state["train_seconds"], 1e-9)

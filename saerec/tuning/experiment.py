@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..atomic import save_figure, write_parquet
 from ..config import RunConfig
 from ..errors import UsageError
 from ..rundir import RunDir
@@ -170,7 +171,7 @@ def write_results(run: RunDir, df: pd.DataFrame, spec: TuneSpec, errors: int, se
     from ..interpret.report import _plt
 
     out = run.stage("tune")
-    df.to_parquet(out / "results.parquet", index=False)
+    write_parquet(df, out / "results.parquet")
     df.to_csv(out / "results.csv", index=False)
     t1 = table1(df)
     t1.to_csv(out / "table1.csv", index=False)
@@ -193,7 +194,7 @@ def write_results(run: RunDir, df: pd.DataFrame, spec: TuneSpec, errors: int, se
         ax.legend(fontsize=7)
     fig.suptitle("Interpretability vs L1 and dictionary size (mean and std over seeds; paper Figure 3)")
     fig.tight_layout()
-    fig.savefig(out / "fig3_interpretability.png", dpi=110)
+    save_figure(fig, out / "fig3_interpretability.png", dpi=110)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ok = df.dropna(subset=["explained_variance", "interpretability"]).reset_index(drop=True)
@@ -208,7 +209,7 @@ def write_results(run: RunDir, df: pd.DataFrame, spec: TuneSpec, errors: int, se
     ax.legend()
     ax.set_title("Interpretability vs reconstruction, every trial")
     fig.tight_layout()
-    fig.savefig(out / "pareto.png", dpi=110)
+    save_figure(fig, out / "pareto.png", dpi=110)
     plt.close(fig)
     run.write_json("tune/summary.json", {
         "spec": asdict(spec), "trials": int(len(df)), "errors": int(errors), "seconds": seconds,
