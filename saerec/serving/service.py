@@ -176,7 +176,7 @@ class RecommenderService:
                                                with_scores=True, max_tokens=BATCH_TOKENS)
             for r, i in enumerate(rows):
                 # drop -inf fillers (fewer unseen items than asked for) and items seen before the window
-                keep = ~np.isin(idx[r], preps[i].earlier)  # BREAK: -inf fillers kept
+                keep = np.isfinite(vals[r]) & ~np.isin(idx[r], preps[i].earlier)
                 out[i] = self._response(preps[i], idx[r][keep][:k], vals[r][keep][:k])
         return out
 
