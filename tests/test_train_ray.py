@@ -1,6 +1,7 @@
 """Real Ray Train runs (gloo, 2 workers) on synthetic data with planted genres."""
 
 import json
+import os
 
 import pytest
 
@@ -31,6 +32,11 @@ def test_two_worker_ray_train_beats_popularity(ray_session, tmp_path):
     assert stats["train_tokens_per_second"] > 0
     history = json.loads((run.recommender / "history.json").read_text())
     assert len(history) == stats["epochs_run"]
+    # the two ranks ran in two worker processes (pids gathered over the process group), not in this one
+    assert {tuple(r["pids"]) for r in history} == {tuple(history[0]["pids"])}
+    pids = history[0]["pids"]
+    assert len(pids) == len(set(pids)) == 2 and os.getpid() not in pids
+    assert pids == [int((run.recommender / "ray" / "pids" / f"rank{r}.pid").read_text().split()[0]) for r in (0, 1)]
     assert history[-1]["loss"] < history[0]["loss"]
     m = evaluate_run(run, load_prepared(run))
     assert m["ndcg@10"] > m["popularity"]["ndcg@10"] * 1.2, m
