@@ -1,7 +1,9 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -40,21 +42,24 @@ def test_yaml_config_and_overrides(tmp_path):
 
 
 def test_console_script_trains_and_evaluates_end_to_end(tmp_path):
-    """The installed `saerec` entry point, its own local Ray runtime, real files."""
+    """The installed `saerec` console script (what the RayJob's entrypoint runs, not `python -m saerec`),
+    its own local Ray runtime, real files."""
+    saerec = shutil.which("saerec", path=str(Path(sys.executable).parent))
+    assert saerec, f"no saerec console script beside {sys.executable}: install the package (pip install -e .)"
     run = tmp_path / "run"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     base = ["--set", "data.synthetic_users=400", "--set", "data.synthetic_items=100",
             "--set", "model.n_layers=1", "--set", "model.d_model=16", "--set", "model.max_len=30",
             "--set", "train.patience=2"]
-    r = subprocess.run([sys.executable, "-m", "saerec", "train", "--run", str(run), "--dataset", "synthetic",
+    r = subprocess.run([saerec, "train", "--run", str(run), "--dataset", "synthetic",
                         "--epochs", "2", *base], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((run / "recommender" / "metrics.json").read_text())
     for key in ("ndcg@10", "hit_rate@10", "coverage@10", "mrr@10", "train_tokens_per_second", "dataset", "split"):
         assert key in m
     assert m["dataset"] == "synthetic" and m["split"]["test"]["users"] > 0
-    assert "popularity" in r.stdout and "GPTRec" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "saerec", "evaluate", "--run", str(run)],
+    assert "popularity" in r.stdout and m["arch"] == "gptrec" and "gptrec" in r.stdout     # the default model.arch
+    r = subprocess.run([saerec, "evaluate", "--run", str(run)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((run / "recommender" / "metrics.json").read_text())["ndcg@10"] == pytest.approx(m["ndcg@10"])
