@@ -1,5 +1,9 @@
 """``saerec run``: the stages in order over one run directory, resumable by content hash.
 
+The stage contract lives here, once: :func:`pipeline_stages` lists each stage's name, the config
+sections it reads, the run files it reads and writes, and the function that does its work and
+returns its summary (the CLI prints the summaries; this module never prints).
+
 Each stage has a key: the SHA-256 of its config sections and of the *content* of its input files
 (the dataset's files for ``data``; the previous stages' artifacts after that). A stage whose key
 matches the one recorded in ``RUN/pipeline.json`` and whose outputs exist is skipped; anything else
@@ -15,7 +19,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from .config import RunConfig
 from .rundir import RunDir
@@ -29,7 +33,7 @@ class Stage:
     sections: tuple[str, ...]                       # config sections the stage reads
     inputs: tuple[str, ...]                         # run-relative files or folders, content-hashed
     outputs: tuple[str, ...]                        # all must exist for the stage to count as done
-    run: Callable[[RunDir, RunConfig], None]        # does the work and prints its summary
+    run: Callable[[RunDir, RunConfig], dict | None]  # does the work and returns its summary (or None)
 
 
 def file_digest(path: Path, h=None):
@@ -93,8 +97,9 @@ def stage_folders(stage: Stage) -> list[str]:
 
 
 def run_pipeline(run: RunDir, cfg: RunConfig, stages: list[Stage], force: bool = False,
-                 printer=print) -> dict[str, float]:
-    """Run or skip each stage in order; returns seconds per stage (0 for skipped ones). A remote run
+                 printer=print, report: Mapping[str, Callable[[dict], None]] | None = None) -> dict[str, float]:
+    """Run or skip each stage in order; returns seconds per stage (0 for skipped ones). ``report``
+    maps a stage name to the function that prints the summary of a stage that ran. A remote run
     is pushed to its URI after each stage: its folders first, then ``pipeline.json``."""
     record = Record(run)
     timings: dict[str, float] = {}
@@ -107,7 +112,9 @@ def run_pipeline(run: RunDir, cfg: RunConfig, stages: list[Stage], force: bool =
             continue
         printer(f"stage {stage.name}: running (key {key})")
         t = time.time()
-        stage.run(run, cfg)
+        summary = stage.run(run, cfg)
+        if report and stage.name in report:
+            report[stage.name](summary)
         timings[stage.name] = time.time() - t
         if stage.name == "data":                      # the source may only exist now (downloaded)
             key = stage_key(stage, run, cfg)
@@ -118,3 +125,67 @@ def run_pipeline(run: RunDir, cfg: RunConfig, stages: list[Stage], force: bool =
             run.push("pipeline.json")
     timings["total"] = time.time() - t_all
     return timings
+
+
+# ---------------------------------------------------------------- the stages of `saerec run`
+
+DATA_OUTPUTS = ("data/interactions.parquet", "data/sequences.parquet", "data/items.parquet", "data/split.json")
+
+
+def record_metrics(run: RunDir, cfg: RunConfig, prep, extra: dict) -> dict:
+    """Evaluate RUN's recommender on the test users (and popularity), add ``extra`` (training stats,
+    or what import-model checked) and write ``recommender/metrics.json``; returns the metrics."""
+    from .eval.evaluate import evaluate_run
+
+    metrics = {**evaluate_run(run, prep, batch_size=cfg.train.eval_batch_size), **extra}
+    run.write_json("recommender/metrics.json", metrics)
+    return metrics
+
+
+def train_and_evaluate(run: RunDir, cfg: RunConfig, prep, resume: bool = False,
+                       t_start: float | None = None) -> dict:
+    """The train stage: Ray Train fits the recommender, then it is evaluated (``record_metrics``)."""
+    from .train.ray_train import train_recommender
+
+    return record_metrics(run, cfg, prep, train_recommender(run, cfg, prep, resume=resume, t_start=t_start))
+
+
+def pipeline_stages(resume: bool = False) -> list[Stage]:
+    """The stages of ``saerec run``, in order; ``resume`` continues an interrupted training."""
+
+    def data(run, cfg):
+        from .data.prepare import prepare
+        prepare(run, cfg, force=True)
+
+    def train(run, cfg):
+        from .data.prepare import load_prepared
+        return train_and_evaluate(run, cfg, load_prepared(run), resume=resume)
+
+    def extract(run, cfg):
+        from .sae.stage import extract_stage
+        return extract_stage(run, cfg)
+
+    def sae(run, cfg):
+        from .sae.stage import sae_stage
+        return sae_stage(run, cfg)
+
+    def interpret(run, cfg):
+        from .interpret.stage import interpret_stage
+        return interpret_stage(run)
+
+    def steer(run, cfg):
+        from .steer.stage import steer_eval_stage
+        return steer_eval_stage(run, cfg)
+
+    D = DATA_OUTPUTS
+    return [
+        Stage("data", ("data", "split"), (), D, data),
+        Stage("train", ("model", "train"), D, ("recommender/model.safetensors", "recommender/metrics.json"), train),
+        Stage("extract", ("activations",), ("recommender/model.safetensors", "data/sequences.parquet"),
+              ("activations/meta.json",), extract),
+        Stage("sae", ("sae", "sae_train"), ("activations",), ("sae/sae.safetensors", "sae/metrics.json"), sae),
+        Stage("interpret", (), ("sae/sae.safetensors", "activations/test", "recommender/items.parquet"),
+              ("interpret/catalog.parquet", "interpret/summary.json"), interpret),
+        Stage("steer", ("steer",), ("sae/sae.safetensors", "interpret/attributes.parquet", "interpret/catalog.parquet",
+                                    "data/sequences.parquet"), ("steer/summary.json",), steer),
+    ]

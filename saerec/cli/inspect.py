@@ -1,0 +1,160 @@
+"""Looking inside a trained run: ``steer`` (one history's top-k before and after edits), ``explain``
+(the SAE features behind a history's recommendations) and ``features`` (the feature catalog)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from ..errors import SaerecError, UsageError
+from .common import item_ids
+
+
+def _history_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory with a recommender, SAE and interpretation")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--history", help="comma-separated item ids of the dataset, oldest first")
+    g.add_argument("--user", type=int, help="a test user: their history up to the held-out item")
+    p.add_argument("--k", type=int, default=10, help="list length (default 10)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("steer", help="a case study: one history's top-k before and after steering edits")
+    _history_flags(sp)
+    sp.add_argument("--attribute", help="steer the attribute's top SAE feature (or its probe with --method probe)")
+    sp.add_argument("--feature", type=int, help="steer this SAE feature id")
+    sp.add_argument("--value", type=float, help="the value to set/add/scale by")
+    sp.add_argument("--mode", default="set", help="set (default, the paper), add or scale")
+    sp.add_argument("--positions", default="last", help="last (default, the paper) or all")
+    sp.add_argument("--method", default="sae", help="sae (default) or probe")
+    sp.add_argument("--edit", action="append", default=[], metavar="SPEC",
+                    help="an edit [probe:]TARGET=[MODE:]VALUE[@last|@all], e.g. Sci-Fi=add:3 or 1572=2 (repeatable: "
+                         "several edits at once, the equalizer)")
+    sp.add_argument("--splice", default="delta", help="delta (default: keeps the SAE error) or reconstruction (the paper)")
+    sp = sub.add_parser("explain", help="the SAE features behind one history's recommendations and their contributions")
+    _history_flags(sp)
+    sp.add_argument("--features", type=int, default=8, help="features to show (most active at the last step)")
+    sp = sub.add_parser("features", help="the feature catalog: labels, correlation, firing frequency")
+    sp.add_argument("--run", required=True, help="run directory")
+    sp.add_argument("--attribute", help="only features labelled with this attribute")
+    sp.add_argument("--limit", type=int, default=20)
+
+
+def _steerer_and_history(args):
+    from ..rundir import RunDir
+    from ..steer import Steerer
+
+    run = RunDir(args.run)
+    for rel, cmd in (("recommender/model.safetensors", "train"), ("sae/sae.safetensors", "sae")):
+        if not run.has(rel):
+            raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
+    steerer = Steerer.from_run(run)
+    if not 1 <= args.k <= 1000:
+        raise UsageError(f"--k must be in 1..1000, got {args.k}")
+    info: dict = {}
+    if args.user is not None:
+        from ..data.prepare import load_prepared
+
+        users, inputs, targets = load_prepared(run).eval_set("test", steerer.model.max_len)
+        hit = np.flatnonzero(users == args.user)
+        if not len(hit):
+            raise UsageError(f"--user {args.user} is not a test user (test users: {len(users)}, "
+                             f"e.g. {', '.join(map(str, users[:5]))})")
+        history = inputs[hit[0]]
+        info = {"user": args.user, "held_out_item": int(steerer.items.item_ids[targets[hit[0]] - 1])}
+    else:
+        history, unknown = steerer.items.to_index(item_ids(args.history))
+        if unknown:
+            info["unknown_item_ids"] = unknown
+            print(f"saerec: skipped {len(unknown)} item id(s) unknown to the model: {unknown[:10]}", file=sys.stderr)
+        if not len(history):
+            raise UsageError("--history has no item the model knows")
+    if len(history) > steerer.model.max_len:
+        info["truncated_to_most_recent"] = steerer.model.max_len
+    return steerer, history, info
+
+
+def _print_list(title: str, table, marks=None) -> None:
+    print(title)
+    for r, row in table.reset_index(drop=True).iterrows():
+        mark = (marks[r] if marks is not None else " ")
+        print(f" {mark}{r + 1:>3}. {str(row['title'])[:48]:<48} {row['genres']}")
+
+
+def cmd_steer(args) -> int:
+    from ..steer import Edit, parse_edit
+
+    steerer, history, info = _steerer_and_history(args)
+    edits = [parse_edit(e) for e in args.edit]
+    if args.attribute is not None or args.feature is not None:
+        if args.attribute is not None and args.feature is not None:
+            raise UsageError("give --attribute or --feature, not both")
+        if args.value is None:
+            raise UsageError("--attribute/--feature needs --value")
+        target = args.attribute if args.attribute is not None else args.feature
+        edits.insert(0, Edit(target, args.value, args.mode, args.positions, args.method))
+    if not edits:
+        raise UsageError("nothing to steer: give --attribute/--feature with --value, or --edit")
+    resolved = steerer.resolve_all(edits)
+    before = steerer.recommend([history], None, k=args.k)[0]
+    after = steerer.recommend([history], [resolved], k=args.k, splice=args.splice)[0]
+    b, a = steerer.items.describe(before), steerer.items.describe(after)
+    if args.json:
+        print(json.dumps({**info, "edits": [vars(e) for e in resolved], "splice": args.splice,
+                          "before": b.to_dict(orient="records"), "after": a.to_dict(orient="records")}, default=str))
+        return 0
+    recent = steerer.items.describe(history[-3:])
+    print(f"history: {len(history)} items; most recent: " + "; ".join(recent["title"].astype(str)))
+    for e in resolved:
+        print(f"edit: {e.label} -> {e.kind} {e.index}, {e.mode} {e.value:g} at {e.positions} ({args.splice} splice)")
+    _print_list("before:", b)
+    _print_list("after:", a, marks=["+" if x not in set(before) else " " for x in after])
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from ..steer.explain import explain
+
+    steerer, history, info = _steerer_and_history(args)
+    if args.features < 1:
+        raise UsageError(f"--features must be >= 1, got {args.features}")
+    ex = explain(steerer, history, k=args.k, top_features=args.features)
+    if args.json:
+        print(json.dumps({**info, "features": ex.features.to_dict(orient="records"),
+                          "items": ex.items.to_dict(orient="records"),
+                          "contributions": ex.contributions.to_dict(orient="records"),
+                          "direct_total": ex.direct_total.tolist()}, default=str))
+        return 0
+    print("most active features at the last step:")
+    for _, f in ex.features.iterrows():
+        print(f"  #{f['feature']:<5} {f['label']:<14} activation {f['activation']:.3f} "
+              f"(label correlation {f['label_correlation']:.2f})")
+    print("recommendations: score; per feature its direct contribution (and total effect through later blocks, "
+          "i.e. the score lost when it is set to 0)")
+    for r, it in ex.items.iterrows():
+        c = ex.contributions[ex.contributions["rank"] == r + 1].sort_values("contribution", ascending=False)
+        why = ", ".join(f"#{x.feature} {x.label} {x.contribution:+.2f} ({x.ablation_change:+.2f})"
+                        for x in c.head(3).itertuples())
+        print(f" {r + 1:>3}. {str(it['title'])[:44]:<44} {it['genres']:<32} {it['score']:6.2f}  {why}")
+    return 0
+
+
+def cmd_features(args) -> int:
+    from ..rundir import RunDir
+    from ..steer.catalog import FeatureCatalog
+
+    cat = FeatureCatalog.load(RunDir(args.run))
+    t = cat.table()
+    if args.attribute:
+        name = cat.canonical(args.attribute)
+        print(f"top feature for {name}: #{cat.feature_for(name)}")
+        t = t[t["label"] == name]
+    print(t.head(args.limit).to_string(index=False))
+    return 0
+
+
+COMMANDS = {"steer": cmd_steer, "explain": cmd_explain, "features": cmd_features}

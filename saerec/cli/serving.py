@@ -1,0 +1,120 @@
+"""Serving: ``serve`` puts a run behind the gRPC Recommender on Ray Serve; ``client`` calls it."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ..errors import SaerecError, UsageError
+from .common import item_ids
+
+
+def add_parsers(sub) -> None:
+    sp = sub.add_parser("serve", help="serve RUN as the gRPC Recommender on Ray Serve (Ray starts locally if needed)")
+    sp.add_argument("--run", required=True, help="run directory with a recommender, SAE and interpretation")
+    sp.add_argument("--port", type=int, default=9000, help="gRPC port (default 9000)")
+    sp.add_argument("--http-port", type=int, default=8000, help="Serve's HTTP port, for health checks (default 8000)")
+    sp.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    sp.add_argument("--replicas", type=int, default=1)
+    sp.add_argument("--compile", action="store_true",
+                    help="compile the scoring pass ahead of time (AOTInductor): faster requests, about a minute more "
+                         "per replica start")
+    sp = sub.add_parser("client", help="call a running saerec gRPC service: recommend, features, feature, explain")
+    sp.add_argument("action", choices=["recommend", "features", "feature", "explain"])
+    sp.add_argument("--address", default="localhost:9000", help="host:port of the service (default localhost:9000)")
+    sp.add_argument("--history", help="comma-separated item ids, oldest first (recommend, explain)")
+    sp.add_argument("--edit", action="append", default=[], metavar="SPEC",
+                    help="steering edit TARGET=[MODE:]VALUE[@last|@all] (recommend; repeatable)")
+    sp.add_argument("--k", type=int, default=10)
+    sp.add_argument("--include-seen", action="store_true", help="do not exclude the history's items")
+    sp.add_argument("--attribute", default="", help="features: only this attribute's features")
+    sp.add_argument("--id", type=int, help="feature: the feature id")
+    sp.add_argument("--limit", type=int, default=20, help="features: page size")
+    sp.add_argument("--timeout", type=float, default=10.0, help="deadline per call in seconds")
+
+
+def cmd_serve(args) -> int:
+    from ray import serve
+
+    from ..raycluster import ensure_ray
+    from ..rundir import RunDir
+    from ..serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
+    from ..storage import is_uri
+
+    run = RunDir(args.run)
+    for rel, cmd in (("recommender/model.safetensors", "train"), ("sae/sae.safetensors", "sae"),
+                     ("interpret/catalog.parquet", "interpret")):
+        if not run.has(rel):
+            raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
+    ensure_ray()                      # (a local runtime starts its workers at nice 0, see ensure_ray)
+    start_grpc(args.port, args.http_port, args.host)
+    # a remote run goes to the replicas as its URI: each pulls its own copy, on whichever node it runs
+    served = args.run if is_uri(args.run) else str(run.root)
+    serve.run(app_builder({"run": served, "replicas": args.replicas, "compile": args.compile}), name=APP_NAME, route_prefix=ROUTE)
+    print(f"saerec.v1.Recommender serving {run.root} on gRPC port {args.port} (Ctrl-C stops)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()
+
+
+def _print_items(items) -> None:
+    for r, it in enumerate(items):
+        print(f" {r + 1:>3}. {it.item_id:>7}  {it.title[:48]:<48} {'|'.join(it.genres):<32} {it.score:8.3f}")
+
+
+def cmd_client(args) -> int:
+    import grpc
+
+    from ..serving.client import RecommenderClient
+
+    def ids() -> list[int]:
+        if not args.history:
+            raise UsageError(f"client {args.action} needs --history")
+        return item_ids(args.history)
+
+    with RecommenderClient(args.address, timeout=args.timeout) as c:
+        try:
+            if args.action == "recommend":
+                r = c.recommend(ids(), k=args.k, steering=args.edit, exclude_seen=not args.include_seen)
+                if r.unknown_item_ids:
+                    print(f"unknown item ids skipped: {list(r.unknown_item_ids)}")
+                if r.popularity_fallback:
+                    print("no known item in the history: most popular items (unsteered)")
+                for e in r.applied_steering:
+                    print(f"steering: feature #{e.feature_id} ({e.label}) value {e.value:g}")
+                _print_items(r.items)
+                print(f"model {r.model_version}")
+            elif args.action == "features":
+                r = c.list_features(attribute=args.attribute, page_size=args.limit)
+                for f in r.features:
+                    print(f" #{f.feature_id:<5} {f.label:<16} corr {f.label_correlation:.3f}  AUC {f.label_auc:.3f}  "
+                          f"firing {f.firing_frequency:.3f}{'  (top feature)' if f.top_feature_of_label else ''}")
+                print(f"{len(r.features)} of {r.total}")
+            elif args.action == "feature":
+                if args.id is None:
+                    raise UsageError("client feature needs --id")
+                f = c.get_feature(args.id)
+                print(f"#{f.feature_id} {f.label} (correlation {f.label_correlation:.3f}, AUC {f.label_auc:.3f}, "
+                      f"firing {f.firing_frequency:.3f}, max {f.max_activation:.3f})")
+                print("top-activating items:")
+                _print_items(f.top_items)
+                print("promoted items (score change when the feature is added):")
+                _print_items(f.promoted_items)
+            else:
+                r = c.explain(ids(), k=args.k)
+                for f in r.features:
+                    print(f"  #{f.feature_id:<5} {f.label:<16} activation {f.activation:.3f}")
+                for n, it in enumerate(r.items):
+                    why = ", ".join(f"#{x.feature_id} {x.contribution:+.2f}" for x in
+                                    sorted(it.contributions, key=lambda x: -x.contribution)[:3])
+                    print(f" {n + 1:>3}. {it.item.title[:44]:<44} {'|'.join(it.item.genres):<30} {it.item.score:7.2f}  {why}")
+        except grpc.RpcError as e:
+            code = e.code()
+            print(f"saerec: error: {code.name}: {e.details()}", file=sys.stderr)
+            return 2 if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) else 1
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "client": cmd_client}
