@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
 import os
 import shutil
 import sys
@@ -73,7 +76,55 @@ def trained_run(ray_session, tmp_path_factory):
     prep = prepare(run, cfg)
     train_recommender(run, cfg, prep)
     cfg.save(run.root / "config.yaml")
-    return run, cfg
+    with unchanged(run, ("data", "recommender")):
+        yield run, cfg
+
+
+def digests(root: Path, folders: tuple[str, ...]) -> dict[str, str]:
+    """sha256 of every file under ``root/<folder>`` (relative path -> digest), Ray Train's own storage
+    (``*/ray/``) left out: a stage rewritten in place changes its artifacts too."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in folders for p in sorted((root / folder).rglob("*"))
+            if p.is_file() and "ray" not in p.relative_to(root).parts}
+
+
+@contextlib.contextmanager
+def unchanged(run, folders: tuple[str, ...]):
+    """A session run's files as built must be as built at the end of the session: a module that retrains
+    or rewrites a stage in place (instead of in its ``copy_run``) would make other modules' results
+    depend on test order. Files added later are not checked."""
+    before = digests(run.root, folders)
+    yield
+    after = digests(run.root, folders)
+    changed = sorted(rel for rel, digest in before.items() if after.get(rel) != digest)
+    assert not changed, (f"the session run {run.root} was modified in place ({len(changed)} files, e.g. "
+                         f"{', '.join(changed[:3])}): give the module that writes it copy_run's copy")
+
+
+def copy_run(src: tuple, dest: Path, drop: tuple[str, ...] = ()) -> tuple:
+    """A private copy of a session run ``(RunDir, config)`` for a module that writes into its run, so
+    the session fixtures stay as built whatever order the modules run in. ``drop``: top-level folders
+    left out (the stages the module runs itself)."""
+    from saerec.rundir import RunDir
+
+    run, cfg = src
+    shutil.copytree(run.root, dest, ignore=lambda d, names: [n for n in names if Path(d) == run.root and n in drop])
+    return RunDir(dest), copy.deepcopy(cfg)
+
+
+LATER_STAGES = ("activations", "sae", "interpret", "steer", "tune")
+
+
+@pytest.fixture(scope="module")
+def own_trained_run(trained_run, tmp_path_factory):
+    """``trained_run`` (data and recommender only) copied for one module that runs the later stages."""
+    return copy_run(trained_run, tmp_path_factory.mktemp("own-trained") / "run", drop=LATER_STAGES)
+
+
+@pytest.fixture(scope="module")
+def own_interpreted_run(interpreted_run, tmp_path_factory):
+    """``interpreted_run`` copied for one module that retrains a stage in it or adds one."""
+    return copy_run(interpreted_run, tmp_path_factory.mktemp("own-interpreted") / "run")
 
 
 @pytest.fixture(scope="session")
@@ -89,4 +140,5 @@ def interpreted_run(trained_run):
         sae_stage(run, cfg)
     if not run.has("interpret/catalog.parquet"):
         interpret_stage(run)
-    return run, cfg
+    with unchanged(run, LATER_STAGES):
+        yield run, cfg

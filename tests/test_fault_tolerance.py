@@ -71,8 +71,8 @@ def test_gptrec_training_survives_a_killed_worker(ray_session, tmp_path):
     assert run.has("recommender/model.safetensors")
 
 
-def test_sae_training_survives_a_killed_worker(interpreted_run):
-    run, _ = interpreted_run
+def test_sae_training_survives_a_killed_worker(own_interpreted_run):
+    run, _ = own_interpreted_run
     cfg = SAEConfig(n_latents=64, epochs=6, batch_size=32, l1=0.05, dead_window=5000)
     started = time.time()
     thread, out = run_in_thread(lambda: train_sae(run.root, cfg, max_failures=1))

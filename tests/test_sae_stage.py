@@ -21,8 +21,8 @@ from saerec.sae.trainer import ReconStats
 from saerec.train.batching import pad_inputs
 
 
-def test_extraction_covers_every_position(trained_run):
-    run, cfg = trained_run
+def test_extraction_covers_every_position(own_trained_run):
+    run, cfg = own_trained_run
     extract_stage(run, cfg)
     prep = load_prepared(run)
     for part in ("sae", "test"):
@@ -39,8 +39,8 @@ def test_extraction_covers_every_position(trained_run):
         assert rows["item_id"].tolist() == s.tolist()
 
 
-def test_block_activations_equal_model_capture(trained_run):
-    run, _ = trained_run
+def test_block_activations_equal_model_capture(own_trained_run):
+    run, _ = own_trained_run
     model, _ = load_model(run.recommender)
     seq = np.array([3, 7, 9, 11])
     rows = block_activations(model, np.array([1]), [seq], "block.0")
@@ -50,8 +50,8 @@ def test_block_activations_equal_model_capture(trained_run):
     assert rows["position"].tolist() == [0, 1, 2, 3] and rows["item"].tolist() == seq.tolist()
 
 
-def test_sae_stage_writes_checkpoint_and_metrics(trained_run):
-    run, cfg = trained_run
+def test_sae_stage_writes_checkpoint_and_metrics(own_trained_run):
+    run, cfg = own_trained_run
     if not run.has("activations/meta.json"):
         extract_stage(run, cfg)
     m = sae_stage(run, cfg)
@@ -84,8 +84,8 @@ def test_streamed_stats_equal_in_memory():
     assert r["l0"] == pytest.approx(float((f > 0).sum(1).float().mean()), rel=1e-6)
 
 
-def test_delta_splice_without_edit_is_exact_and_edits_move_scores(trained_run):
-    run, _ = trained_run
+def test_delta_splice_without_edit_is_exact_and_edits_move_scores(own_trained_run):
+    run, _ = own_trained_run
     model, _ = load_model(run.recommender)
     sae = build_sae(model.cfg.d_model, SAEConfig(n_latents=64)).eval()
     st = NormStats("global")
@@ -113,10 +113,10 @@ def test_delta_splice_without_edit_is_exact_and_edits_move_scores(trained_run):
     assert torch.allclose(base[0, :-1], bumped[0, :-1], atol=1e-6)
 
 
-def test_interpret_stage_writes_tables_catalog_plots(trained_run):
+def test_interpret_stage_writes_tables_catalog_plots(own_trained_run):
     from saerec.interpret.stage import interpret_stage
 
-    run, cfg = trained_run
+    run, cfg = own_trained_run
     if not run.has("sae/sae.safetensors"):
         if not run.has("activations/meta.json"):
             extract_stage(run, cfg)

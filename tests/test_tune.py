@@ -8,8 +8,8 @@ from saerec.cli import main
 from saerec.tuning.experiment import TuneSpec, pareto_front, run_tune
 
 
-def test_tune_grid_results_tables_plots_and_resume(interpreted_run, tmp_path, capsys):
-    run, cfg = interpreted_run
+def test_tune_grid_results_tables_plots_and_resume(own_interpreted_run, tmp_path, capsys):
+    run, cfg = own_interpreted_run
     spec = TuneSpec(l1=[0.02, 0.3], n_latents=[16, 64], seeds=2, epochs=1, trial_cpus=1)
     mtime = (run.root / "activations" / "meta.json").stat().st_mtime
     # first attempt: every trial with seed 1 fails once (injected), the experiment ends with errors
