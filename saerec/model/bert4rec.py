@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .dropout import Dropout
-from .interface import Intervention, ModelOutput, SequentialRecommender, Visitor, append_token, check_states
+from .interface import BlockRecommender, Intervention, ModelOutput, append_token
 
 
 class BertBlock(nn.Module):
@@ -46,7 +46,7 @@ class BertBlock(nn.Module):
         return self.ln2(x + self.drop(self.fc_out(F.gelu(self.fc(x)))))
 
 
-class BERT4Rec(SequentialRecommender):
+class BERT4Rec(BlockRecommender):
     def __init__(self, cfg: ModelConfig, n_items: int):
         super().__init__()
         self.cfg, self.n_items = cfg, n_items
@@ -74,13 +74,8 @@ class BERT4Rec(SequentialRecommender):
 
     def forward(self, items: torch.Tensor, lengths: torch.Tensor | None = None, capture: Sequence[str] = (),
                 interventions: Mapping[str, Intervention] | None = None) -> ModelOutput:
+        lengths, visit = self.start_pass(items, lengths, capture, interventions)
         T = items.shape[1]
-        if T > self.cfg.max_len:
-            raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
-        check_states([*capture, *(interventions or {})], self.state_names)
-        if lengths is None:
-            lengths = (items != 0).sum(1)
-        visit = Visitor(lengths, capture, interventions)
         keep = (torch.arange(T, device=items.device)[None, :] < lengths[:, None])[:, None, None, :]
         pos = torch.arange(T, device=items.device)
         x = visit("embed", self.drop(self.emb_ln(self.item_emb(items) + self.pos_emb(pos)[None])))

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .dropout import Dropout
-from .interface import (Intervention, ModelOutput, SequentialRecommender, Visitor, Where, check_states,
-                        position_mask, replaced)
+from .interface import BlockRecommender, Intervention, ModelOutput, Where, position_mask, replaced
 from .laststep import causal_prefill, causal_replay
 
 
@@ -92,7 +91,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class GPTRec(SequentialRecommender):
+class GPTRec(BlockRecommender):
     def __init__(self, cfg: ModelConfig, n_items: int):
         super().__init__()
         self.cfg, self.n_items = cfg, n_items
@@ -118,13 +117,6 @@ class GPTRec(SequentialRecommender):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    @property
-    def state_names(self) -> list[str]:
-        return ["embed", *(f"block.{i}" for i in range(len(self.blocks))), "final"]
-
-    @property
-    def max_len(self) -> int:
-        return self.cfg.max_len
 
     def forward(self, items: torch.Tensor, lengths: torch.Tensor | None = None,
                 capture: Sequence[str] = (), interventions: Mapping[str, Intervention] | None = None,
@@ -134,13 +126,7 @@ class GPTRec(SequentialRecommender):
         ``_blocks`` (internal, for :meth:`forward_last`): stop after that many blocks, before ``final``
         (``hidden`` is then the state after block ``_blocks - 1``, or ``embed`` for 0).
         """
-        B, T = items.shape
-        if T > self.cfg.max_len:
-            raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
-        check_states([*capture, *(interventions or {})], self.state_names)
-        if lengths is None:
-            lengths = (items != 0).sum(1)
-        visit = Visitor(lengths, capture, interventions)
+        lengths, visit = self.start_pass(items, lengths, capture, interventions)
         x = visit("embed", self.embed(items))
         for i, block in enumerate(self.blocks):
             if i == _blocks:                     # (not self.blocks[:n]: slicing builds a new ModuleList)

@@ -223,3 +223,27 @@ class SequentialRecommender(nn.Module):
         from .laststep import generic_replay
 
         return generic_replay(self, cache, state)
+
+
+class BlockRecommender(SequentialRecommender):
+    """The built-in architectures' shared frame: sizes in ``self.cfg`` (a ModelConfig), states named
+    ``embed``, ``block.0`` ... ``block.{L-1}`` (``self.blocks``), ``final``."""
+
+    @property
+    def state_names(self) -> list[str]:
+        return ["embed", *(f"block.{i}" for i in range(len(self.blocks))), "final"]
+
+    @property
+    def max_len(self) -> int:
+        return self.cfg.max_len
+
+    def start_pass(self, items: torch.Tensor, lengths: torch.Tensor | None, capture: Sequence[str],
+                   interventions: Mapping[str, Intervention] | None) -> tuple[torch.Tensor, Visitor]:
+        """Checks a forward pass's inputs; returns the lengths and the pass's :class:`Visitor`."""
+        T = items.shape[1]
+        if T > self.cfg.max_len:
+            raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
+        check_states([*capture, *(interventions or {})], self.state_names)
+        if lengths is None:
+            lengths = (items != 0).sum(1)
+        return lengths, Visitor(lengths, capture, interventions)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .dropout import Dropout
-from .interface import Intervention, ModelOutput, SequentialRecommender, Visitor, check_states
+from .interface import BlockRecommender, Intervention, ModelOutput
 
 
 class SASRecBlock(nn.Module):
@@ -51,7 +51,7 @@ class SASRecBlock(nn.Module):
         return x + self.drop(self.fc2(self.drop(F.relu(self.fc1(x)))))
 
 
-class SASRec(SequentialRecommender):
+class SASRec(BlockRecommender):
     def __init__(self, cfg: ModelConfig, n_items: int):
         super().__init__()
         self.cfg, self.n_items = cfg, n_items
@@ -68,23 +68,11 @@ class SASRec(SequentialRecommender):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    @property
-    def state_names(self) -> list[str]:
-        return ["embed", *(f"block.{i}" for i in range(len(self.blocks))), "final"]
-
-    @property
-    def max_len(self) -> int:
-        return self.cfg.max_len
 
     def forward(self, items: torch.Tensor, lengths: torch.Tensor | None = None, capture: Sequence[str] = (),
                 interventions: Mapping[str, Intervention] | None = None) -> ModelOutput:
+        lengths, visit = self.start_pass(items, lengths, capture, interventions)
         T = items.shape[1]
-        if T > self.cfg.max_len:
-            raise ValueError(f"sequence length {T} exceeds max_len {self.cfg.max_len}")
-        check_states([*capture, *(interventions or {})], self.state_names)
-        if lengths is None:
-            lengths = (items != 0).sum(1)
-        visit = Visitor(lengths, capture, interventions)
         pos = torch.arange(T, device=items.device)
         x = self.item_emb(items) * math.sqrt(self.cfg.d_model) + self.pos_emb(pos)[None]
         x = visit("embed", self.drop(x))
