@@ -101,7 +101,7 @@ class TrainConfig(Section):
     """GPTRec training on Ray Train."""
 
     epochs: int = 200                 # upper bound; early stopping usually ends sooner
-    patience: int = 5                 # epochs without validation NDCG@10 improvement (5 vs 10: README)
+    patience: int = 5                 # epochs without validation NDCG@10 improvement (5 vs 10: docs/results.md)
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_tokens: int = 4096          # token budget per batch (length-bucketed, little padding)

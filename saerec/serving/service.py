@@ -1,7 +1,7 @@
 """The recommender service without Ray: request validation, batched steered recommendations, the
 feature catalog and explanations, protobuf in and out. The Ray Serve deployment wraps it.
 
-Limits (documented in the proto and the README): k in 1..1000 (0 means 10); at most
+Limits (documented in the proto and docs/serving.md): k in 1..1000 (0 means 10); at most
 ``MAX_STEERING`` edits per request; |value| <= 100 and finite; a history longer than the model's
 ``max_len`` keeps its most recent items (``truncated_items`` says how many were dropped; with
 ``exclude_seen`` the dropped ones are still not recommended); unknown item

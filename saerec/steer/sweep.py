@@ -3,7 +3,7 @@
 A *curve* is (attribute, method, mode, splice): e.g. the Sci-Fi SAE feature set to v at the last
 step with the delta splice. For every value the test users' top-k lists give: the share of every
 genre, NDCG/HitRate/Coverage@k and inter-list diversity. ``summarise`` turns the curves into the
-checks the README reports (monotonicity, lift at +5, NDCG cost at |v| <= 2).
+checks docs/results.md reports (monotonicity, lift at +5, NDCG cost at |v| <= 2).
 """
 
 from __future__ import annotations
