@@ -55,11 +55,16 @@ def two_nodes(tmp_path_factory):
     port, dash = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     common = ["--num-cpus=2", "--memory=4000000000", "--object-store-memory=200000000", "--disable-usage-stats"]
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", f"--temp-dir={temp}",
+    # each node's dashboard agent on its own free port: the default (52365) is taken by the test session's
+    # own local Ray runtime when a test before this module started it, and a head whose agent cannot
+    # bind answers every job submission with "No available agent"
+    subprocess.run([RAY, "start", "--head", f"--dashboard-agent-listen-port={free_port()}", f"--port={port}",
+                    "--node-ip-address=127.0.0.1", f"--temp-dir={temp}",
                     "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
                     '--resources={"head_node": 1}', *common], check=True, env=env, capture_output=True, timeout=120)
     try:
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", '--resources={"worker_node": 1}', *common],
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{port}", '--resources={"worker_node": 1}',
+                        f"--dashboard-agent-listen-port={free_port()}", *common],
                        check=True, env=env, capture_output=True, timeout=120)
         address = f"http://127.0.0.1:{dash}"
         from ray.job_submission import JobSubmissionClient
