@@ -91,8 +91,7 @@ def test_each_objective_trains_the_model_it_names(arch, loss):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(30):
-        h, y = predictions(model, model, items, tgt, lengths, objective(model.cfg if hasattr(model, "cfg") else None,
-                                                                          model), cfg.mask_prob)
+        h, y = predictions(model, model, items, tgt, lengths, objective(model.cfg, model), cfg.mask_prob)
         loss_ = loss_on(h, model.item_weights(), y, cfg)
         opt.zero_grad()
         loss_.backward()
