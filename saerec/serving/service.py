@@ -192,7 +192,7 @@ class RecommenderService:
         top_dense, _ = self.items.to_index(keep)
         promo_dense, _ = self.items.to_index([int(x) for x in f.get("promoted_items", [])])
         return pb.Feature(
-            feature_id=int(j), label=str(f["label"]), label_correlation=float(f["label_correlation"]),
+            feature_id=int(j), label=self.catalog.label(int(j)), label_correlation=float(f["label_correlation"]),
             label_auc=float(f.get("label_auc", np.nan)), firing_frequency=float(f["firing_frequency"]),
             max_activation=float(f["max_activation"]),
             top_items=self._scored(top_dense, [v for v in top_vals if v > 0][:len(top_dense)]),
