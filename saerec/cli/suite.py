@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..layout import A
 from .common import add_common, stage_run
 
 
@@ -39,7 +40,7 @@ def cmd_sae_eval(args) -> int:
 
     run, cfg = stage_run(args)
     print_sae_eval(sae_eval_stage(run, cfg))
-    print(f"wrote {run.root / 'saeeval' / 'report.md'}")
+    print(f"wrote {run.path(A.SAEEVAL) / 'report.md'}")
     return 0
 
 

@@ -23,7 +23,8 @@ from ..atomic import write_parquet, write_text
 from ..config import RunConfig
 from ..data.attributes import attribute_columns, genre_columns
 from ..errors import RunError
-from ..rundir import RunDir
+from ..contract import Stage
+from ..rundir import A, RunDir
 from ..sae.base import load_sae
 from .collect import FoldSums, Reservoir, stream
 from .suite import SPLIT_K, AbsorptionSums, candidate_latents, label_confidence, planted_recovery, sparse_probing
@@ -62,14 +63,14 @@ def summarise(probing: pd.DataFrame, absorb: pd.DataFrame, feats: pd.DataFrame, 
 
 def sae_eval_stage(run: RunDir, cfg: RunConfig, printer=None) -> dict:
     ec = cfg.sae_eval
-    if not run.has("sae/sae.safetensors"):
-        raise RunError(f"{run.root / 'sae'}: no SAE; run `saerec sae --run {run.root}` first")
-    folder = run.root / "activations" / "test"
+    if not run.has(A.SAE_WEIGHTS):
+        raise RunError(f"{run.path(A.SAE)}: no SAE; run `saerec sae --run {run.root}` first")
+    folder = run.path(A.ACT_TEST)
     if not any(folder.glob("*.parquet")):
         raise RunError(f"{folder}: no test activations; run `saerec extract --run {run.root}` first")
     t0 = time.perf_counter()
-    sae, meta = load_sae(run.root / "sae")
-    items = run.read_parquet("recommender/items.parquet")
+    sae, meta = load_sae(run.path(A.SAE))
+    items = run.read_parquet(A.CATALOGUE)
     attrs, genres = attribute_columns(items), genre_columns(items)
     m, d = sae.cfg.n_latents, sae.d_in
     k_values = sorted(set(ec.k_values))
@@ -90,7 +91,7 @@ def sae_eval_stage(run: RunDir, cfg: RunConfig, printer=None) -> dict:
         keep.update(b)
     sample = keep.result()
     t = time.perf_counter()
-    probing, probes = sparse_probing(sample, sums, cand, attrs, k_values, ec.probe_C)
+    probing, probes = sparse_probing(sample, sums, cand, attrs, k_values, ec.probe_c)
     secs["probes"] = time.perf_counter() - t
     t = time.perf_counter()
     absorb_sums = AbsorptionSums(sae, attrs, probes)        # pass 3: absorption on held-out users
@@ -101,17 +102,21 @@ def sae_eval_stage(run: RunDir, cfg: RunConfig, printer=None) -> dict:
     feats = label_confidence(sums, attrs)
     feats["labelled"] = feats["label_confidence"] >= ec.min_label_confidence
 
-    out = run.stage("saeeval")
-    write_parquet(probing, out / "probing.parquet")
-    write_parquet(absorb, out / "attributes.parquet")
-    write_parquet(feats, out / "features.parquet")
+    out = run.stage(A.SAEEVAL)
+    write_parquet(probing, run.path(A.EVAL_PROBING))
+    write_parquet(absorb, run.path(A.EVAL_ATTRIBUTES))
+    write_parquet(feats, run.path(A.EVAL_FEATURES))
     summary = summarise(probing, absorb, feats, genres, k_values, ec.min_label_confidence)
     if cfg.data.dataset == "synthetic" and genres:
         summary["planted"] = planted_recovery(sums, sae.W_dec.detach().numpy(), attrs, genres)
     summary.update({"positions": int(sums.n.sum()), "sample_rows": int(len(sample.fold)),
                     "layer": meta.get("layer"), "sae": {"kind": sae.cfg.kind, "n_latents": m},
                     "seconds": time.perf_counter() - t0, "phase_seconds": secs})
-    run.write_json("saeeval/summary.json", summary)
+    run.write_json(A.EVAL_SUMMARY, summary)
     from .report import write_report
     write_report(out, summary, probing, absorb, feats)
     return summary
+
+
+STAGE = Stage("saeeval", ("sae_eval",), (A.SAE_WEIGHTS, A.ACT_TEST, A.CATALOGUE), (A.EVAL_FEATURES, A.EVAL_SUMMARY),
+              sae_eval_stage)
