@@ -126,7 +126,8 @@ def test_sae_eval_stage_end_to_end(evaluated):
     want = roc_auc_score(y[fold == 1, a], clf.decision_function(codes[fold == 1][:, [j]]))
     assert abs(row["auc"] - want) < 1e-3
 
-    # label confidence: labels chosen by correlation on one fold, the rule scored on the other
+    # label confidence: labels chosen by correlation on one fold, the rule scored on the other, F1
+    # corrected for the F1 of a feature firing at its rate independently of the label
     feats = pd.read_parquet(out / "features.parquet").set_index("feature")
     fires = codes > 0
     conf = np.zeros(codes.shape[1])
@@ -139,7 +140,10 @@ def test_sae_eval_stage_end_to_end(evaluated):
         tp = (fs & ys[:, lab]).sum(0)
         prec = np.divide(tp, fs.sum(0), out=np.zeros(len(lab)), where=fs.sum(0) > 0)
         rec = np.divide(tp, ys[:, lab].sum(0), out=np.zeros(len(lab)), where=ys[:, lab].sum(0) > 0)
-        conf += np.divide(2 * prec * rec, prec + rec, out=np.zeros(len(lab)), where=prec + rec > 0) / 2
+        f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(len(lab)), where=prec + rec > 0)
+        share, rate = ys[:, lab].mean(0), fs.mean(0)          # chance: precision = share, recall = rate
+        f0 = np.divide(2 * share * rate, share + rate, out=np.zeros(len(lab)), where=share + rate > 0)
+        conf += np.clip((f1 - f0) / (1 - f0), 0, 1) / 2
     assert np.allclose(feats["label_confidence"].to_numpy(), conf, atol=1e-4)
     assert (feats["labelled"] == (feats["label_confidence"] >= cfg.sae_eval.min_label_confidence)).all()
 

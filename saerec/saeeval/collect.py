@@ -50,8 +50,7 @@ def stream(folder: Path, sae, items: pd.DataFrame, attrs: list[str], batch_rows:
             fold = (rb.column("user_id").to_numpy() % 2).astype(np.int64)
             yield Batch(fold, x, sae.encode(x), Y_all[rows])
             prog.update(rb.num_rows)
-    if prog.enabled:
-        prog.printer(prog.line("done"))
+    prog.printer(prog.line("done"))
 
 
 @dataclass

@@ -6,7 +6,8 @@ item attributes: no LLM, the first-letter task replaced by attribute probes).
 - ``feature_splits``: the "main latents" of an attribute: the first latent, then the next ones while
   each raises the k-sparse probe's F1 by more than ``tau`` (SAEBench's feature-splitting rule).
 - ``absorption``: per positive row, the absorption fraction and whether absorption is full.
-- ``rule_scores``: precision / recall / F1 of a rule "the feature fires on items with attribute A".
+- ``rule_scores``: precision / recall / F1 of a rule "the feature fires on items with attribute A";
+  ``chance_corrected``: that F1 above what a feature firing at random would get.
 - ``mcc`` and ``direction_recovery``: agreement with planted ground truth.
 """
 
@@ -122,6 +123,21 @@ def rule_scores(fires_with: np.ndarray, fires: np.ndarray, has: np.ndarray) -> t
     s = prec + rec
     f1 = np.divide(2 * prec * rec, s, out=np.zeros_like(s), where=s > 0)
     return prec, rec, f1
+
+
+def chance_corrected(f1: np.ndarray, share: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """F1 above chance, as a fraction of the room above it: (F1 - F1_0) / (1 - F1_0), floored at 0,
+    where F1_0 = 2 s q / (s + q) is the F1 of a feature firing at rate q independently of an
+    attribute with share s (precision s, recall q). Without it a feature firing at random on a
+    third of the positions scores F1 ~ 0.34 against Drama (share 0.35) and would keep that label.
+
+    >>> chance_corrected(np.array([0.34, 1.0, 0.6]), np.array([0.35, 0.1, 0.1]), np.array([0.33, 0.1, 0.1])).round(3).tolist()
+    [0.0, 1.0, 0.556]
+    """
+    share, rate = np.asarray(share, dtype=np.float64), np.asarray(rate, dtype=np.float64)
+    s = share + rate
+    f0 = np.divide(2 * share * rate, s, out=np.zeros_like(s), where=s > 0)
+    return np.clip(np.divide(np.asarray(f1) - f0, 1 - f0, out=np.zeros_like(s), where=f0 < 1), 0.0, 1.0)
 
 
 def mcc(corr: np.ndarray) -> tuple[float, np.ndarray]:

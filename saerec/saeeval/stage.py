@@ -91,7 +91,7 @@ def sae_eval_stage(run: RunDir, cfg: RunConfig, printer=None) -> dict:
         keep.update(b)
     sample = keep.result()
     t = time.perf_counter()
-    probing, probes = sparse_probing(sample, sums, cand, attrs, k_values, ec.probe_c)
+    probing, probes = sparse_probing(sample, sums, cand, attrs, k_values, ec.probe_c, printer)
     secs["probes"] = time.perf_counter() - t
     t = time.perf_counter()
     absorb_sums = AbsorptionSums(sae, attrs, probes)        # pass 3: absorption on held-out users

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..progress import Progress
 from .collect import Batch, FoldSums, Sample
 from .logreg import held_out_scores
-from .metrics import absorption, direction_recovery, feature_splits, mcc, rule_scores, top_by_mean_difference
+from .metrics import (absorption, chance_corrected, direction_recovery, feature_splits, mcc, rule_scores,
+                      top_by_mean_difference)
 
 SPLIT_K = 5            # latents tried one by one for the feature-splitting rule
 
@@ -24,7 +26,7 @@ def candidate_latents(sums: FoldSums, k_max: int) -> np.ndarray:
 
 
 def sparse_probing(sample: Sample, sums: FoldSums, cand: np.ndarray, attrs: list[str], k_values: list[int],
-                   C: float = 1.0) -> tuple[pd.DataFrame, dict[str, dict]]:
+                   C: float = 1.0, printer=None) -> tuple[pd.DataFrame, dict[str, dict]]:
     """k-sparse probes on SAE latents and on raw neurons (both chosen by class-mean difference on
     fold 0), and the full linear probe on all neurons; fitted on fold 0 rows, scored on fold 1 rows.
 
@@ -48,9 +50,13 @@ def sparse_probing(sample: Sample, sums: FoldSums, cand: np.ndarray, attrs: list
         return [torch.cat(t) for t in zip(*parts)]
 
     rows, f1_split = [], []
-    for k in sorted(set(k_values) | set(range(1, SPLIT_K + 1))):
+    ks = sorted(set(k_values) | set(range(1, SPLIT_K + 1)))
+    prog = Progress("sae-eval probes", len(ks) + len([k for k in k_values if k <= d]) + 1, "fits", every_s=5.0,
+                    printer=printer)
+    for k in ks:
         units = cand[:, :k]
         auc, f1, _, _ = fit(np.vectorize(col.get)(units), codes)
+        prog.update(1, extra=f"SAE k={k}")
         if k <= SPLIT_K:
             f1_split.append(f1.numpy())
         if k in k_values:
@@ -58,8 +64,10 @@ def sparse_probing(sample: Sample, sums: FoldSums, cand: np.ndarray, attrs: list
             if k <= d:
                 nu = np.stack([top_by_mean_difference(ndiff[:, i], k) for i in range(A)])
                 auc, f1, _, _ = fit(nu, x)
+                prog.update(1, extra=f"neurons k={k}")
                 rows += [(a, "neurons", k, float(auc[i]), float(f1[i]), nu[i].tolist()) for i, a in enumerate(attrs)]
     auc, f1, w, b = fit(np.tile(np.arange(d), (A, 1)), x)
+    prog.update(1, extra="full probe")
     rows += [(a, "full_probe", d, float(auc[i]), float(f1[i]), list(range(d))) for i, a in enumerate(attrs)]
     splits = np.nan_to_num(np.stack(f1_split, 1))                                  # (A, SPLIT_K)
     probes = {a: {"main": cand[i, :feature_splits(splits[i].tolist())].tolist(), "coef": w[i].numpy(),
@@ -123,23 +131,25 @@ def label_confidence(sums: FoldSums, attrs: list[str]) -> pd.DataFrame:
     """Per feature: its label (the attribute it correlates with most over all test positions, as the
     catalog) and how well "fires on items with the label" predicts its firing on users it was not
     labelled on: the label is chosen on one fold and the rule's precision / recall / F1 measured on
-    the other, both ways, averaged. ``label_confidence`` is that held-out F1."""
+    the other, both ways, averaged. ``label_confidence`` is that held-out F1 corrected for chance
+    (``chance_corrected``: 0 for a feature firing independently of its label, 1 for a perfect rule)."""
     corr = sums.correlation((0, 1))
     label = corr.argmax(1)
     m = corr.shape[0]
-    P, R, F, stable = np.zeros(m), np.zeros(m), np.zeros(m), None
+    P, R, F, F1 = np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m)
     picks = []
     for fit, score in ((0, 1), (1, 0)):
         lab = sums.correlation((fit,)).argmax(1)
         picks.append(lab)
-        fy, fire, has, _ = sums.firing((score,))
+        fy, fire, has, n = sums.firing((score,))
         p, r, f = rule_scores(fy[np.arange(m), lab], fire, has[lab])
-        P, R, F = P + p / 2, R + r / 2, F + f / 2
+        F1 = F1 + f / 2
+        P, R, F = P + p / 2, R + r / 2, F + chance_corrected(f, has[lab] / max(n, 1.0), fire / max(n, 1.0)) / 2
     stable = picks[0] == picks[1]
     _, fire, _, n = sums.firing((0, 1))
     return pd.DataFrame({"feature": np.arange(m), "label": [attrs[a] for a in label],
                          "label_correlation": corr[np.arange(m), label], "label_confidence": F,
-                         "rule_precision": P, "rule_recall": R, "label_stable": stable,
+                         "rule_f1": F1, "rule_precision": P, "rule_recall": R, "label_stable": stable,
                          "firing_frequency": fire / max(n, 1.0)})
 
 

@@ -215,15 +215,16 @@ class RecommenderService:
         except ValueError:
             raise InvalidRequest("page_token", f"not a token from a previous response: {req.page_token!r}") from None
         t = self.catalog.features
+        shown = self.catalog.shown_labels()          # an unlabelled feature is not listed under its attribute
         mask = np.ones(len(t), dtype=bool)
         if req.attribute:
             try:
                 name = self.catalog.canonical(req.attribute)
             except SaerecError as e:
                 raise InvalidRequest("attribute", str(e)) from None
-            mask &= (t["label"] == name).to_numpy()
+            mask &= (shown == name).to_numpy()
         if req.label_contains:
-            mask &= t["label"].str.lower().str.contains(req.label_contains.lower(), regex=False).to_numpy()
+            mask &= shown.str.lower().str.contains(req.label_contains.lower(), regex=False).to_numpy()
         if req.alive_only:
             mask &= (t["firing_frequency"] > 0).to_numpy()
         ids = t.index[mask].to_numpy()

@@ -120,6 +120,10 @@ class FeatureCatalog:
         below the sae-eval threshold."""
         return self._labels.get(j, f"#{j}")
 
+    def shown_labels(self) -> pd.Series:
+        """Every feature's label as shown (``label``), indexed by feature id."""
+        return pd.Series(self._labels).reindex(self.features.index)
+
     def confidence(self, j: int) -> float:
         """Held-out F1 of "fires on items with its label" (NaN before ``saerec sae-eval``)."""
         return float(self.features.at[j, "label_confidence"]) if j in self.features.index else float("nan")
@@ -127,7 +131,7 @@ class FeatureCatalog:
     def table(self) -> pd.DataFrame:
         """Features as a display table (alive first, by label correlation)."""
         f = self.features.reset_index()
-        f["label"] = f["feature"].map(self._labels)
+        f["label"] = self.shown_labels().to_numpy()
         cols = [c for c in ("feature", "label", "label_correlation", "label_confidence", "label_auc",
                             "firing_frequency", "max_activation") if c in f]
         return f[cols].sort_values(["label_correlation"], ascending=False).reset_index(drop=True)
