@@ -115,6 +115,15 @@ class Recommender:
             return _reject(grpc_context, e, pb.RecommendResponse())
         return await self._answer(prep)
 
+    async def RecommendBatch(self, request: pb.RecommendBatchRequest, grpc_context=None) -> pb.RecommendBatchResponse:
+        """Many requests in one call: validated one by one (a bad entry is its own error), then scored
+        in batched passes (cut by history length), not through the per-request batch queue."""
+        try:
+            results = self.service.recommend_many(request.requests)
+        except InvalidRequest as e:
+            return _reject(grpc_context, e, pb.RecommendBatchResponse())
+        return pb.RecommendBatchResponse(results=results, model_version=self.service.version)
+
     def ListFeatures(self, request: pb.ListFeaturesRequest, grpc_context=None) -> pb.ListFeaturesResponse:
         try:
             return self.service.list_features(request)
