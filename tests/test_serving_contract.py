@@ -1,11 +1,12 @@
 """The production contract of the gRPC recommender, over real gRPC on loopback through Ray Serve's
 proxy, on the shared synthetic run: business rules (allow/deny lists, attribute filters) that hold
 whatever the steering does, include_unsteered, RecommendBatch equal to single calls with per-entry
-errors. The rules fuzz runs ``SAEREC_RULES_FUZZ`` random rule+steering combinations (1,000 by
+errors, shared-token auth, grpc.health.v1 and server reflection. The rules fuzz runs ``SAEREC_RULES_FUZZ`` random rule+steering combinations (1,000 by
 default; docs/serving.md records a 5,000 run)."""
 
 import math
 import os
+import time
 
 import grpc
 import numpy as np
@@ -216,3 +217,125 @@ def test_recommend_batch_equals_single_calls(served):  # noqa: F811
         assert ids(got.items) == ids(single.items) and ids(got.unsteered_items) == ids(single.unsteered_items), i
         assert np.allclose([x.score for x in got.items], [x.score for x in single.items], atol=1e-4)
         assert (got.popularity_fallback, got.fewer_than_k) == (single.popularity_fallback, single.fewer_than_k)
+
+
+def test_auth_token_sources(tmp_path):
+    from saerec.errors import SaerecError
+    from saerec.serving.auth import load_token
+
+    assert load_token({}) is None                                       # off by default
+    assert load_token({"SAEREC_AUTH_TOKEN": " s3cret\n"}) == b"s3cret"
+    (tmp_path / "token").write_text("from-a-secret\n")
+    assert load_token({"SAEREC_AUTH_TOKEN_FILE": str(tmp_path / "token")}) == b"from-a-secret"
+    (tmp_path / "empty").write_text("\n")
+    for path in (tmp_path / "empty", tmp_path / "missing"):              # asked for, not found: no open start
+        with pytest.raises(SaerecError, match="SAEREC_AUTH_TOKEN_FILE"):
+            load_token({"SAEREC_AUTH_TOKEN_FILE": str(path)})
+
+
+def test_a_request_without_the_token_is_unauthenticated(served):  # noqa: F811
+    """A second application whose replica has a token (as the k8s Secret gives it): calls without the
+    header or with another token are UNAUTHENTICATED, with it they are answered."""
+    from ray import serve
+
+    from saerec.serving.deployment import Recommender
+    from saerec.v1 import recommender_pb2_grpc as pb_grpc
+
+    stub, port, histories, run = served
+    dep = Recommender.options(name="Recommender", ray_actor_options={
+        "num_cpus": 0.25, "runtime_env": {"env_vars": {"SAEREC_AUTH_TOKEN": "s3cret"}}})
+    serve.run(dep.bind(str(run.root)), name="authed", route_prefix="/authed")
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        authed = pb_grpc.RecommenderStub(channel)
+        app = ("application", "authed")
+        req = pb.RecommendRequest(history=histories[0], k=3)
+        for md in ([app], [app, ("authorization", "Bearer wrong")], [app, ("authorization", "s3cret")]):
+            for call, r in ((authed.Recommend, req), (authed.ListFeatures, pb.ListFeaturesRequest()),
+                            (authed.RecommendBatch, pb.RecommendBatchRequest(requests=[req]))):
+                with pytest.raises(grpc.RpcError) as err:
+                    call(r, metadata=md, timeout=10)
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, (md, err.value)
+        ok = authed.Recommend(req, metadata=[app, ("authorization", "Bearer s3cret")], timeout=10)
+        assert len(ok.items) == 3
+        # the application without a token stays open
+        assert len(stub.Recommend(req, metadata=[("application", "saerec")], timeout=10).items) == 3
+        channel.close()
+    finally:
+        serve.delete("authed")
+
+
+def test_health_is_not_serving_until_the_run_loads_and_reflection_lists_the_service(served):  # noqa: F811
+    """It deletes and redeploys the application (the tests after it use the redeployed one)."""
+    import threading
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+    from ray import serve
+
+    from saerec.serving.deployment import APP_NAME, ROUTE, app_builder
+
+    stub, port, histories, run = served
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    check = lambda name="saerec.v1.Recommender": health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status  # noqa: E731
+    assert check() == check("") == SERVING
+    with pytest.raises(grpc.RpcError) as err:
+        check("saerec.v1.Nope")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+    db = ProtoReflectionDescriptorDatabase(channel)                       # what grpcurl does
+    services = set(db.get_services())
+    assert {"saerec.v1.Recommender", "grpc.health.v1.Health"} <= services, services
+    desc = db.FindFileContainingSymbol("saerec.v1.Recommender")
+    assert "RecommendBatch" in [m.name for s in desc.service if s.name == "Recommender" for m in s.method]
+
+    deploy = lambda: serve.run(app_builder({"run": str(run.root)}), name=APP_NAME, route_prefix=ROUTE)  # noqa: E731
+    serve.delete(APP_NAME)
+    try:
+        end = time.time() + 30
+        while check() != NOT_SERVING:                                   # the cache lets a status live 0.5 s
+            assert time.time() < end
+            time.sleep(0.2)
+        seen, deploying = [], threading.Thread(target=deploy)
+        deploying.start()
+        while deploying.is_alive():                                     # the replica loads the run meanwhile
+            seen.append(check())
+            time.sleep(0.1)
+        deploying.join()
+        end = time.time() + 30
+        while check() != SERVING:
+            assert time.time() < end, seen
+            time.sleep(0.2)
+        assert seen and seen[0] == NOT_SERVING, seen
+    finally:
+        if APP_NAME not in serve.status().applications:                 # the later tests need it
+            deploy()
+    assert len(stub.Recommend(pb.RecommendRequest(history=histories[0]), timeout=10).items) == 10
+    channel.close()
+
+
+def test_client_class_and_cli_expose_the_new_fields(served, table, capsys):  # noqa: F811
+    from saerec.cli import main
+    from saerec.serving.client import RecommenderClient
+
+    _, port, histories, _ = served
+    attrs, _ = table
+    addr = f"127.0.0.1:{port}"
+    with RecommenderClient(addr) as c:
+        r = c.recommend(histories[0], k=5, steering=["Action=add:4"], exclude_attributes=["action"],
+                        deny_items=[histories[0][0]], include_unsteered=True)
+        assert len(r.items) == len(r.unsteered_items) == 5 and not any("action" in attrs[i] for i in ids(r.items))
+        res = c.recommend_batch([c.request(histories[0], k=2, allow_items=histories[1][:1], exclude_seen=False),
+                                 c.request(histories[1], k=-1)])
+        assert ids(res[0].response.items) == histories[1][:1] and res[0].response.fewer_than_k
+        assert res[1].error.field == "k"
+    hist = ",".join(map(str, histories[0][-10:]))
+    assert main(["client", "recommend", "--address", addr, "--history", hist, "--edit", "Sci-Fi=add:3", "--k", "4",
+                 "--exclude-attribute", "Sci-Fi", "--include-attribute", "Action", "--deny", "1,2", "--unsteered"]) == 0
+    out = capsys.readouterr().out
+    listed = [line for line in out.splitlines() if not line.startswith("steering:")]
+    assert "unsteered:" in out and not any("Sci-Fi" in line for line in listed) and out.count("Action") >= 4
+    assert main(["client", "recommend", "--address", addr, "--history", hist, "--include-attribute", "Polka"]) == 2
+    assert "include_attributes[0]" in capsys.readouterr().err
