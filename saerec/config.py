@@ -97,7 +97,7 @@ class TrainConfig(Section):
     """GPTRec training on Ray Train."""
 
     epochs: Positive = 200                 # upper bound; early stopping usually ends sooner
-    patience: Positive = 5                 # epochs without validation NDCG@10 improvement (5 vs 10: docs/results.md)
+    patience: Positive | None = None  # epochs without validation NDCG@10 improvement; None: 5 for next-item models (5 vs 10: docs/results.md), 20 for masked ones (BERT4Rec sits at popularity level for ~15 epochs: docs/models.md)
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0
     batch_tokens: Positive = 4096          # token budget per batch (length-bucketed, little padding)

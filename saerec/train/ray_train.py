@@ -35,6 +35,7 @@ from ..progress import Progress, fmt_seconds, print_line
 from ..rundir import A, RunDir
 from .batching import bucket_batches, make_windows, shard_batches
 from .loop import train_epoch, unwrap
+from .objective import patience_for
 
 log = logging.getLogger("saerec.train")
 
@@ -118,6 +119,7 @@ def worker_loop(config: dict) -> None:
     torch.manual_seed(tc.seed)
     core_model = build_model(mc, int(data["n_items"]))
     obj = objective(mc, core_model)
+    patience = patience_for(tc, obj)
     model = ray.train.torch.prepare_model(core_model)
     device = ray.train.torch.get_device()
     core = unwrap(model)
@@ -164,8 +166,8 @@ def worker_loop(config: dict) -> None:
                **start, "weights": weights_digest(core.state_dict())}
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        stop = state["bad_epochs"] >= tc.patience or epoch + 1 >= tc.epochs
-        left = min(tc.epochs - epoch - 1, tc.patience - state["bad_epochs"])
+        stop = state["bad_epochs"] >= patience or epoch + 1 >= tc.epochs
+        left = min(tc.epochs - epoch - 1, patience - state["bad_epochs"])
         say(f"[saerec] epoch {epoch + 1}/{tc.epochs} | loss {stats.loss:.4f} | {row['tokens_per_second']:,.0f} tok/s"
             f" | val ndcg@10 {val['val_ndcg@10']:.4f} (best {state['best_ndcg']:.4f} @ {state['best_epoch']})"
             f" | {epoch_times[-1]:.1f}s/epoch | ETA {fmt_seconds(left * np.median(epoch_times))} if no further"
