@@ -102,7 +102,7 @@ def site_data(run: RunDir, users: int = 20, bins: int = 24, window: int = 12, pr
         tops = [(int(i), float(v)) for i, v in zip(c["top_items"], c["top_values"]) if v > 0]
         index.append([j, str(c["label"]), _f(c["label_correlation"]), _f(c.get("label_auc", np.nan)),
                       _f(c["firing_frequency"]), _f(c["max_activation"]), int(dead),
-                      list(dict.fromkeys(i for i, _ in tops))[:5] + [int(i) for i in list(c["promoted_items"])[:5]]])
+                      list(dict.fromkeys([i for i, _ in tops][:10] + [int(i) for i in list(c["promoted_items"])[:5]]))[:8]])
         w = windows.get(j)
         shaded = []
         for slot, (u, p, v) in enumerate(zip(c["top_users"], c["top_positions"], c["top_values"])):
