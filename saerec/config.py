@@ -24,14 +24,9 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
+from .checks import Failures, Fraction, NonNegative, NonNegativeFloat, Positive, PositiveFloat, Probability
 from .errors import UsageError
 from .sae.base import SAEConfig
-
-
-def _probability(p: float) -> None:
-    """Dropout rates: torch would only reject them inside a training worker, as a traceback."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"{p!r} is not in [0, 1)")
 
 
 class Section:
@@ -48,10 +43,10 @@ class DataConfig(Section):
     dataset: str = "ml-1m"            # a GroupLens name, a folder under SAEREC_DATA_DIR, or "synthetic"
     data_dir: str | None = None       # an explicit folder always wins over `dataset`
     min_rating: float | None = None   # keep interactions with rating >= this (None: keep all, as the paper)
-    popularity_buckets: int = 3       # popularity:low/mid/high by train interaction count
-    synthetic_users: int = 2000       # only for dataset == "synthetic"
-    synthetic_items: int = 500
-    synthetic_genres: int = 8
+    popularity_buckets: Positive = 3       # popularity:low/mid/high by train interaction count
+    synthetic_users: Positive = 2000       # only for dataset == "synthetic"
+    synthetic_items: Positive = 500
+    synthetic_genres: Positive = 8
     synthetic_seed: int = 0
 
 
@@ -59,10 +54,10 @@ class DataConfig(Section):
 class SplitConfig(Section):
     """The paper's split (RePlay NewUsersSplitter + ColdUserRandomSplitter)."""
 
-    test_fraction: float = 0.1        # most recent new users -> test
-    sae_fraction: float = 0.4         # share of train users held out for the SAE (and validation)
+    test_fraction: Fraction = 0.1        # most recent new users -> test
+    sae_fraction: Fraction = 0.4         # share of train users held out for the SAE (and validation)
     seed: int = 42
-    val_users: int = 10_000           # SAE-part users whose last item is the validation target
+    val_users: Positive = 10_000           # SAE-part users whose last item is the validation target
 
 
 BUILTIN_ARCHS = ("gptrec", "sasrec", "bert4rec")
@@ -88,35 +83,35 @@ class ModelConfig(Section):
     arch: Annotated[str, _arch] = "gptrec"
     factory_kwargs: dict = field(default_factory=dict)   # for a factory arch only
     factory_path: str | None = None   # a folder put on sys.path before importing a factory (every Ray worker does)
-    n_layers: int = 3
-    n_heads: int = 2
-    d_model: int = 64
-    max_len: int = 200
-    dropout: Annotated[float, _probability] = 0.1        # embedding and residual dropout
-    attn_dropout: Annotated[float, _probability] = 0.0         # >0 forces the slow non-fused attention path on CPU
+    n_layers: Positive = 3
+    n_heads: Positive = 2
+    d_model: Positive = 64
+    max_len: Positive = 200
+    dropout: Probability = 0.1        # embedding and residual dropout
+    attn_dropout: Probability = 0.0         # >0 forces the slow non-fused attention path on CPU
 
 
 @dataclass
 class TrainConfig(Section):
     """GPTRec training on Ray Train."""
 
-    epochs: int = 200                 # upper bound; early stopping usually ends sooner
-    patience: int = 5                 # epochs without validation NDCG@10 improvement (5 vs 10: docs/results.md)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_tokens: int = 4096          # token budget per batch (length-bucketed, little padding)
+    epochs: Positive = 200                 # upper bound; early stopping usually ends sooner
+    patience: Positive = 5                 # epochs without validation NDCG@10 improvement (5 vs 10: docs/results.md)
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    batch_tokens: Positive = 4096          # token budget per batch (length-bucketed, little padding)
     windows: Literal["all", "last"] = "all"              # "all": every chunk of each history; "last": the most recent max_len+1 items (authors)
     loss: Literal["ce", "sampled", "bce"] = "ce"         # "ce" full softmax, "sampled" (sampled softmax with logQ correction), "bce" (one uniform negative per position: the original SASRec)
-    num_negatives: int = 1024         # for loss == "sampled"
+    num_negatives: Positive = 1024         # for loss == "sampled"
     negatives: Literal["uniform", "inbatch"] = "uniform"  # "uniform" or "inbatch" (popularity-proportional)
-    num_workers: int = 1
-    cpus_per_worker: float | None = None   # default: the cluster's CPUs split evenly
+    num_workers: Positive = 1
+    cpus_per_worker: PositiveFloat | None = None   # default: the cluster's CPUs split evenly
     use_gpu: bool | None = None       # None: auto-detect
     seed: int = 0
-    ce_chunk: int = 256               # rows per chunk of the fused full-softmax CE on CPU (0: plain)
-    eval_batch_size: int = 256
-    max_failures: int = 2             # worker failures survived by resuming from the last checkpoint
-    mask_prob: Annotated[float, _probability] = 0.2       # masked (Cloze) models: share of positions masked (BERT4Rec authors: 0.2)
+    ce_chunk: NonNegative = 256               # rows per chunk of the fused full-softmax CE on CPU (0: plain)
+    eval_batch_size: Positive = 256
+    max_failures: Failures = 2             # worker failures survived by resuming from the last checkpoint
+    mask_prob: Probability = 0.2       # masked (Cloze) models: share of positions masked (BERT4Rec authors: 0.2)
 
 
 @dataclass
@@ -124,16 +119,16 @@ class ActivationsConfig(Section):
     """Which hidden state the SAE reads, and how Ray Data streams users through the model."""
 
     layer: str = "block.0"            # the paper: output of the first block
-    actors: int = 1                   # Ray Data actor pool size (one model replica each)
-    users_per_batch: int = 64
-    object_store_mb: int = 128        # Ray Data's object store budget for the stream (bounds the stage's memory)
-    block_mb: int = 16                # largest block Ray Data makes (the read of one big sequences file is cut to it)
+    actors: Positive = 1                   # Ray Data actor pool size (one model replica each)
+    users_per_batch: Positive = 64
+    object_store_mb: Positive = 128        # Ray Data's object store budget for the stream (bounds the stage's memory)
+    block_mb: Positive = 16                # largest block Ray Data makes (the read of one big sequences file is cut to it)
 
 
 @dataclass
 class SAEStageConfig(Section):
-    num_workers: int = 1              # Ray Train workers for SAE training
-    max_failures: int = 2             # worker failures survived by resuming from the last checkpoint
+    num_workers: Positive = 1              # Ray Train workers for SAE training
+    max_failures: Failures = 2             # worker failures survived by resuming from the last checkpoint
     cache_shard: bool = True          # epochs after the first replay each worker's shard from node-local disk
 
 
@@ -144,15 +139,15 @@ class SteerConfig(Section):
     attributes: list[str] = field(default_factory=lambda: ["Action", "Children", "Fantasy", "Sci-Fi", "Western"])
     value_min: float = -10.0
     value_max: float = 10.0
-    value_step: float = 1.0
+    value_step: PositiveFloat = 1.0
     mode: Literal["set", "add", "scale"] = "set"   # SAE sweep (Figure 8): set the feature at the last step, as the paper
     positions: Literal["last"] = "last"            # the sweep replays last-step edits only (Steerer.recommend_variants)
     splices: list[Literal["delta", "reconstruction"]] = field(default_factory=lambda: ["delta", "reconstruction"])
     probe: bool = True                # SAE vs linear probe, both with mode add (Figure 9)
-    probe_rows: int = 100_000         # activation rows sampled to fit each probe
-    k: int = 10
-    eval_positions: int = 10          # next-item predictions per test user (its last items); 1 = the paper's last item only
-    batch_size: int = 512
+    probe_rows: Positive = 100_000         # activation rows sampled to fit each probe
+    k: Positive = 10
+    eval_positions: Positive = 10          # next-item predictions per test user (its last items); 1 = the paper's last item only
+    batch_size: Positive = 512
 
 
 @dataclass

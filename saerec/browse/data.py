@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import RunError
+from ..layout import A
 from ..rundir import RunDir
 
-REQUIRED = ("recommender/model.safetensors", "sae/sae.safetensors", "interpret/catalog.parquet",
-            "interpret/feature_attribute.parquet", "interpret/attributes.parquet", "activations/test")
+REQUIRED = (A.WEIGHTS, A.SAE_WEIGHTS, A.FEATURES, A.PAIRS, A.ATTRIBUTES, A.ACT_TEST)
 
 
 def _f(x) -> float | None:
@@ -76,20 +76,20 @@ def site_data(run: RunDir, users: int = 20, bins: int = 24, window: int = 12, pr
     m = len(catalog)
     table = items.items
     attrs, genres = attribute_columns(table), genre_columns(table)
-    pair = run.read_parquet("interpret/feature_attribute.parquet")
+    pair = run.read_parquet(A.PAIRS)
     corr = pair.pivot(index="feature", columns="attribute", values="correlation").reindex(columns=attrs).to_numpy()
-    per_attr = run.read_parquet("interpret/attributes.parquet").set_index("attribute")
-    summary = run.read_json("interpret/summary.json") if run.has("interpret/summary.json") else {}
-    sweep = run.read_parquet("steer/sweep.parquet") if run.has("steer/sweep.parquet") else None
+    per_attr = run.read_parquet(A.ATTRIBUTES).set_index("attribute")
+    summary = run.read_json(A.INTERPRET_SUMMARY) if run.has(A.INTERPRET_SUMMARY) else {}
+    sweep = run.read_parquet(A.SWEEP) if run.has(A.SWEEP) else None
 
     demoted = _demoted(run, steerer, catalog) if "demoted_items" not in catalog else \
         {j: (list(a), list(b)) for j, a, b in zip(catalog.index, catalog["demoted_items"], catalog["demoted_logit_change"])}
 
     label_idx = np.array([attrs.index(lbl) if lbl in attrs else -1 for lbl in catalog["label"]])
-    A = table[attrs].to_numpy(dtype=bool)
-    L = np.where(label_idx[None, :] >= 0, A[:, label_idx.clip(0)], False)           # (items, m)
+    has_attr = table[attrs].to_numpy(dtype=bool)
+    L = np.where(label_idx[None, :] >= 0, has_attr[:, label_idx.clip(0)], False)           # (items, m)
     row = pd.Series(np.arange(len(table)), index=table["item_id"].to_numpy())
-    act = measure_activity(run.root / "activations" / "test", steerer.sae, catalog, L, row, bins, window,
+    act = measure_activity(run.path(A.ACT_TEST), steerer.sae, catalog, L, row, bins, window,
                            progress=progress)
     windows = {k: g for k, g in act.windows.groupby("feature")}
     top_of = per_attr.reset_index().groupby("sae_feature")["attribute"].apply(list).to_dict()

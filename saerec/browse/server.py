@@ -15,10 +15,11 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from ..layout import A
 from .api import MAX_BODY, PREFIX, JsonApi, error
 
 log = logging.getLogger("saerec.browse")
-SOURCES = ("interpret/catalog.parquet", "interpret/attributes.parquet", "steer/sweep.parquet", "sae/sae.safetensors")
+SOURCES = (A.FEATURES, A.ATTRIBUTES, A.SWEEP, A.SAE_WEIGHTS)
 
 
 def stale(run, site: Path) -> bool:
@@ -27,7 +28,7 @@ def stale(run, site: Path) -> bool:
     if not marker.exists():
         return True
     built = marker.stat().st_mtime
-    return any(run.has(rel) and (run.root / rel).stat().st_mtime > built for rel in SOURCES)
+    return any(run.has(rel) and run.path(rel).stat().st_mtime > built for rel in SOURCES)
 
 
 class Handler(SimpleHTTPRequestHandler):
@@ -83,7 +84,7 @@ def open_server(run, host: str = "127.0.0.1", port: int = 8080, users: int = 20,
 
     check_run(run)
     service = RecommenderService(run)
-    site = run.root / "browse"
+    site = run.path(A.BROWSE)
     if rebuild or stale(run, site):
         write_site(site, site_data(run, users=users, bins=bins, service=service, progress=progress), str(run.root))
     try:

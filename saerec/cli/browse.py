@@ -77,6 +77,7 @@ def cmd_browse(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from ..layout import A
     from ..rundir import RunDir
     from ..sae.base import load_sae
     from ..sae.saelens import export_saelens
@@ -84,12 +85,12 @@ def cmd_export(args) -> int:
     if args.format not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {args.format!r}")
     run = RunDir(args.run)
-    if not run.has("sae/sae.safetensors"):
-        raise SaerecError(f"{run.root / 'sae'}: no trained SAE; run `saerec sae --run {args.run}` first")
-    sae, meta = load_sae(run.root / "sae")
+    if not run.has(A.SAE_WEIGHTS):
+        raise SaerecError(f"{run.path(A.SAE)}: no trained SAE; run `saerec sae --run {args.run}` first")
+    sae, meta = load_sae(run.path(A.SAE))
     firing = None
-    if run.has("interpret/catalog.parquet"):
-        firing = run.read_parquet("interpret/catalog.parquet").sort_values("feature")["firing_frequency"].to_numpy()
+    if run.has(A.FEATURES):
+        firing = run.read_parquet(A.FEATURES).sort_values("feature")["firing_frequency"].to_numpy()
     cfg = export_saelens(sae, meta, args.out, firing, model_name=f"saerec:{run.root.name}")
     print(f"wrote {args.out}: SAELens {cfg['architecture']} SAE, d_in {cfg['d_in']}, d_sae {cfg['d_sae']} "
           f"(normaliser folded into the weights; load with sae_lens.SAE.load_from_disk)")

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from ..errors import SaerecError, UsageError
+from ..layout import A
 from .common import item_ids
 
 
@@ -49,7 +50,7 @@ def _steerer_and_history(args):
     from ..steer import Steerer
 
     run = RunDir(args.run)
-    for rel, cmd in (("recommender/model.safetensors", "train"), ("sae/sae.safetensors", "sae")):
+    for rel, cmd in ((A.WEIGHTS, "train"), (A.SAE_WEIGHTS, "sae")):
         if not run.has(rel):
             raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
     steerer = Steerer.from_run(run)

@@ -6,6 +6,7 @@ import sys
 import time
 
 from ..errors import SaerecError, UsageError
+from ..layout import A
 from .common import item_ids
 
 
@@ -42,8 +43,8 @@ def cmd_serve(args) -> int:
     from ..storage import is_uri
 
     run = RunDir(args.run)
-    for rel, cmd in (("recommender/model.safetensors", "train"), ("sae/sae.safetensors", "sae"),
-                     ("interpret/catalog.parquet", "interpret")):
+    for rel, cmd in ((A.WEIGHTS, "train"), (A.SAE_WEIGHTS, "sae"),
+                     (A.FEATURES, "interpret")):
         if not run.has(rel):
             raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
     ensure_ray()                      # (a local runtime starts its workers at nice 0, see ensure_ray)

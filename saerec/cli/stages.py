@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import SaerecError, UsageError
 from ..sae.base import KINDS
+from ..layout import A
 from .common import add_common, resolve_config, stage_run, table
 
 
@@ -109,7 +110,7 @@ def _new_run(args) -> tuple:
     cfg = resolve_config(args)
     run = RunDir(args.run)
     run.root.mkdir(parents=True, exist_ok=True)
-    cfg.save(run.root / "config.yaml")
+    cfg.save(run.path(A.CONFIG))
     return run, cfg
 
 
@@ -124,7 +125,7 @@ def cmd_data(args) -> int:
 
 def cmd_train(args) -> int:
     from ..data.prepare import prepare
-    from ..pipeline import train_and_evaluate
+    from ..train.stage import train_and_evaluate
 
     t0 = time.time()
     run, cfg = _new_run(args)
@@ -136,7 +137,7 @@ def cmd_train(args) -> int:
 def cmd_import_model(args) -> int:
     from ..data.prepare import load_prepared
     from ..model.importer import import_model
-    from ..pipeline import record_metrics
+    from ..train.stage import record_metrics
     from ..rundir import RunDir
 
     if args.arch:
@@ -144,7 +145,7 @@ def cmd_import_model(args) -> int:
     cfg = resolve_config(args)
     run = RunDir(args.run)
     summary = import_model(run, cfg, Path(args.weights), Path(args.items))
-    cfg.save(run.root / "config.yaml")
+    cfg.save(run.path(A.CONFIG))
     metrics = record_metrics(run, cfg, load_prepared(run), {"imported": summary})
     print(json.dumps(summary))
     print_metrics(metrics)
@@ -158,9 +159,9 @@ def cmd_evaluate(args) -> int:
 
     run = RunDir(args.run)
     prep = load_prepared(run)
-    metrics = run.read_json("recommender/metrics.json") if run.has("recommender/metrics.json") else {}
+    metrics = run.read_json(A.REC_METRICS) if run.has(A.REC_METRICS) else {}
     metrics.update(evaluate_run(run, prep))
-    run.write_json("recommender/metrics.json", metrics)
+    run.write_json(A.REC_METRICS, metrics)
     print_metrics(metrics)
     return 0
 
@@ -177,20 +178,21 @@ def cmd_run(args) -> int:
 
 
 def cmd_extract(args) -> int:
-    from ..sae.stage import extract_stage
+    from ..activations.stage import extract_stage
 
     run, cfg = stage_run(args)
     secs = extract_stage(run, cfg)
-    print(f"activations of {cfg.activations.layer} written to {run.root / 'activations'} "
+    print(f"activations of {cfg.activations.layer} written to {run.path(A.ACTIVATIONS)} "
           + ", ".join(f"({p}: {s:.1f}s)" for p, s in secs.items()))
     return 0
 
 
 def cmd_sae(args) -> int:
-    from ..sae.stage import extract_stage, sae_stage
+    from ..activations.stage import extract_stage
+    from ..sae.stage import sae_stage
 
     run, cfg = stage_run(args)
-    if not run.has("activations/meta.json"):
+    if not run.has(A.ACT_META):
         extract_stage(run, cfg)
     print_sae(sae_stage(run, cfg))
     return 0
@@ -200,8 +202,8 @@ def cmd_interpret(args) -> int:
     from ..interpret.stage import interpret_stage
 
     run, _ = stage_run(args)
-    if not run.has("sae/sae.safetensors"):
-        raise SaerecError(f"{run.root / 'sae'}: no SAE; run `saerec sae --run {args.run}` first")
+    if not run.has(A.SAE_WEIGHTS):
+        raise SaerecError(f"{run.path(A.SAE)}: no SAE; run `saerec sae --run {args.run}` first")
     print_interpret(interpret_stage(run))
     print(f"wrote {run.root / 'interpret' / 'report.md'}")
     return 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SaerecError
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 from ..steer import Edit, Steerer
 from ..steer.edits import MAX_ABS_VALUE, ResolvedEdit
 from ..steer.explain import explain
@@ -61,7 +61,7 @@ class Prepared:
 def model_version(run: RunDir) -> str:
     """Content hash of the weights a replica serves (GPTRec + SAE), 12 hex digits."""
     h = hashlib.sha256()
-    for rel in ("recommender/model.safetensors", "sae/sae.safetensors"):
+    for rel in (A.WEIGHTS, A.SAE_WEIGHTS):
         with open(run.root / rel, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..data.attributes import attribute_columns, genre_columns
 from ..errors import RunError
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 from .edits import EditError
 
 
@@ -30,7 +30,7 @@ class ItemTable:
 
     @classmethod
     def load(cls, run: RunDir, n_items: int) -> "ItemTable":
-        df = run.read_parquet("recommender/items.parquet")
+        df = run.read_parquet(A.CATALOGUE)
         df = df[df["index"].between(1, n_items)].sort_values("index").reset_index(drop=True)
         if len(df) != n_items or not (df["index"].to_numpy() == np.arange(1, n_items + 1)).all():
             raise RunError(f"{run.recommender / 'items.parquet'} does not cover the model's {n_items} items")
@@ -75,10 +75,10 @@ class FeatureCatalog:
 
     @classmethod
     def load(cls, run: RunDir) -> "FeatureCatalog":
-        if not run.has("interpret/attributes.parquet"):
+        if not run.has(A.ATTRIBUTES):
             raise RunError(f"{run.root / 'interpret'}: no feature catalog; run `saerec interpret --run {run.root}` first")
-        attrs = run.read_parquet("interpret/attributes.parquet")
-        feats = run.read_parquet("interpret/catalog.parquet").set_index("feature").sort_index()
+        attrs = run.read_parquet(A.ATTRIBUTES)
+        feats = run.read_parquet(A.FEATURES).set_index("feature").sort_index()
         return cls(attrs, feats, len(feats))
 
     def attribute_names(self) -> list[str]:

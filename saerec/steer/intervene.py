@@ -21,7 +21,7 @@ import torch
 from ..eval.ranking import length_batches, recommend
 from ..model.interface import Intervention, SequentialRecommender, Where, mask_seen
 from ..model.laststep import replay_where
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 from ..sae.base import SparseAutoencoder
 from ..sae.splice import delta_splice
 from ..train.batching import pad_inputs
@@ -125,8 +125,8 @@ class Steerer:
 
         model, _ = load_model(run.recommender)
         sae, meta = load_sae(run.root / "sae")
-        catalog = FeatureCatalog.load(run) if run.has("interpret/attributes.parquet") else None
-        probe_set = ProbeSet.load(run.root / "steer") if probes and run.has("steer/probes.safetensors") else None
+        catalog = FeatureCatalog.load(run) if run.has(A.ATTRIBUTES) else None
+        probe_set = ProbeSet.load(run.path(A.STEER)) if probes and run.has(A.PROBES) else None
         return cls(model, sae, meta["layer"], catalog, probe_set, ItemTable.load(run, model.n_items))
 
     # resolution ---------------------------------------------------------------------

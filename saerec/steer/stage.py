@@ -18,7 +18,8 @@ from ..data.prepare import load_prepared
 from ..data.sequences import eval_points
 from ..errors import RunError, UsageError
 from ..eval.ranking import recommend
-from ..rundir import RunDir
+from ..contract import Stage
+from ..rundir import A, RunDir
 from .edits import Edit
 from .intervene import Steerer
 from .plots import fmt, write_plots
@@ -47,13 +48,13 @@ def swept_attributes(steerer: Steerer, cfg: SteerConfig) -> list[str]:
 
 def ensure_probes(run: RunDir, steerer: Steerer, cfg: RunConfig, attributes: list[str]) -> ProbeSet:
     """Probes for every genre and every swept attribute; reused when they already cover them."""
-    out = run.stage("steer")
+    out = run.stage(A.STEER)
     wanted = list(dict.fromkeys([*steerer.items.genres, *attributes]))
-    if run.has("steer/probes.safetensors"):
+    if run.has(A.PROBES):
         probes = ProbeSet.load(out)
         if set(wanted) <= set(probes.attributes) and probes.metrics.get("_rows") == cfg.steer.probe_rows:
             return probes
-    probes = train_probes(run.root / "activations" / "sae", run.root / "activations" / "test",
+    probes = train_probes(run.path(A.ACT_SAE), run.path(A.ACT_TEST),
                           steerer.items.items, wanted, steerer.norm, max_rows=cfg.steer.probe_rows,
                           seed=cfg.split.seed)
     probes.metrics["_rows"] = cfg.steer.probe_rows
@@ -80,7 +81,7 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
         raise UsageError(f"steer.eval_positions must be >= 1, got {sc.eval_positions}")
     steerer = Steerer.from_run(run, probes=False)
     if steerer.catalog is None:
-        raise RunError(f"{run.root / 'interpret'}: no feature catalog; run `saerec interpret --run {run.root}` first")
+        raise RunError(f"{run.path(A.INTERPRET)}: no feature catalog; run `saerec interpret --run {run.root}` first")
     attributes = swept_attributes(steerer, sc)
     t = time.perf_counter()
     if sc.probe:
@@ -98,8 +99,8 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     exact = exactness_check(steerer, last_inputs, attributes, sc.k)
     checks = summarise(table, base, per_point, points, sc.k)
     base.pop("per_point_ndcg")
-    out = run.stage("steer")
-    write_parquet(table, out / "sweep.parquet")
+    out = run.stage(A.STEER)
+    write_parquet(table, run.path(A.SWEEP))
     table.to_csv(out / "sweep.csv", index=False)
     plots = write_plots(table, base, steerer.items.genres, sc.k, out)
     summary = {
@@ -111,7 +112,7 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
         "lists_per_second": len(curves) * len(values) * len(points.targets) / max(sweep_seconds, 1e-9),
         "plots": plots,
     }
-    run.write_json("steer/summary.json", summary)
+    run.write_json(A.STEER_SUMMARY, summary)
     write_text(out / "report.md", report(summary, sc.k))
     return summary
 
@@ -144,3 +145,7 @@ def report(s: dict, k: int) -> str:
                   f"probes {s['seconds']['probes']:.1f} s.", ""]
     lines += [f"![{p}]({p})" for p in s["plots"]]
     return "\n".join(lines) + "\n"
+
+
+STAGE = Stage("steer", ("steer",), (A.SAE_WEIGHTS, A.ATTRIBUTES, A.FEATURES, A.SEQUENCES), (A.STEER_SUMMARY,),
+              steer_eval_stage)

@@ -32,7 +32,7 @@ from ..model.checkpoint import WEIGHTS, load_model, save_model
 from ..model.interface import SequentialRecommender
 from ..model.registry import build_model, objective
 from ..progress import Progress, fmt_seconds, print_line
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 from .batching import bucket_batches, make_windows, shard_batches
 from .loop import train_epoch, unwrap
 
@@ -234,9 +234,9 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
         out = run.recommender
         best, _ = load_model(d, weights_name="best.safetensors")   # the checkpoint's config.json + best weights
         save_model(out, best, {"best_epoch": state["best_epoch"], "dataset": prepared.meta.get("dataset")}, cfg=mc)
-    write_parquet(prepared.items.merge(pd_index_frame(prepared), on="item_id"), out / "items.parquet")
-    run.write_json("recommender/split.json", prepared.meta)
-    run.write_json("recommender/history.json", state["history"])
+    write_parquet(prepared.items.merge(pd_index_frame(prepared), on="item_id"), run.path(A.CATALOGUE))
+    run.write_json(A.REC_SPLIT, prepared.meta)
+    run.write_json(A.REC_HISTORY, state["history"])
     tps = state["train_tokens"] / max(state["train_seconds"], 1e-9)
     return {"best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
             "best_val_ndcg@10": state["best_ndcg"], "train_tokens_per_second": tps,
