@@ -90,6 +90,13 @@ def test_static_site_data(site, swept_run):
     ends at the catalog's top-activating item with its activation, the sweep curve is the sweep's."""
     import pandas as pd
 
+    import re
+
+    # nothing from the network: no absolute URL to load, and the only fetch is the relative API path
+    for path in [*site.glob("*.html"), *(site / "assets").iterdir()]:
+        text = path.read_text()
+        assert not re.search(r"""(src|href|url)\s*[=(]\s*["']?(https?:)?//""", text), path
+        assert set(re.findall(r"fetch\(([^,()]+),", text)) <= {'"saerec/v1/" + method'}, path
     info = json.loads((site / "saerec-site.json").read_text())
     meta, index = read_data(site / "data" / "meta.js"), read_data(site / "data" / "index.js")
     cat = pd.read_parquet(swept_run.root / "interpret" / "catalog.parquet").set_index("feature")
