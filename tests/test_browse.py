@@ -242,6 +242,11 @@ def test_json_api_mirrors_the_service_and_rejects_bad_input_with_400(served, swe
         pb.Steering(feature_id=1, value=2, mode=pb.STEERING_MODE_ADD)]))
     assert status == 200 and [int(i["itemId"]) for i in body["items"]] == [it.item_id for it in want.items]
     assert body["appliedSteering"][0]["mode"] == "STEERING_MODE_ADD"
+    status, body = post(port, "/saerec/v1/recommend-batch", {"requests": [{"history": history, "k": 3}, {"history": history, "k": 0,
+                                                                      "steering": [{"attribute": "Nope", "value": 1}]}]})
+    assert status == 200 and [int(i["itemId"]) for i in body["results"][0]["response"]["items"]] == \
+        [it.item_id for it in service.recommend(pb.RecommendRequest(history=history, k=3)).items]
+    assert body["results"][1]["error"]["field"] == "steering[0].attribute"
     status, body = post(port, "/saerec/v1/features", {"attribute": "sci-fi", "page_size": 2})
     assert status == 200 and len(body["features"]) <= 2 and all(f["label"] == "Sci-Fi" for f in body["features"])
     status, body = post(port, "/saerec/v1/explain", {"history": history, "k": 2})

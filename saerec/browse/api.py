@@ -27,11 +27,13 @@ log = logging.getLogger("saerec.browse")
 
 PREFIX = "/saerec/v1/"
 MAX_BODY = 4 << 20          # bytes; a history of 100,000 ids is about 1 MB of JSON
-ROUTES = {                  # path -> (request message, service method): the RPCs of saerec.v1.Recommender
-    "recommend": (pb.RecommendRequest, "recommend"),
-    "features": (pb.ListFeaturesRequest, "list_features"),
-    "feature": (pb.GetFeatureRequest, "get_feature"),
-    "explain": (pb.ExplainRequest, "explain"),
+ROUTES = {                  # path -> (request message, the service call): the RPCs of saerec.v1.Recommender
+    "recommend": (pb.RecommendRequest, lambda s, r: s.recommend(r)),
+    "recommend-batch": (pb.RecommendBatchRequest, lambda s, r: pb.RecommendBatchResponse(
+        results=s.recommend_many(r.requests), model_version=s.version)),     # as the servicer's RecommendBatch
+    "features": (pb.ListFeaturesRequest, lambda s, r: s.list_features(r)),
+    "feature": (pb.GetFeatureRequest, lambda s, r: s.get_feature(r)),
+    "explain": (pb.ExplainRequest, lambda s, r: s.explain(r)),
 }
 STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "INVALID_ARGUMENT",
           500: "INTERNAL"}
@@ -89,7 +91,7 @@ class JsonApi:
             return error(400, parse_error_message(e, cls.DESCRIPTOR.name))
         try:
             with self._lock:
-                response = getattr(self.service, call)(request)
+                response = call(self.service, request)
         except SaerecError as e:          # InvalidRequest: the field-first message gRPC sends
             return error(400, str(e))
         except Exception:                 # a bug, not bad input: logged, answered, the server keeps serving

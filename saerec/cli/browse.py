@@ -18,7 +18,7 @@ def add_parsers(sub) -> None:
     sp.add_argument("--html", required=True, metavar="OUT", help="folder to write (new, empty, or an earlier site)")
     _site_flags(sp)
     sp = sub.add_parser("browse", help="serve the feature browser, the steering playground and the JSON API "
-                                       "(POST /saerec/v1/recommend, features, feature, explain)")
+                                       "(POST /saerec/v1/recommend, recommend-batch, features, feature, explain)")
     sp.add_argument("--run", required=True, help="run directory through `saerec interpret`")
     sp.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free one)")
     sp.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

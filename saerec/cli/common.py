@@ -74,12 +74,12 @@ def stage_run(args) -> tuple:
     return run, cfg
 
 
-def item_ids(text: str) -> list[int]:
-    """``--history 1,2,3``: dataset item ids, oldest first."""
+def item_ids(text: str, flag: str = "--history") -> list[int]:
+    """``--history 1,2,3`` (or ``flag``): dataset item ids, oldest first."""
     try:
         return [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        raise UsageError(f"--history expects comma-separated item ids, got {text!r}") from None
+        raise UsageError(f"{flag} expects comma-separated item ids, got {text!r}") from None
 
 
 def table(rows: list[tuple[str, dict]], keys: list[str]) -> str:

@@ -28,6 +28,14 @@ def add_parsers(sub) -> None:
                     help="steering edit TARGET=[MODE:]VALUE[@last|@all] (recommend; repeatable)")
     sp.add_argument("--k", type=int, default=10)
     sp.add_argument("--include-seen", action="store_true", help="do not exclude the history's items")
+    sp.add_argument("--allow", help="recommend: comma-separated item ids, the only candidates")
+    sp.add_argument("--deny", help="recommend: comma-separated item ids never to return")
+    sp.add_argument("--include-attribute", action="append", default=[], metavar="ATTR",
+                    help="recommend: every item must have ATTR (items.parquet, e.g. Comedy, decade:1990s; repeatable)")
+    sp.add_argument("--exclude-attribute", action="append", default=[], metavar="ATTR",
+                    help="recommend: no item may have ATTR (repeatable)")
+    sp.add_argument("--unsteered", action="store_true", help="recommend: also print the list without the edits")
+    sp.add_argument("--token", help="shared auth token (default: $SAEREC_AUTH_TOKEN)")
     sp.add_argument("--attribute", default="", help="features: only this attribute's features")
     sp.add_argument("--id", type=int, help="feature: the feature id")
     sp.add_argument("--limit", type=int, default=20, help="features: page size")
@@ -75,10 +83,14 @@ def cmd_client(args) -> int:
             raise UsageError(f"client {args.action} needs --history")
         return item_ids(args.history)
 
-    with RecommenderClient(args.address, timeout=args.timeout) as c:
+    with RecommenderClient(args.address, timeout=args.timeout, token=args.token) as c:
         try:
             if args.action == "recommend":
-                r = c.recommend(ids(), k=args.k, steering=args.edit, exclude_seen=not args.include_seen)
+                r = c.recommend(ids(), k=args.k, steering=args.edit, exclude_seen=not args.include_seen,
+                                allow_items=item_ids(args.allow, "--allow") if args.allow else [],
+                                deny_items=item_ids(args.deny, "--deny") if args.deny else [],
+                                include_attributes=args.include_attribute, exclude_attributes=args.exclude_attribute,
+                                include_unsteered=args.unsteered)
                 if r.unknown_item_ids:
                     print(f"unknown item ids skipped: {list(r.unknown_item_ids)}")
                 if r.popularity_fallback:
@@ -86,6 +98,11 @@ def cmd_client(args) -> int:
                 for e in r.applied_steering:
                     print(f"steering: feature #{e.feature_id} ({e.label}) value {e.value:g}")
                 _print_items(r.items)
+                if r.fewer_than_k:
+                    print(f"fewer than {args.k} items: the rules left no more eligible")
+                if args.unsteered:
+                    print("unsteered:")
+                    _print_items(r.unsteered_items)
                 print(f"model {r.model_version}")
             elif args.action == "features":
                 r = c.list_features(attribute=args.attribute, page_size=args.limit)
@@ -114,7 +131,8 @@ def cmd_client(args) -> int:
         except grpc.RpcError as e:
             code = e.code()
             print(f"saerec: error: {code.name}: {e.details()}", file=sys.stderr)
-            return 2 if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) else 1
+            return 2 if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                                 grpc.StatusCode.UNAUTHENTICATED) else 1
     return 0
 
 
