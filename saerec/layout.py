@@ -49,6 +49,8 @@ class A:
     EVAL_ATTRIBUTES = "saeeval/attributes.parquet"
     EVAL_FEATURES = "saeeval/features.parquet"
     EVAL_SUMMARY = "saeeval/summary.json"
+    # browse: the feature browser's site (saerec browse)
+    BROWSE = "browse"
     # tune: the grid's results
     TUNE = "tune"
     TUNE_RESULTS = "tune/results.parquet"

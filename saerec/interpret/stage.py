@@ -51,9 +51,11 @@ class TopActivations:
 
 
 def promoted_items(model, sae, layer: str, inputs: list[np.ndarray], features: np.ndarray, value: float,
-                   top: int = 10, users: int = 64, max_scores: int = 1 << 24) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+                   top: int = 10, users: int = 64, max_scores: int = 1 << 24) -> dict[int, tuple[np.ndarray, ...]]:
     """Items whose logits rise most when a feature is added at the last position (delta splice),
     averaged over a sample of histories: the feature's effect pushed through the rest of the model.
+    Per feature: (promoted dense indices, their logit change, demoted dense indices, their change),
+    the demoted ones being those whose logits fall most.
 
     The edit changes the last position only, so the sample is run once (``prefill_last``) and each
     feature's edited last step is replayed through the later blocks with the cached keys and values,
@@ -87,8 +89,9 @@ def promoted_items(model, sae, layer: str, inputs: list[np.ndarray], features: n
             final = model.replay_last(cache, h.view(U, n, -1))     # (U, n, d)
             delta = (model.scores(final) - base[:, None, :]).mean(0)
             vals, idx = delta.topk(top, dim=1)
+            low = (-delta).topk(top, dim=1)
             for r, j in enumerate(chunk.tolist()):
-                out[int(j)] = (idx[r].numpy() + 1, vals[r].numpy())
+                out[int(j)] = (idx[r].numpy() + 1, vals[r].numpy(), low.indices[r].numpy() + 1, -low.values[r].numpy())
     return out
 
 
@@ -160,6 +163,8 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
         "top_values": [tops.vals[:, j].tolist() for j in range(m)],
         "promoted_items": [ids[promo[j][0] - 1].tolist() if j in promo else [] for j in range(m)],
         "promoted_logit_change": [promo[j][1].tolist() if j in promo else [] for j in range(m)],
+        "demoted_items": [ids[promo[j][2] - 1].tolist() if j in promo else [] for j in range(m)],
+        "demoted_logit_change": [promo[j][3].tolist() if j in promo else [] for j in range(m)],
     })
     write_parquet(catalog, run.path(A.FEATURES))
 
