@@ -237,7 +237,7 @@ def recommend_offline(job: OfflineJob, on_part: Callable[[int], None] | None = N
     start = time.perf_counter()                          # the job's own time, not Ray's start
     progress = Progress("recommend", todo, unit="users")
     if todo:
-        ds = ray.data.read_parquet(str(path), columns=["user_id", "items"] + (["part"] if part else []))
+        ds = ray.data.read_parquet(str(path)).select_columns(["user_id", "items"] + (["part"] if part else []))
         ds = ds.map_batches(_keep, fn_kwargs={"part": part, "done": done}, batch_format="pyarrow")
         ds = ds.map_batches(OfflineActor, fn_constructor_kwargs={"run_dir": str(run.root), "request": bytes_,
                                                                  "threads": job.threads},
