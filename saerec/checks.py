@@ -44,6 +44,12 @@ def _fraction(p: float) -> None:
         raise ValueError(f"{p!r} is not in (0, 1)")
 
 
+def _unit_interval(p: float) -> None:
+    """Scores such as a label-confidence threshold: [0, 1]."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{p!r} is not in [0, 1]")
+
+
 Positive = Annotated[int, at_least(1)]
 NonNegative = Annotated[int, at_least(0)]
 Failures = Annotated[int, at_least(-1)]          # Ray's max_failures: -1 retries forever
@@ -51,3 +57,4 @@ PositiveFloat = Annotated[float, greater_than(0.0)]
 NonNegativeFloat = Annotated[float, at_least(0.0)]
 Probability = Annotated[float, _probability]
 Fraction = Annotated[float, _fraction]
+UnitInterval = Annotated[float, _unit_interval]

@@ -24,7 +24,8 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
-from .checks import Failures, Fraction, NonNegative, NonNegativeFloat, Positive, PositiveFloat, Probability
+from .checks import (Failures, Fraction, NonNegative, NonNegativeFloat, Positive, PositiveFloat, Probability,
+                     UnitInterval)
 from .errors import UsageError
 from .sae.base import SAEConfig
 
@@ -150,6 +151,22 @@ class SteerConfig(Section):
     batch_size: Positive = 512
 
 
+def _k_values(ks: list[int]) -> None:
+    if not ks or any(k < 1 for k in ks):
+        raise ValueError(f"{ks!r} must be a non-empty list of latent counts >= 1")
+
+
+@dataclass
+class SAEEvalConfig(Section):
+    """``saerec sae-eval``: the SAE suite over test users (docs/sae-eval.md)."""
+
+    k_values: Annotated[list[int], _k_values] = field(default_factory=lambda: [1, 2, 5, 10, 20])
+    sample_rows: Positive = 100_000     # positions kept for the probes (memory bound)
+    batch_rows: Positive = 8192         # positions encoded at a time while streaming
+    min_label_confidence: UnitInterval = 0.2   # below: the feature is shown unlabelled
+    probe_c: PositiveFloat = 1.0        # inverse L2 strength of every logistic regression
+
+
 @dataclass
 class RunConfig:
     """Everything a run needs; saved as RUN/config.yaml."""
@@ -162,6 +179,7 @@ class RunConfig:
     sae: SAEConfig = field(default_factory=SAEConfig)
     sae_train: SAEStageConfig = field(default_factory=SAEStageConfig)
     steer: SteerConfig = field(default_factory=SteerConfig)
+    sae_eval: SAEEvalConfig = field(default_factory=SAEEvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -228,11 +246,11 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 errors.append(str(e))
         raise UsageError(errors[0] if errors else f"{name}: bad value {value!r}")
     if origin is list:
-        if isinstance(value, str):                 # --set steer.attributes=Action,Sci-Fi
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):                 # --set steer.attributes=Action,Sci-Fi, sae_eval.k_values=1,5
+            value = [v.strip() if item is str else yaml.safe_load(v) for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise UsageError(f"{name} must be a list, got {value!r}")
-        (item,) = typing.get_args(tp)
         return [_coerce(v, item, name) for v in value]
     if tp is bool:
         if isinstance(value, bool):

@@ -43,6 +43,12 @@ class A:
     PROBES = "steer/probes.safetensors"
     SWEEP = "steer/sweep.parquet"
     STEER_SUMMARY = "steer/summary.json"
+    # saeeval: the SAE suite (probing, absorption, label confidence)
+    SAEEVAL = "saeeval"
+    EVAL_PROBING = "saeeval/probing.parquet"
+    EVAL_ATTRIBUTES = "saeeval/attributes.parquet"
+    EVAL_FEATURES = "saeeval/features.parquet"
+    EVAL_SUMMARY = "saeeval/summary.json"
     # tune: the grid's results
     TUNE = "tune"
     TUNE_RESULTS = "tune/results.parquet"

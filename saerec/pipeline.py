@@ -128,8 +128,9 @@ def pipeline_stages(resume: bool = False) -> list[Stage]:
     from .data import stage as data
     from .interpret import stage as interpret
     from .sae import stage as sae
+    from .saeeval import stage as saeeval
     from .steer import stage as steer
     from .train import stage as train
 
     return [data.STAGE, train.resuming() if resume else train.STAGE, extract.STAGE, sae.STAGE,
-            interpret.STAGE, steer.STAGE]
+            interpret.STAGE, steer.STAGE, saeeval.STAGE]

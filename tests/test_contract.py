@@ -17,11 +17,12 @@ def test_stages_come_from_their_modules_in_order():
     from saerec.data import stage as data
     from saerec.interpret import stage as interpret
     from saerec.sae import stage as sae
+    from saerec.saeeval import stage as saeeval
     from saerec.steer import stage as steer
     from saerec.train import stage as train
 
     stages = pipeline_stages()
-    assert stages == [data.STAGE, train.STAGE, extract.STAGE, sae.STAGE, interpret.STAGE, steer.STAGE]
+    assert stages == [data.STAGE, train.STAGE, extract.STAGE, sae.STAGE, interpret.STAGE, steer.STAGE, saeeval.STAGE]
     resumed = pipeline_stages(resume=True)[1]
     assert resumed.name == "train" and resumed.run is not train.STAGE.run
     assert (resumed.sections, resumed.inputs, resumed.outputs) == (train.STAGE.sections, train.STAGE.inputs,

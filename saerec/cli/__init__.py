@@ -13,12 +13,12 @@ import os
 import sys
 
 from ..errors import SaerecError
-from . import inspect, ops, serving, stages
+from . import inspect, ops, serving, stages, suite
 from .common import _Parser, resolve_config
 
 __all__ = ["COMMANDS", "build_parser", "main", "resolve_config", "_Parser"]
 
-_GROUPS = (stages, inspect, serving, ops)          # in the order `saerec --help` lists them
+_GROUPS = (stages, suite, inspect, serving, ops)          # in the order `saerec --help` lists them
 COMMANDS = {name: cmd for group in _GROUPS for name, cmd in group.COMMANDS.items()}
 
 

@@ -132,8 +132,10 @@ def cmd_explain(args) -> int:
         return 0
     print("most active features at the last step:")
     for _, f in ex.features.iterrows():
+        conf = "" if np.isnan(f["label_confidence"]) else f", confidence {f['label_confidence']:.2f}"
+        tops = f"; top items: {'; '.join(f['top_items'])}" if f["label"] == "unlabelled" and f["top_items"] else ""
         print(f"  #{f['feature']:<5} {f['label']:<14} activation {f['activation']:.3f} "
-              f"(label correlation {f['label_correlation']:.2f})")
+              f"(label correlation {f['label_correlation']:.2f}{conf}){tops}")
     print("recommendations: score; per feature its direct contribution (and total effect through later blocks, "
           "i.e. the score lost when it is set to 0)")
     for r, it in ex.items.iterrows():

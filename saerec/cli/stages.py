@@ -12,6 +12,7 @@ from ..errors import SaerecError, UsageError
 from ..sae.base import KINDS
 from ..layout import A
 from .common import add_common, resolve_config, stage_run, table
+from .suite import print_sae_eval
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
@@ -36,7 +37,7 @@ def add_parsers(sub) -> None:
     sp = sub.add_parser("evaluate", help="evaluate RUN's recommender on the test users (and popularity)")
     add_common(sp, data=False)
     sp = sub.add_parser("run", help="the whole pipeline (data -> train + evaluate -> extract -> sae -> interpret "
-                                    "-> steer-eval) over one run directory, with stage timings; finished stages whose "
+                                    "-> steer-eval -> sae-eval) over one run directory, with stage timings; finished stages whose "
                                     "config and input content are unchanged are skipped")
     add_common(sp)
     _train_flags(sp)
@@ -171,7 +172,7 @@ def cmd_run(args) -> int:
 
     run, cfg = _new_run(args)
     report = {"train": lambda m: print_train(run, m), "sae": print_sae, "interpret": print_interpret,
-              "steer": print_steer_eval}
+              "steer": print_steer_eval, "saeeval": print_sae_eval}
     timings = run_pipeline(run, cfg, pipeline_stages(resume=args.resume), force=args.force, report=report)
     print("stage timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return 0

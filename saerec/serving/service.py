@@ -279,7 +279,7 @@ class RecommenderService:
         top_dense, _ = self.items.to_index(keep)
         promo_dense, _ = self.items.to_index([int(x) for x in f.get("promoted_items", [])])
         return pb.Feature(
-            feature_id=int(j), label=str(f["label"]), label_correlation=float(f["label_correlation"]),
+            feature_id=int(j), label=self.catalog.label(int(j)), label_correlation=float(f["label_correlation"]),
             label_auc=float(f.get("label_auc", np.nan)), firing_frequency=float(f["firing_frequency"]),
             max_activation=float(f["max_activation"]),
             top_items=self._scored(top_dense, [v for v in top_vals if v > 0][:len(top_dense)]),
@@ -302,15 +302,16 @@ class RecommenderService:
         except ValueError:
             raise InvalidRequest("page_token", f"not a token from a previous response: {req.page_token!r}") from None
         t = self.catalog.features
+        shown = self.catalog.shown_labels()          # an unlabelled feature is not listed under its attribute
         mask = np.ones(len(t), dtype=bool)
         if req.attribute:
             try:
                 name = self.catalog.canonical(req.attribute)
             except SaerecError as e:
                 raise InvalidRequest("attribute", str(e)) from None
-            mask &= (t["label"] == name).to_numpy()
+            mask &= (shown == name).to_numpy()
         if req.label_contains:
-            mask &= t["label"].str.lower().str.contains(req.label_contains.lower(), regex=False).to_numpy()
+            mask &= shown.str.lower().str.contains(req.label_contains.lower(), regex=False).to_numpy()
         if req.alive_only:
             mask &= (t["firing_frequency"] > 0).to_numpy()
         ids = t.index[mask].to_numpy()

@@ -127,7 +127,10 @@ def report(s: dict, k: int) -> str:
         f"user's last item), Coverage@{k} {o[f'coverage@{k}']:.4f}, ILD@{k} {o[f'ild@{k}']:.4f} (one list per user); "
         f"with the SAE reconstruction spliced in: NDCG@{k} {s['baselines']['reconstructed'][f'ndcg@{k}']:.4f}.",
         f"Delta splice with identity edits returns the original top-{k} for every user: "
-        f"{s['delta_no_edit']['all_identical']}.", "",
+        f"{s['delta_no_edit']['all_identical']}.",
+        *([f"Beyond accuracy, unsteered: Gini@{k} {o[f'gini@{k}']:.4f} (one list per user), long-tail share@{k} "
+           f"{o[f'long_tail@{k}']:.4f} (items outside the top 20% by train count), novelty@{k} "
+           f"{o[f'novelty@{k}']:.3f} bits; along every curve in sweep.parquet."] if f"gini@{k}" in o else []), "",
         "NDCG drops are relative to the unsteered model, worst over abs(v) <= 2, with paired-bootstrap 95% "
         "intervals over users. Figures in brackets and the last column use each user's last item only (the "
         "paper's protocol).", "",
