@@ -19,7 +19,6 @@ import json
 import platform
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -66,19 +65,20 @@ def main() -> None:
     ap.add_argument("--exclude-attribute", default="Horror")
     ap.add_argument("--actors", type=int, default=1)
     ap.add_argument("--batch-users", type=int, default=256)
+    ap.add_argument("--workdir", default="benchmarks/results/offline_recommend", help="outputs and logs")
     ap.add_argument("--out", default="benchmarks/results/offline_recommend.json")
     a = ap.parse_args()
     run = Path(a.run).resolve()
     extra = ["--edit", a.edit, "--exclude-attribute", a.exclude_attribute, "--actors", str(a.actors),
              "--batch-users", str(a.batch_users)]
     results = []
-    with tempfile.TemporaryDirectory(prefix="offline-bench-") as d:
-        tmp = Path(d)
-        results.append(case("test_users", run, "test", tmp, extra))
-        print(json.dumps(results[-1]), flush=True)
-        users = synthetic_users(run, a.users, tmp / "users.parquet")
-        results.append(case(f"synthetic_{a.users}", run, str(users), tmp, extra))
-        print(json.dumps(results[-1]), flush=True)
+    tmp = Path(a.workdir)
+    tmp.mkdir(parents=True, exist_ok=True)
+    results.append(case("test_users", run, "test", tmp, extra))
+    print(json.dumps(results[-1]), flush=True)
+    users = synthetic_users(run, a.users, tmp / "users.parquet")
+    results.append(case(f"synthetic_{a.users}", run, str(users), tmp, extra))
+    print(json.dumps(results[-1]), flush=True)
     report = {"benchmark": "offline_recommend", "run": str(run), "machine": f"{platform.node()} "
               f"({platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs)",
               "when": time.strftime("%Y-%m-%d %H:%M"), "results": results}
