@@ -14,7 +14,7 @@ requests.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -124,12 +124,17 @@ class RecommenderService:
         return Edit(tgt, float(s.value), MODES[s.mode], POSITIONS[s.position])
 
     def prepare(self, req) -> Prepared:
+        return self.for_history(self.prepare_rules(req), req.history)
+
+    def prepare_rules(self, req) -> Prepared:
+        """Everything of a request but its history (k, steering, exclude_seen, rules, include_unsteered),
+        validated once: the offline job (:mod:`saerec.serving.offline`) applies it to every user with
+        :meth:`for_history`."""
         k = req.k or DEFAULT_K
         if not 1 <= k <= MAX_K:
             raise InvalidRequest("k", f"must be in 1..{MAX_K}, got {req.k}")
         if len(req.steering) > MAX_STEERING:
             raise InvalidRequest("steering", f"{len(req.steering)} edits; at most {MAX_STEERING} per request")
-        history, unknown, older = self._history(req.history)
         edits, seen = [], {}
         for i, s in enumerate(req.steering):
             e = self._edit(i, s)
@@ -143,9 +148,14 @@ class RecommenderService:
             seen[r.key] = i
             edits.append(r)
         exclude = req.exclude_seen if req.HasField("exclude_seen") else True
-        earlier = np.setdiff1d(older, history) if exclude else older[:0]
-        return Prepared(history, k, exclude, edits, unknown, len(older), earlier, self.rules.mask(req),
-                        bool(req.include_unsteered))
+        return Prepared(np.zeros(0, np.int64), k, exclude, edits, allowed=self.rules.mask(req),
+                        unsteered=bool(req.include_unsteered))
+
+    def for_history(self, base: Prepared, ids, name: str = "history") -> Prepared:
+        """``base`` (from :meth:`prepare_rules`) for one user's history (dataset item ids, oldest first)."""
+        history, unknown, older = self._history(ids, name)
+        earlier = np.setdiff1d(older, history) if base.exclude_seen else older[:0]
+        return replace(base, history=history, unknown=unknown, truncated=len(older), earlier=earlier)
 
     # recommendations ---------------------------------------------------------------------
     def _scored(self, index: np.ndarray, scores) -> list:
@@ -208,13 +218,15 @@ class RecommenderService:
                 out[r] = (self._cut(preps[r], idx[j, 1], vals[j, 1], k), self._cut(preps[r], idx[j, 0], vals[j, 0], k))
         return out
 
-    def recommend_batch(self, preps: list[Prepared]) -> list:
-        """Batched forward passes for all requests with a known item; each keeps its own edits and rules."""
+    def ranked(self, preps: list[Prepared]) -> list[tuple]:
+        """Batched forward passes for all requests with a known item; each keeps its own edits and
+        rules. Per request ``(top, plain, fallback)``: (dense indices, scores) cut to k, the unsteered
+        list (``top`` itself when there is none to tell apart), and whether it is the popularity fallback."""
         out: list = [None] * len(preps)
         for i, p in enumerate(preps):
             if not len(p.history):                     # nothing the model knows: popular items, unsteered
                 top = self._popular(p)
-                out[i] = self._response(p, top, True, top)
+                out[i] = (top, top, True)
         # group by (k, exclude_seen): one call each (in practice one group)
         groups: dict[tuple[int, bool], list[int]] = {}
         for i, p in enumerate(preps):
@@ -230,11 +242,15 @@ class RecommenderService:
                 twice = [j for j, i in enumerate(single) if preps[i].unsteered and preps[i].edits]
                 plain = dict(zip(twice, self._ranked([preps[single[j]] for j in twice], k, exclude, False))) if twice else {}
                 for j, i in enumerate(single):
-                    out[i] = self._response(preps[i], steered[j], plain=plain.get(j, steered[j]))
+                    out[i] = (steered[j], plain.get(j, steered[j]), False)
             if paired:
                 for i, (top, plain) in zip(paired, self._paired([preps[i] for i in paired], k, exclude)):
-                    out[i] = self._response(preps[i], top, plain=plain)
+                    out[i] = (top, plain, False)
         return out
+
+    def recommend_batch(self, preps: list[Prepared]) -> list:
+        """:meth:`ranked` as RecommendResponses."""
+        return [self._response(p, top, fallback, plain) for p, (top, plain, fallback) in zip(preps, self.ranked(preps))]
 
     def recommend_many(self, reqs) -> list:
         """RecommendBatch: each request validated on its own (a bad one becomes its entry's error, the
