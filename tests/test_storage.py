@@ -48,9 +48,9 @@ def test_run_on_a_uri_pushes_every_stage_and_resumes_from_the_uri(ray_session, t
     assert main(["run", "--run", uri, *TINY]) == 0
     assert set(stage_lines(capsys.readouterr().out).values()) == {"running"}
     record = json.loads((remote / "pipeline.json").read_text())
-    assert set(record) == {"data", "train", "extract", "sae", "interpret", "steer"}
+    assert set(record) == {"data", "train", "extract", "sae", "interpret", "steer", "saeeval"}
     for rel in ("config.yaml", "data/sequences.parquet", "recommender/model.safetensors", "activations/meta.json",
-                "sae/sae.safetensors", "interpret/catalog.parquet", "steer/summary.json"):
+                "sae/sae.safetensors", "interpret/catalog.parquet", "steer/summary.json", "saeeval/summary.json"):
         assert (remote / rel).is_file(), rel
     assert list((remote / "activations" / "sae").glob("*.parquet"))           # written by Ray Data to the URI
     assert list((remote / "recommender" / "ray" / "gptrec").glob("checkpoint_*"))   # Ray Train's storage_path
