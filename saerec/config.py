@@ -34,6 +34,11 @@ def _probability(p: float) -> None:
         raise ValueError(f"{p!r} is not in [0, 1)")
 
 
+def _positive(x: float) -> None:
+    if not x > 0:
+        raise ValueError(f"{x!r} is not > 0")
+
+
 class Section:
     """Base of every config section: checks its choice fields when built (``Literal``/``Annotated``)."""
 
@@ -49,7 +54,9 @@ class DataConfig(Section):
     data_dir: str | None = None       # an explicit folder always wins over `dataset`
     min_rating: float | None = None   # keep interactions with rating >= this (None: keep all, as the paper)
     popularity_buckets: int = 3       # popularity:low/mid/high by train interaction count
-    synthetic_users: int = 2000       # only for dataset == "synthetic"
+    synthetic_preset: Literal["small", "ml-20m"] = "small"   # only for dataset == "synthetic" (docs/data.md)
+    synthetic_scale: Annotated[float, _positive] = 1.0       # ml-20m: share of its 138,493 users (0.1: ~2M interactions)
+    synthetic_users: int = 2000       # small preset only
     synthetic_items: int = 500
     synthetic_genres: int = 8
     synthetic_seed: int = 0
