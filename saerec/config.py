@@ -124,6 +124,7 @@ class TrainConfig(Section):
     eval_batch_size: int = 256
     max_failures: int = 2             # worker failures survived by resuming from the last checkpoint
     mask_prob: Annotated[float, _probability] = 0.2       # masked (Cloze) models: share of positions masked (BERT4Rec authors: 0.2)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"   # matmuls in training and evaluation: auto = bf16 on GPU, fp32 on CPU (saerec/precision.py)
 
 
 @dataclass
@@ -142,6 +143,7 @@ class SAEStageConfig(Section):
     num_workers: int = 1              # Ray Train workers for SAE training
     max_failures: int = 2             # worker failures survived by resuming from the last checkpoint
     cache_shard: bool = True          # epochs after the first replay each worker's shard from node-local disk
+    precision: Literal["auto", "fp32", "bf16"] = "auto"   # SAE training matmuls: auto = bf16 on GPU, fp32 on CPU
 
 
 @dataclass

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..model.interface import Intervention, SequentialRecommender
+from ..precision import autocast
 from ..train.batching import pad_inputs
 from .metrics import ranking_metrics
 
@@ -35,13 +36,14 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
 @torch.inference_mode()       # not just no_grad: no view/version bookkeeping either (~5% of a lone request)
 def recommend(model: SequentialRecommender, inputs: list[np.ndarray], k: int = 10, batch_size: int = 256,
               exclude_seen: bool = True, interventions: Interventions = None,
-              device: str | torch.device = "cpu", with_scores: bool = False, max_tokens: int | None = None):
+              device: str | torch.device = "cpu", with_scores: bool = False, max_tokens: int | None = None,
+              dtype: torch.dtype | None = None):
     """Top-``k`` dense indices for each input sequence (batched by length to avoid padding work).
 
     ``interventions`` is either one mapping for every batch, or a function of the batch's rows (indices
     into ``inputs``) returning the mapping, so each input can carry its own edits.
     ``with_scores``: also return the (N, k) scores of the listed items. ``max_tokens``: see
-    :func:`length_batches`.
+    :func:`length_batches`. ``dtype``: autocast dtype of the forward pass (None: fp32).
     """
     was_training = model.training
     if was_training:                         # .train()/.eval() walk every module: skip when already in eval
@@ -52,9 +54,10 @@ def recommend(model: SequentialRecommender, inputs: list[np.ndarray], k: int = 1
         items, lengths = pad_inputs([inputs[i] for i in rows])
         items, lengths = items.to(device), lengths.to(device)
         ivs = interventions(rows) if callable(interventions) else interventions
-        top = model.last_scores(items, lengths, ivs, exclude_seen).topk(k, dim=1)
+        with autocast(dtype, device):
+            top = model.last_scores(items, lengths, ivs, exclude_seen).topk(k, dim=1)
         out[rows] = (top.indices + 1).cpu().numpy()
-        vals[rows] = top.values.cpu().numpy()
+        vals[rows] = top.values.float().cpu().numpy()
     if was_training:
         model.train()
     return (out, vals) if with_scores else out
@@ -71,6 +74,6 @@ def popularity_topk(counts: np.ndarray, inputs: list[np.ndarray], k: int = 10) -
 
 
 def evaluate_model(model: SequentialRecommender, inputs: list[np.ndarray], targets: np.ndarray, k: int = 10,
-                   batch_size: int = 256, device="cpu") -> dict[str, float]:
-    topk = recommend(model, inputs, k=k, batch_size=batch_size, device=device)
+                   batch_size: int = 256, device="cpu", dtype: torch.dtype | None = None) -> dict[str, float]:
+    topk = recommend(model, inputs, k=k, batch_size=batch_size, device=device, dtype=dtype)
     return ranking_metrics(topk, targets, model.n_items, k)
