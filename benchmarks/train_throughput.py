@@ -36,7 +36,7 @@ from saerec.data.loaders import load_folder
 from saerec.data.sequences import ItemIndex, build_sequences
 from saerec.data.split import split
 from saerec.model import GPTRec
-from saerec.train import loop
+from saerec.train import loop, objective
 from saerec.train.batching import bucket_batches, make_windows
 
 
@@ -96,12 +96,12 @@ class Variant:
 
     def round(self, steps: int, record: bool) -> None:
         batches = self.batches_fn(self.rng)[:steps]
-        original = loop.full_ce
-        loop.full_ce = self.ce or original
+        original = objective.full_ce                 # the loss the training step calls (train/objective.py)
+        objective.full_ce = self.ce or original
         try:
             st = loop.train_epoch(self.model, self.opt, self.windows, batches, self.cfg.train)
         finally:
-            loop.full_ce = original
+            objective.full_ce = original
         if record:
             self.rates.append(st.tokens_per_second)
             self.pads.append(1 - st.tokens / st.padded)

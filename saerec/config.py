@@ -24,19 +24,10 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
+from .checks import (Failures, Fraction, NonNegative, NonNegativeFloat, Positive, PositiveFloat, Probability,
+                     UnitInterval)
 from .errors import UsageError
 from .sae.base import SAEConfig
-
-
-def _probability(p: float) -> None:
-    """Dropout rates: torch would only reject them inside a training worker, as a traceback."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"{p!r} is not in [0, 1)")
-
-
-def _positive(x: float) -> None:
-    if not x > 0:
-        raise ValueError(f"{x!r} is not > 0")
 
 
 class Section:
@@ -53,12 +44,12 @@ class DataConfig(Section):
     dataset: str = "ml-1m"            # a GroupLens name, a folder under SAEREC_DATA_DIR, or "synthetic"
     data_dir: str | None = None       # an explicit folder always wins over `dataset`
     min_rating: float | None = None   # keep interactions with rating >= this (None: keep all, as the paper)
-    popularity_buckets: int = 3       # popularity:low/mid/high by train interaction count
+    popularity_buckets: Positive = 3       # popularity:low/mid/high by train interaction count
     synthetic_preset: Literal["small", "ml-20m"] = "small"   # only for dataset == "synthetic" (docs/data.md)
-    synthetic_scale: Annotated[float, _positive] = 1.0       # ml-20m: share of its 138,493 users (0.1: ~2M interactions)
-    synthetic_users: int = 2000       # small preset only
-    synthetic_items: int = 500
-    synthetic_genres: int = 8
+    synthetic_scale: PositiveFloat = 1.0   # multiplies the preset's users (ml-20m 0.1: 13,849 users, ~2M interactions)
+    synthetic_users: Positive = 2000       # small preset only
+    synthetic_items: Positive = 500
+    synthetic_genres: Positive = 8
     synthetic_seed: int = 0
 
 
@@ -66,10 +57,10 @@ class DataConfig(Section):
 class SplitConfig(Section):
     """The paper's split (RePlay NewUsersSplitter + ColdUserRandomSplitter)."""
 
-    test_fraction: float = 0.1        # most recent new users -> test
-    sae_fraction: float = 0.4         # share of train users held out for the SAE (and validation)
+    test_fraction: Fraction = 0.1        # most recent new users -> test
+    sae_fraction: Fraction = 0.4         # share of train users held out for the SAE (and validation)
     seed: int = 42
-    val_users: int = 10_000           # SAE-part users whose last item is the validation target
+    val_users: Positive = 10_000           # SAE-part users whose last item is the validation target
 
 
 BUILTIN_ARCHS = ("gptrec", "sasrec", "bert4rec")
@@ -95,36 +86,36 @@ class ModelConfig(Section):
     arch: Annotated[str, _arch] = "gptrec"
     factory_kwargs: dict = field(default_factory=dict)   # for a factory arch only
     factory_path: str | None = None   # a folder put on sys.path before importing a factory (every Ray worker does)
-    n_layers: int = 3
-    n_heads: int = 2
-    d_model: int = 64
-    max_len: int = 200
-    dropout: Annotated[float, _probability] = 0.1        # embedding and residual dropout
-    attn_dropout: Annotated[float, _probability] = 0.0         # >0 forces the slow non-fused attention path on CPU
+    n_layers: Positive = 3
+    n_heads: Positive = 2
+    d_model: Positive = 64
+    max_len: Positive = 200
+    dropout: Probability = 0.1        # embedding and residual dropout
+    attn_dropout: Probability = 0.0         # >0 forces the slow non-fused attention path on CPU
 
 
 @dataclass
 class TrainConfig(Section):
     """GPTRec training on Ray Train."""
 
-    epochs: int = 200                 # upper bound; early stopping usually ends sooner
-    patience: int = 5                 # epochs without validation NDCG@10 improvement (5 vs 10: docs/results.md)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_tokens: int = 4096          # token budget per batch (length-bucketed, little padding)
+    epochs: Positive = 200                 # upper bound; early stopping usually ends sooner
+    patience: Positive | None = None  # epochs without validation NDCG@10 improvement; None: 5 for next-item models (5 vs 10: docs/results.md), 20 for masked ones (BERT4Rec sits at popularity level for ~15 epochs: docs/models.md)
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    batch_tokens: Positive = 4096          # token budget per batch (length-bucketed, little padding)
     windows: Literal["all", "last"] = "all"              # "all": every chunk of each history; "last": the most recent max_len+1 items (authors)
     loss: Literal["ce", "sampled", "bce"] = "ce"         # "ce" full softmax, "sampled" (sampled softmax with logQ correction), "bce" (one uniform negative per position: the original SASRec)
-    num_negatives: int = 1024         # for loss == "sampled"
+    num_negatives: Positive = 1024         # for loss == "sampled"
     negatives: Literal["uniform", "inbatch"] = "uniform"  # "uniform" or "inbatch" (popularity-proportional)
-    num_workers: int = 1
-    cpus_per_worker: float | None = None   # default: the cluster's CPUs split evenly
+    num_workers: Positive = 1
+    cpus_per_worker: PositiveFloat | None = None   # default: the cluster's CPUs split evenly
     use_gpu: bool | None = None       # None: auto-detect
     seed: int = 0
-    ce_chunk: int = 256               # rows per chunk of the fused full-softmax CE on CPU (0: plain)
-    eval_batch_size: int = 256
-    max_failures: int = 2             # worker failures survived by resuming from the last checkpoint
-    mask_prob: Annotated[float, _probability] = 0.2       # masked (Cloze) models: share of positions masked (BERT4Rec authors: 0.2)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"   # matmuls in training and evaluation: auto = bf16 on GPU, fp32 on CPU (saerec/precision.py)
+    ce_chunk: NonNegative = 256               # rows per chunk of the fused full-softmax CE on CPU (0: plain)
+    eval_batch_size: Positive = 256
+    max_failures: Failures = 2             # worker failures survived by resuming from the last checkpoint
+    mask_prob: Probability = 0.2       # masked (Cloze) models: share of positions masked (BERT4Rec authors: 0.2)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"   # training matmuls: auto = bf16 on GPU, fp32 on CPU (saerec/precision.py)
 
 
 @dataclass
@@ -132,16 +123,16 @@ class ActivationsConfig(Section):
     """Which hidden state the SAE reads, and how Ray Data streams users through the model."""
 
     layer: str = "block.0"            # the paper: output of the first block
-    actors: int = 1                   # Ray Data actor pool size (one model replica each)
-    users_per_batch: int = 64
-    object_store_mb: int = 128        # Ray Data's object store budget for the stream (bounds the stage's memory)
-    block_mb: int = 16                # largest block Ray Data makes (the read of one big sequences file is cut to it)
+    actors: Positive = 1                   # Ray Data actor pool size (one model replica each)
+    users_per_batch: Positive = 64
+    object_store_mb: Positive = 128        # Ray Data's object store budget for the stream (bounds the stage's memory)
+    block_mb: Positive = 16                # largest block Ray Data makes (the read of one big sequences file is cut to it)
 
 
 @dataclass
 class SAEStageConfig(Section):
-    num_workers: int = 1              # Ray Train workers for SAE training
-    max_failures: int = 2             # worker failures survived by resuming from the last checkpoint
+    num_workers: Positive = 1              # Ray Train workers for SAE training
+    max_failures: Failures = 2             # worker failures survived by resuming from the last checkpoint
     cache_shard: bool = True          # epochs after the first replay each worker's shard from node-local disk
     precision: Literal["auto", "fp32", "bf16"] = "auto"   # SAE training matmuls: auto = bf16 on GPU, fp32 on CPU
 
@@ -153,15 +144,31 @@ class SteerConfig(Section):
     attributes: list[str] = field(default_factory=lambda: ["Action", "Children", "Fantasy", "Sci-Fi", "Western"])
     value_min: float = -10.0
     value_max: float = 10.0
-    value_step: float = 1.0
+    value_step: PositiveFloat = 1.0
     mode: Literal["set", "add", "scale"] = "set"   # SAE sweep (Figure 8): set the feature at the last step, as the paper
     positions: Literal["last"] = "last"            # the sweep replays last-step edits only (Steerer.recommend_variants)
     splices: list[Literal["delta", "reconstruction"]] = field(default_factory=lambda: ["delta", "reconstruction"])
     probe: bool = True                # SAE vs linear probe, both with mode add (Figure 9)
-    probe_rows: int = 100_000         # activation rows sampled to fit each probe
-    k: int = 10
-    eval_positions: int = 10          # next-item predictions per test user (its last items); 1 = the paper's last item only
-    batch_size: int = 512
+    probe_rows: Positive = 100_000         # activation rows sampled to fit each probe
+    k: Positive = 10
+    eval_positions: Positive = 10          # next-item predictions per test user (its last items); 1 = the paper's last item only
+    batch_size: Positive = 512
+
+
+def _k_values(ks: list[int]) -> None:
+    if not ks or any(k < 1 for k in ks):
+        raise ValueError(f"{ks!r} must be a non-empty list of latent counts >= 1")
+
+
+@dataclass
+class SAEEvalConfig(Section):
+    """``saerec sae-eval``: the SAE suite over test users (docs/sae-eval.md)."""
+
+    k_values: Annotated[list[int], _k_values] = field(default_factory=lambda: [1, 2, 5, 10, 20])
+    sample_rows: Positive = 100_000     # positions kept for the probes (memory bound)
+    batch_rows: Positive = 8192         # positions encoded at a time while streaming
+    min_label_confidence: UnitInterval = 0.2   # below: the feature is shown unlabelled
+    probe_c: PositiveFloat = 1.0        # inverse L2 strength of every logistic regression
 
 
 @dataclass
@@ -176,6 +183,7 @@ class RunConfig:
     sae: SAEConfig = field(default_factory=SAEConfig)
     sae_train: SAEStageConfig = field(default_factory=SAEStageConfig)
     steer: SteerConfig = field(default_factory=SteerConfig)
+    sae_eval: SAEEvalConfig = field(default_factory=SAEEvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -242,11 +250,11 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 errors.append(str(e))
         raise UsageError(errors[0] if errors else f"{name}: bad value {value!r}")
     if origin is list:
-        if isinstance(value, str):                 # --set steer.attributes=Action,Sci-Fi
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):                 # --set steer.attributes=Action,Sci-Fi, sae_eval.k_values=1,5
+            value = [v.strip() if item is str else yaml.safe_load(v) for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise UsageError(f"{name} must be a list, got {value!r}")
-        (item,) = typing.get_args(tp)
         return [_coerce(v, item, name) for v in value]
     if tp is bool:
         if isinstance(value, bool):

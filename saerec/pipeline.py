@@ -1,8 +1,9 @@
 """``saerec run``: the stages in order over one run directory, resumable by content hash.
 
-The stage contract lives here, once: :func:`pipeline_stages` lists each stage's name, the config
-sections it reads, the run files it reads and writes, and the function that does its work and
-returns its summary (the CLI prints the summaries; this module never prints).
+Each stage module declares its own contract (``STAGE``: name, config sections, run files read and
+written, the function that does the work and returns its summary; see ``saerec/contract.py``);
+:func:`pipeline_stages` only puts them in order. The CLI prints the summaries; this module never
+prints.
 
 Each stage has a key: the SHA-256 of its config sections and of the *content* of its input files
 (the dataset's files for ``data``; the previous stages' artifacts after that). A stage whose key
@@ -17,23 +18,15 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Mapping
 
 from .config import RunConfig
-from .rundir import RunDir
+from .contract import Stage
+from .rundir import A, RunDir
 
 log = logging.getLogger("saerec.pipeline")
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    sections: tuple[str, ...]                       # config sections the stage reads
-    inputs: tuple[str, ...]                         # run-relative files or folders, content-hashed
-    outputs: tuple[str, ...]                        # all must exist for the stage to count as done
-    run: Callable[[RunDir, RunConfig], dict | None]  # does the work and returns its summary (or None)
 
 
 def file_digest(path: Path, h=None):
@@ -80,7 +73,7 @@ class Record:
 
     def __init__(self, run: RunDir):
         self.run = run
-        self.data = run.read_json("pipeline.json") if run.has("pipeline.json") else {}
+        self.data = run.read_json(A.PIPELINE) if run.has(A.PIPELINE) else {}
 
     def done(self, stage: Stage, key: str) -> bool:
         rec = self.data.get(stage.name, {})
@@ -88,7 +81,7 @@ class Record:
 
     def mark(self, stage: Stage, key: str, seconds: float) -> None:
         self.data[stage.name] = {"key": key, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        self.run.write_json("pipeline.json", self.data)
+        self.run.write_json(A.PIPELINE, self.data)
 
 
 def stage_folders(stage: Stage) -> list[str]:
@@ -122,70 +115,22 @@ def run_pipeline(run: RunDir, cfg: RunConfig, stages: list[Stage], force: bool =
         if run.remote:
             for folder in stage_folders(stage):
                 run.push(folder)
-            run.push("pipeline.json")
+            run.push(A.PIPELINE)
     timings["total"] = time.time() - t_all
     return timings
 
 
 # ---------------------------------------------------------------- the stages of `saerec run`
 
-DATA_OUTPUTS = ("data/interactions.parquet", "data/sequences.parquet", "data/items.parquet", "data/split.json")
-
-
-def record_metrics(run: RunDir, cfg: RunConfig, prep, extra: dict) -> dict:
-    """Evaluate RUN's recommender on the test users (and popularity), add ``extra`` (training stats,
-    or what import-model checked) and write ``recommender/metrics.json``; returns the metrics."""
-    from .eval.evaluate import evaluate_run
-
-    metrics = {**evaluate_run(run, prep, batch_size=cfg.train.eval_batch_size), **extra}
-    run.write_json("recommender/metrics.json", metrics)
-    return metrics
-
-
-def train_and_evaluate(run: RunDir, cfg: RunConfig, prep, resume: bool = False,
-                       t_start: float | None = None) -> dict:
-    """The train stage: Ray Train fits the recommender, then it is evaluated (``record_metrics``)."""
-    from .train.ray_train import train_recommender
-
-    return record_metrics(run, cfg, prep, train_recommender(run, cfg, prep, resume=resume, t_start=t_start))
-
-
 def pipeline_stages(resume: bool = False) -> list[Stage]:
     """The stages of ``saerec run``, in order; ``resume`` continues an interrupted training."""
+    from .activations import stage as extract
+    from .data import stage as data
+    from .interpret import stage as interpret
+    from .sae import stage as sae
+    from .saeeval import stage as saeeval
+    from .steer import stage as steer
+    from .train import stage as train
 
-    def data(run, cfg):
-        from .data.prepare import prepare
-        prepare(run, cfg, force=True)
-
-    def train(run, cfg):
-        from .data.prepare import load_prepared
-        return train_and_evaluate(run, cfg, load_prepared(run), resume=resume)
-
-    def extract(run, cfg):
-        from .sae.stage import extract_stage
-        return extract_stage(run, cfg)
-
-    def sae(run, cfg):
-        from .sae.stage import sae_stage
-        return sae_stage(run, cfg)
-
-    def interpret(run, cfg):
-        from .interpret.stage import interpret_stage
-        return interpret_stage(run)
-
-    def steer(run, cfg):
-        from .steer.stage import steer_eval_stage
-        return steer_eval_stage(run, cfg)
-
-    D = DATA_OUTPUTS
-    return [
-        Stage("data", ("data", "split"), (), D, data),
-        Stage("train", ("model", "train"), D, ("recommender/model.safetensors", "recommender/metrics.json"), train),
-        Stage("extract", ("activations",), ("recommender/model.safetensors", "data/sequences.parquet"),
-              ("activations/meta.json",), extract),
-        Stage("sae", ("sae", "sae_train"), ("activations",), ("sae/sae.safetensors", "sae/metrics.json"), sae),
-        Stage("interpret", (), ("sae/sae.safetensors", "activations/test", "recommender/items.parquet"),
-              ("interpret/catalog.parquet", "interpret/summary.json"), interpret),
-        Stage("steer", ("steer",), ("sae/sae.safetensors", "interpret/attributes.parquet", "interpret/catalog.parquet",
-                                    "data/sequences.parquet"), ("steer/summary.json",), steer),
-    ]
+    return [data.STAGE, train.resuming() if resume else train.STAGE, extract.STAGE, sae.STAGE,
+            interpret.STAGE, steer.STAGE, saeeval.STAGE]

@@ -21,6 +21,9 @@ from typing import Any
 import pandas as pd
 
 from .errors import RunError
+from .layout import A
+
+__all__ = ["A", "RunDir"]          # A: the artifact names, importable beside RunDir
 
 
 class RunDir:
@@ -51,6 +54,10 @@ class RunDir:
     @property
     def recommender(self) -> Path:
         return self.root / "recommender"
+
+    def path(self, rel: str) -> Path:
+        """The absolute path of an artifact (``A.*``)."""
+        return self.root / rel
 
     def stage(self, name: str) -> Path:
         p = self.root / name

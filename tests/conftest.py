@@ -131,7 +131,8 @@ def own_interpreted_run(interpreted_run, tmp_path_factory):
 def interpreted_run(trained_run):
     """``trained_run`` with activations, an SAE and the interpretation tables (the steering inputs)."""
     from saerec.interpret.stage import interpret_stage
-    from saerec.sae.stage import extract_stage, sae_stage
+    from saerec.activations.stage import extract_stage
+    from saerec.sae.stage import sae_stage
 
     run, cfg = trained_run
     if not run.has("activations/meta.json"):

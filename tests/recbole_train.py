@@ -54,6 +54,14 @@ def main(work: str, epochs: int) -> None:
     train_data, valid_data, _ = data_preparation(config, dataset)
     model = SASRec(config, train_data.dataset)
     trainer = Trainer(config, model)
+    best = {}                                     # the best epoch's weights, as RecBole saves them
+    save_checkpoint = trainer._save_checkpoint
+
+    def keep_best(*args, **kwargs):
+        best["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return save_checkpoint(*args, **kwargs)
+
+    trainer._save_checkpoint = keep_best
     t0 = time.time()
     trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     print(f"recbole: trained {epochs} epochs in {time.time() - t0:.1f}s", flush=True)
@@ -63,9 +71,9 @@ def main(work: str, epochs: int) -> None:
     with open(os.path.join(out, "items.json"), "w") as f:
         json.dump(train_data.dataset.field2id_token["item_id"][1:].tolist(), f)
 
-    # RecBole's own scores from its own checkpoint loader (this is the user's trusted file, in RecBole's
-    # process: a full unpickle is how RecBole reads it; saerec never does).
-    model.load_state_dict(torch.load(os.path.join(out, "recbole.pth"), weights_only=False)["state_dict"])
+    # RecBole's own scores with the weights it saved in recbole.pth (kept in memory when it saved them,
+    # so nothing here unpickles the file; saerec's converter reads it with a restricted unpickler).
+    model.load_state_dict(best["state"])
     model.eval()
     with open(os.path.join(work, "histories.json")) as f:
         histories = json.load(f)

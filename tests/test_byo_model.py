@@ -107,7 +107,8 @@ def test_imported_model_runs_every_stage_and_is_served_with_steering(exported, t
     from saerec.interpret.stage import interpret_stage
     from saerec.model.checkpoint import load_model
     from saerec.rundir import RunDir
-    from saerec.sae.stage import extract_stage, sae_stage
+    from saerec.activations.stage import extract_stage
+    from saerec.sae.stage import sae_stage
     from saerec.serving.client import to_steering
     from saerec.serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
     from saerec.steer.edits import Edit

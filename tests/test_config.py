@@ -31,7 +31,29 @@ BAD = {
     "model.arch": ("gpt-rec", "model.arch: 'gpt-rec' is not one of 'gptrec', 'sasrec', 'bert4rec' "
                               "nor a factory 'package.module:function'"),
 }
-FREE = {"model.dropout", "model.attn_dropout", "train.mask_prob", "model.arch"}    # checked by a function
+# numbers with a range (saerec/checks.py): one bad value each
+POSITIVE = ["data.popularity_buckets", "data.synthetic_users", "data.synthetic_items", "data.synthetic_genres",
+            "split.val_users", "model.n_layers", "model.n_heads", "model.d_model", "model.max_len", "train.epochs",
+            "train.patience", "train.batch_tokens", "train.num_negatives", "train.num_workers", "train.eval_batch_size",
+            "activations.actors", "activations.users_per_batch", "activations.object_store_mb", "activations.block_mb",
+            "sae.n_latents", "sae.k", "sae.k_aux", "sae.dead_window", "sae.batch_size", "sae.epochs",
+            "sae.shuffle_buffer", "sae_train.num_workers", "steer.probe_rows", "steer.k", "steer.eval_positions",
+            "steer.batch_size", "sae_eval.sample_rows", "sae_eval.batch_rows"]
+BAD.update({k: ("0", f"{k}: 0 must be >= 1") for k in POSITIVE})
+BAD.update({k: ("0", f"{k}: 0.0 must be > 0.0") for k in ("train.lr", "train.cpus_per_worker", "sae.lr",
+                                                            "sae.jump_bandwidth", "steer.value_step",
+                                                            "sae_eval.probe_c")})
+BAD.update({k: ("-1", f"{k}: -1.0 must be >= 0.0") for k in ("train.weight_decay", "sae.l1", "sae.auxk_alpha",
+                                                               "sae.jump_init_threshold", "sae.l0")})
+BAD.update({k: ("1", f"{k}: 1.0 is not in (0, 1)") for k in ("split.test_fraction", "split.sae_fraction")})
+BAD.update({"train.ce_chunk": ("-1", "train.ce_chunk: -1 must be >= 0"),
+            "train.max_failures": ("-2", "train.max_failures: -2 must be >= -1"),
+            "sae_train.max_failures": ("-2", "sae_train.max_failures: -2 must be >= -1"),
+            "sae_eval.min_label_confidence": ("2", "sae_eval.min_label_confidence: 2.0 is not in [0, 1]"),
+            "sae_eval.k_values": ("0,5", "sae_eval.k_values: [0, 5] must be a non-empty list of latent counts >= 1")})
+LITERAL = {"train.loss", "train.negatives", "train.windows", "sae.kind", "sae.recon", "sae.normalization",
+           "sae.b_dec_init", "steer.mode", "steer.positions", "steer.splices"}
+FREE = set(BAD) - LITERAL                       # checked by a function, not a fixed list
 
 
 def choice_keys() -> set[str]:

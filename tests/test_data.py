@@ -387,9 +387,18 @@ def test_split_matches_hand_made_example():
     assert sp.stats["sae_users"] == 2 and sp.stats["rec_users"] == 6
 
 
+def _mutated(**values) -> SplitConfig:
+    """A config changed after it was built: the config rejects these values when set
+    (tests/test_config.py); split() still guards a library caller that assigns them directly."""
+    cfg = SplitConfig()
+    for k, v in values.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
 @pytest.mark.parametrize("log, cfg, message", [
-    (hand_made(), SplitConfig(test_fraction=1.0), "split: test_fraction and sae_fraction must be in (0, 1)"),
-    (hand_made(), SplitConfig(sae_fraction=0.0), "split: test_fraction and sae_fraction must be in (0, 1)"),
+    (hand_made(), _mutated(test_fraction=1.0), "split: test_fraction and sae_fraction must be in (0, 1)"),
+    (hand_made(), _mutated(sae_fraction=0.0), "split: test_fraction and sae_fraction must be in (0, 1)"),
     (hand_made().iloc[:0], SplitConfig(), "split: not enough users for a test set"),
     (hand_made(), SplitConfig(test_fraction=0.2, sae_fraction=0.01),
      "split: a part is empty (rec users 8, sae users 0, test users 2); need more data"),

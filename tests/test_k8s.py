@@ -82,7 +82,10 @@ def test_images_limits_non_root_and_ports(overlay):
         assert cluster["rayVersion"] == "2.60.0"
     worker = objs[("RayService", "saerec")]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert {p["name"]: p["containerPort"] for p in worker["ports"]} == {"serve": 8000, "serve-grpc": 9000}
-    assert worker["readinessProbe"]["httpGet"] == {"path": "/-/healthz", "port": 8000}
+    assert worker["readinessProbe"]["grpc"] == {"port": 9000, "service": "saerec.v1.Recommender"}
+    assert {"name": "SAEREC_AUTH_TOKEN_FILE", "value": "/etc/saerec-auth/token"} in worker["env"]   # auth on
+    pod = objs[("RayService", "saerec")]["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert {"name": "auth", "secret": {"secretName": "saerec-auth", "defaultMode": 0o440}} in pod["volumes"]
     gpus = [c["resources"]["limits"].get("nvidia.com/gpu") for d, c, _ in containers(docs) if c["name"] == "ray-worker"
             and d["kind"] != "RayService"]
     assert gpus == (["1", "1"] if overlay.name == "gpu" else [None, None])

@@ -76,3 +76,24 @@ def test_length_batches_cover_every_row_once_within_the_token_budget():
         else:                                   # within budget, except a lone row longer than it
             assert all(len(b) * lengths[b].max() <= max_tokens or len(b) == 1 for b in batches)
             assert all(lengths[b].max() <= lengths[n].min() for b, n in zip(batches, batches[1:]))
+
+
+def test_beyond_accuracy_formulas_on_hand_made_cases():
+    """Doctests (Gini at 0, (n-1)/n and a mixed case; long-tail share; novelty; the popularity head),
+    then the sweep's per-list metrics: Gini over one list per user, long tail and novelty over all."""
+    import doctest
+
+    from saerec.eval import metrics
+    from saerec.steer.sweep import Points, list_metrics
+
+    res = doctest.testmod(metrics, raise_on_error=False)
+    assert res.attempted >= 7 and res.failed == 0
+    head, p = metrics.popularity_arrays(np.array([100, 10, 10, 10, 10]))      # item 1 is the head
+    topk = np.array([[1, 2], [1, 3], [4, 5]])                                # users 0, 0, 1
+    pts = Points([np.array([1])] * 3, np.array([2, 9, 9]), np.array([0, 0, 1]))
+    m = list_metrics(topk, pts, 5, np.zeros((6, 0), dtype=bool), [], 2, (head, p))
+    assert m["long_tail@2"] == pytest.approx(4 / 6)
+    assert m["novelty@2"] == pytest.approx(-(2 * np.log2(100 / 140) + 4 * np.log2(10 / 140)) / 6)
+    # last lists [1, 3] and [4, 5]: counts (1, 0, 1, 1, 1) over 5 items
+    assert m["gini@2"] == pytest.approx(metrics.gini_index(np.array([[1, 3], [4, 5]]), 5))
+    assert m["gini@2"] == pytest.approx((-4 * 0 + (-2 + 0 + 2 + 4) * 1) / (5 * 4))

@@ -20,9 +20,10 @@ def test_run_is_resumable_by_content_hash(ray_session, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["run", "--run", str(run), *TINY]) == 0
     first = stage_lines(capsys.readouterr().out)
-    assert first == {s: "running" for s in ("data", "train", "extract", "sae", "interpret", "steer")}, first
+    assert first == {s: "running" for s in ("data", "train", "extract", "sae", "interpret", "steer", "saeeval")}, first
     rec = json.loads((run / "pipeline.json").read_text())
     assert set(rec) == set(first) and (run / "steer" / "summary.json").exists()
+    assert (run / "saeeval" / "summary.json").exists()
 
     assert main(["run", "--run", str(run)]) == 0                      # nothing changed: all skipped
     again = stage_lines(capsys.readouterr().out)
@@ -31,7 +32,7 @@ def test_run_is_resumable_by_content_hash(ray_session, tmp_path, capsys):
     assert main(["run", "--run", str(run), "--set", "sae.l1=0.2"]) == 0   # only what depends on the SAE
     changed = stage_lines(capsys.readouterr().out)
     assert changed == {"data": "up", "train": "up", "extract": "up", "sae": "running", "interpret": "running",
-                       "steer": "running"}, changed
+                       "steer": "running", "saeeval": "running"}, changed
 
     (run / "interpret" / "catalog.parquet").unlink()                  # a missing output reruns its stage
     assert main(["run", "--run", str(run)]) == 0

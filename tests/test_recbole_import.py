@@ -78,7 +78,8 @@ def test_recbole_sasrec_scores_as_recbole_and_runs_every_stage(trained, tmp_path
     from saerec.interpret.stage import interpret_stage
     from saerec.model.checkpoint import load_model
     from saerec.rundir import RunDir
-    from saerec.sae.stage import extract_stage, sae_stage
+    from saerec.activations.stage import extract_stage
+    from saerec.sae.stage import sae_stage
     from saerec.steer.edits import Edit
     from saerec.steer.intervene import Steerer
 

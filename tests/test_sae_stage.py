@@ -16,7 +16,8 @@ from saerec.sae import SAEConfig, build_sae, load_sae
 from saerec.sae.evaluate import downstream_metrics
 from saerec.sae.normalize import NormStats
 from saerec.sae.splice import splice
-from saerec.sae.stage import extract_stage, sae_stage
+from saerec.activations.stage import extract_stage
+from saerec.sae.stage import sae_stage
 from saerec.sae.trainer import ReconStats
 from saerec.train.batching import pad_inputs
 

@@ -520,7 +520,8 @@ def test_serve_config_validates_against_ray_serve_schema():
     schema = ServeDeploySchema.model_validate(cfg)
     app = schema.applications[0]
     assert app.import_path == "saerec.serving.deployment:app_builder"
-    assert cfg["grpc_options"]["grpc_servicer_functions"] == ["saerec.v1.recommender_pb2_grpc.add_RecommenderServicer_to_server"]
+    assert cfg["grpc_options"]["grpc_servicer_functions"] == ["saerec.v1.recommender_pb2_grpc.add_RecommenderServicer_to_server",
+                                                         "saerec.serving.health.add_HealthServicer_to_server"]
     assert cfg["grpc_options"]["port"] == 9000
     dep = app.deployments[0]
     assert dep.name == "Recommender" and dep.autoscaling_config and dep.ray_actor_options.num_cpus > 0

@@ -3,6 +3,7 @@ downstream and interpretability metrics from the cached activations; tables and 
 an experiment whose trials failed resumes and reruns only those."""
 
 import pandas as pd
+import pytest
 
 from saerec.cli import main
 from saerec.tuning.experiment import TuneSpec, pareto_front, run_tune
@@ -54,3 +55,17 @@ def test_pareto_front():
     x = np.array([0.9, 0.8, 0.95, 0.7, 0.85])
     y = np.array([0.3, 0.5, 0.1, 0.6, 0.2])
     assert [int(i) for i in pareto_front(x, y)] == [3, 1, 0, 2]
+
+
+@pytest.mark.parametrize("text, line", [
+    ("kind: [gated]\n", "TuneSpec.kind: 'gated' is not one of 'relu', 'topk', 'batchtopk', 'jumprelu'"),
+    ("seeds: 0\n", "TuneSpec.seeds: 0 must be >= 1"),
+    ("l1: [0.1, -0.5]\n", "TuneSpec.l1: -0.5 must be >= 0.0"),
+])
+def test_bad_spec_exits_2_before_the_run_is_touched(text, line, tmp_path, capsys):
+    """The spec is checked when loaded: a typo in ``kind`` used to fail inside every trial."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    assert main(["tune", "--run", str(tmp_path / "run"), "--spec", str(spec)]) == 2
+    assert capsys.readouterr().err.strip() == f"saerec: error: {spec}: {line}"
+    assert not (tmp_path / "run").exists()

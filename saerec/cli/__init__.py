@@ -1,7 +1,7 @@
 """The ``saerec`` command line: one sub-command per pipeline stage, all over one run directory.
 
 It only parses and dispatches: each group of commands (``stages``, ``inspect``, ``serving``,
-``ops``) adds its parsers and names its commands; the stages themselves are in saerec/pipeline.py.
+``browse``, ``ops``) adds its parsers and names its commands; the stages themselves are in saerec/pipeline.py.
 Usage errors and bad input exit with code 2 and one line on stderr.
 """
 
@@ -13,12 +13,12 @@ import os
 import sys
 
 from ..errors import SaerecError
-from . import inspect, ops, serving, stages
+from . import browse, inspect, ops, serving, stages, suite
 from .common import _Parser, resolve_config
 
 __all__ = ["COMMANDS", "build_parser", "main", "resolve_config", "_Parser"]
 
-_GROUPS = (stages, inspect, serving, ops)          # in the order `saerec --help` lists them
+_GROUPS = (stages, suite, inspect, serving, browse, ops)          # in the order `saerec --help` lists them
 COMMANDS = {name: cmd for group in _GROUPS for name, cmd in group.COMMANDS.items()}
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import RunConfig, apply_overrides
 from ..errors import SaerecError, UsageError
+from ..layout import A
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,8 +42,8 @@ def resolve_config(args) -> RunConfig:
         if not path.exists():
             raise UsageError(f"--config {path}: no such file")
         cfg = RunConfig.load(path)
-    elif (run.root / "config.yaml").exists():
-        cfg = RunConfig.load(run.root / "config.yaml")
+    elif run.has(A.CONFIG):
+        cfg = RunConfig.load(run.path(A.CONFIG))
     else:
         cfg = RunConfig()
     apply_overrides(cfg, args.set)
@@ -66,19 +67,19 @@ def stage_run(args) -> tuple:
     from ..rundir import RunDir
 
     run = RunDir(args.run)
-    if not run.has("recommender/model.safetensors"):
+    if not run.has(A.WEIGHTS):
         raise SaerecError(f"{run.recommender}: no trained recommender; run `saerec train --run {args.run}` first")
     cfg = resolve_config(args)
-    cfg.save(run.root / "config.yaml")
+    cfg.save(run.path(A.CONFIG))
     return run, cfg
 
 
-def item_ids(text: str) -> list[int]:
-    """``--history 1,2,3``: dataset item ids, oldest first."""
+def item_ids(text: str, flag: str = "--history") -> list[int]:
+    """``--history 1,2,3`` (or ``flag``): dataset item ids, oldest first."""
     try:
         return [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        raise UsageError(f"--history expects comma-separated item ids, got {text!r}") from None
+        raise UsageError(f"{flag} expects comma-separated item ids, got {text!r}") from None
 
 
 def table(rows: list[tuple[str, dict]], keys: list[str]) -> str:

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from ..errors import SaerecError, UsageError
+from ..layout import A
 from .common import item_ids
 
 
@@ -49,7 +50,7 @@ def _steerer_and_history(args):
     from ..steer import Steerer
 
     run = RunDir(args.run)
-    for rel, cmd in (("recommender/model.safetensors", "train"), ("sae/sae.safetensors", "sae")):
+    for rel, cmd in ((A.WEIGHTS, "train"), (A.SAE_WEIGHTS, "sae")):
         if not run.has(rel):
             raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
     steerer = Steerer.from_run(run)
@@ -131,8 +132,10 @@ def cmd_explain(args) -> int:
         return 0
     print("most active features at the last step:")
     for _, f in ex.features.iterrows():
+        conf = "" if np.isnan(f["label_confidence"]) else f", confidence {f['label_confidence']:.2f}"
+        tops = f"; top items: {'; '.join(f['top_items'])}" if f["label"] == "unlabelled" and f["top_items"] else ""
         print(f"  #{f['feature']:<5} {f['label']:<14} activation {f['activation']:.3f} "
-              f"(label correlation {f['label_correlation']:.2f})")
+              f"(label correlation {f['label_correlation']:.2f}{conf}){tops}")
     print("recommendations: score; per feature its direct contribution (and total effect through later blocks, "
           "i.e. the score lost when it is set to 0)")
     for r, it in ex.items.iterrows():

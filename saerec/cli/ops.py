@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from ..errors import UsageError
+from ..layout import A
 from .common import add_common, stage_run
 
 
@@ -44,10 +45,10 @@ def add_parsers(sub) -> None:
 def cmd_tune(args) -> int:
     from ..tuning.experiment import TuneSpec, run_tune, table1
 
+    spec = TuneSpec.load(args.spec)                  # a bad spec fails before the run is touched
     run, cfg = stage_run(args)
-    spec = TuneSpec.load(args.spec)
     df = run_tune(run, cfg, spec, name=args.name, resume=args.resume)
-    s = run.read_json("tune/summary.json")
+    s = run.read_json(A.TUNE_SUMMARY)
     print(f"{len(df)} trials ({s['errors']} errors) in {s['seconds']:.0f}s, {s['concurrent_trials']} at a time; "
           f"wrote {run.root / 'tune'}")
     t = table1(df)

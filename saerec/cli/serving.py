@@ -1,4 +1,5 @@
-"""Serving: ``serve`` puts a run behind the gRPC Recommender on Ray Serve; ``client`` calls it."""
+"""Serving: ``serve`` puts a run behind the gRPC Recommender on Ray Serve; ``client`` calls it;
+``recommend`` runs the same scoring offline for many users (Ray Data)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import sys
 import time
 
 from ..errors import SaerecError, UsageError
+from ..layout import A
 from .common import item_ids
 
 
@@ -27,10 +29,40 @@ def add_parsers(sub) -> None:
                     help="steering edit TARGET=[MODE:]VALUE[@last|@all] (recommend; repeatable)")
     sp.add_argument("--k", type=int, default=10)
     sp.add_argument("--include-seen", action="store_true", help="do not exclude the history's items")
+    _add_rules(sp)
+    sp.add_argument("--unsteered", action="store_true", help="recommend: also print the list without the edits")
+    sp.add_argument("--token", help="shared auth token (default: $SAEREC_AUTH_TOKEN)")
     sp.add_argument("--attribute", default="", help="features: only this attribute's features")
     sp.add_argument("--id", type=int, help="feature: the feature id")
     sp.add_argument("--limit", type=int, default=20, help="features: page size")
     sp.add_argument("--timeout", type=float, default=10.0, help="deadline per call in seconds")
+    sp = sub.add_parser("recommend", help="offline batch recommendations: the service's scoring (steering, rules) for "
+                                          "many users over a Ray Data actor pool, resumable; writes user_id, rank, "
+                                          "item_id, score Parquet")
+    sp.add_argument("--run", required=True, help="run directory with a recommender, SAE and interpretation")
+    sp.add_argument("--users", default="test", help="test (default), all (RUN/data/sequences.parquet), or a Parquet "
+                                                    "file with user_id and items (item ids, oldest first)")
+    sp.add_argument("--out", required=True, help="output .parquet (written atomically; parts beside it until done)")
+    sp.add_argument("--edit", action="append", default=[], metavar="SPEC",
+                    help="steering edit TARGET=[MODE:]VALUE[@last|@all] (repeatable)")
+    sp.add_argument("--k", type=int, default=10)
+    sp.add_argument("--include-seen", action="store_true", help="do not exclude the history's items")
+    _add_rules(sp)
+    sp.add_argument("--actors", type=int, default=1, help="model replicas in the Ray Data actor pool (default 1)")
+    sp.add_argument("--batch-users", type=int, default=256, help="users per model batch (default 256)")
+    sp.add_argument("--part-users", type=int, default=10_000,
+                    help="users per resumable part file (default 10000)")
+    sp.add_argument("--threads", type=int, default=1, help="torch threads (and CPUs) per actor (default 1)")
+
+
+def _add_rules(sp) -> None:
+    """The business-rule flags, shared by ``client recommend`` and ``recommend``."""
+    sp.add_argument("--allow", help="comma-separated item ids, the only candidates")
+    sp.add_argument("--deny", help="comma-separated item ids never to return")
+    sp.add_argument("--include-attribute", action="append", default=[], metavar="ATTR",
+                    help="every item must have ATTR (items.parquet, e.g. Comedy, decade:1990s; repeatable)")
+    sp.add_argument("--exclude-attribute", action="append", default=[], metavar="ATTR",
+                    help="no item may have ATTR (repeatable)")
 
 
 def cmd_serve(args) -> int:
@@ -42,8 +74,8 @@ def cmd_serve(args) -> int:
     from ..storage import is_uri
 
     run = RunDir(args.run)
-    for rel, cmd in (("recommender/model.safetensors", "train"), ("sae/sae.safetensors", "sae"),
-                     ("interpret/catalog.parquet", "interpret")):
+    for rel, cmd in ((A.WEIGHTS, "train"), (A.SAE_WEIGHTS, "sae"),
+                     (A.FEATURES, "interpret")):
         if not run.has(rel):
             raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
     ensure_ray()                      # (a local runtime starts its workers at nice 0, see ensure_ray)
@@ -64,6 +96,27 @@ def _print_items(items) -> None:
         print(f" {r + 1:>3}. {it.item_id:>7}  {it.title[:48]:<48} {'|'.join(it.genres):<32} {it.score:8.3f}")
 
 
+def _rules(args) -> dict:
+    return {"allow_items": item_ids(args.allow, "--allow") if args.allow else [],
+            "deny_items": item_ids(args.deny, "--deny") if args.deny else [],
+            "include_attributes": args.include_attribute, "exclude_attributes": args.exclude_attribute}
+
+
+def cmd_recommend(args) -> int:
+    from ..serving.offline import OfflineJob, recommend_offline
+
+    for flag in ("k", "actors", "batch_users", "part_users", "threads"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    s = recommend_offline(OfflineJob(run=args.run, out=args.out, users=args.users, edits=args.edit, k=args.k,
+                                     exclude_seen=not args.include_seen, rules=_rules(args), actors=args.actors,
+                                     batch_users=args.batch_users, part_users=args.part_users, threads=args.threads))
+    reused = f", {s['parts_reused']} finished parts reused" if s["parts_reused"] else ""
+    print(f"{s['rows']:,} recommendations for {s['users']:,} users ({s['users_scored']:,} scored in {s['seconds']:.1f}s"
+          f"{reused}) -> {s['out']}")
+    return 0
+
+
 def cmd_client(args) -> int:
     import grpc
 
@@ -74,10 +127,11 @@ def cmd_client(args) -> int:
             raise UsageError(f"client {args.action} needs --history")
         return item_ids(args.history)
 
-    with RecommenderClient(args.address, timeout=args.timeout) as c:
+    with RecommenderClient(args.address, timeout=args.timeout, token=args.token) as c:
         try:
             if args.action == "recommend":
-                r = c.recommend(ids(), k=args.k, steering=args.edit, exclude_seen=not args.include_seen)
+                r = c.recommend(ids(), k=args.k, steering=args.edit, exclude_seen=not args.include_seen,
+                                include_unsteered=args.unsteered, **_rules(args))
                 if r.unknown_item_ids:
                     print(f"unknown item ids skipped: {list(r.unknown_item_ids)}")
                 if r.popularity_fallback:
@@ -85,6 +139,11 @@ def cmd_client(args) -> int:
                 for e in r.applied_steering:
                     print(f"steering: feature #{e.feature_id} ({e.label}) value {e.value:g}")
                 _print_items(r.items)
+                if r.fewer_than_k:
+                    print(f"fewer than {args.k} items: the rules left no more eligible")
+                if args.unsteered:
+                    print("unsteered:")
+                    _print_items(r.unsteered_items)
                 print(f"model {r.model_version}")
             elif args.action == "features":
                 r = c.list_features(attribute=args.attribute, page_size=args.limit)
@@ -113,8 +172,9 @@ def cmd_client(args) -> int:
         except grpc.RpcError as e:
             code = e.code()
             print(f"saerec: error: {code.name}: {e.details()}", file=sys.stderr)
-            return 2 if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND) else 1
+            return 2 if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                                 grpc.StatusCode.UNAUTHENTICATED) else 1
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "client": cmd_client}
+COMMANDS = {"serve": cmd_serve, "client": cmd_client, "recommend": cmd_recommend}

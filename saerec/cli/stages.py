@@ -10,7 +10,9 @@ from pathlib import Path
 
 from ..errors import SaerecError, UsageError
 from ..sae.base import KINDS
+from ..layout import A
 from .common import add_common, resolve_config, stage_run, table
+from .suite import print_sae_eval
 
 
 def _train_flags(p: argparse.ArgumentParser) -> None:
@@ -35,7 +37,7 @@ def add_parsers(sub) -> None:
     sp = sub.add_parser("evaluate", help="evaluate RUN's recommender on the test users (and popularity)")
     add_common(sp, data=False)
     sp = sub.add_parser("run", help="the whole pipeline (data -> train + evaluate -> extract -> sae -> interpret "
-                                    "-> steer-eval) over one run directory, with stage timings; finished stages whose "
+                                    "-> steer-eval -> sae-eval) over one run directory, with stage timings; finished stages whose "
                                     "config and input content are unchanged are skipped")
     add_common(sp)
     _train_flags(sp)
@@ -109,7 +111,7 @@ def _new_run(args) -> tuple:
     cfg = resolve_config(args)
     run = RunDir(args.run)
     run.root.mkdir(parents=True, exist_ok=True)
-    cfg.save(run.root / "config.yaml")
+    cfg.save(run.path(A.CONFIG))
     return run, cfg
 
 
@@ -124,7 +126,7 @@ def cmd_data(args) -> int:
 
 def cmd_train(args) -> int:
     from ..data.prepare import prepare
-    from ..pipeline import train_and_evaluate
+    from ..train.stage import train_and_evaluate
 
     t0 = time.time()
     run, cfg = _new_run(args)
@@ -136,7 +138,7 @@ def cmd_train(args) -> int:
 def cmd_import_model(args) -> int:
     from ..data.prepare import load_prepared
     from ..model.importer import import_model
-    from ..pipeline import record_metrics
+    from ..train.stage import record_metrics
     from ..rundir import RunDir
 
     if args.arch:
@@ -144,7 +146,7 @@ def cmd_import_model(args) -> int:
     cfg = resolve_config(args)
     run = RunDir(args.run)
     summary = import_model(run, cfg, Path(args.weights), Path(args.items))
-    cfg.save(run.root / "config.yaml")
+    cfg.save(run.path(A.CONFIG))
     metrics = record_metrics(run, cfg, load_prepared(run), {"imported": summary})
     print(json.dumps(summary))
     print_metrics(metrics)
@@ -158,9 +160,9 @@ def cmd_evaluate(args) -> int:
 
     run = RunDir(args.run)
     prep = load_prepared(run)
-    metrics = run.read_json("recommender/metrics.json") if run.has("recommender/metrics.json") else {}
+    metrics = run.read_json(A.REC_METRICS) if run.has(A.REC_METRICS) else {}
     metrics.update(evaluate_run(run, prep))
-    run.write_json("recommender/metrics.json", metrics)
+    run.write_json(A.REC_METRICS, metrics)
     print_metrics(metrics)
     return 0
 
@@ -170,27 +172,28 @@ def cmd_run(args) -> int:
 
     run, cfg = _new_run(args)
     report = {"train": lambda m: print_train(run, m), "sae": print_sae, "interpret": print_interpret,
-              "steer": print_steer_eval}
+              "steer": print_steer_eval, "saeeval": print_sae_eval}
     timings = run_pipeline(run, cfg, pipeline_stages(resume=args.resume), force=args.force, report=report)
     print("stage timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     return 0
 
 
 def cmd_extract(args) -> int:
-    from ..sae.stage import extract_stage
+    from ..activations.stage import extract_stage
 
     run, cfg = stage_run(args)
     secs = extract_stage(run, cfg)
-    print(f"activations of {cfg.activations.layer} written to {run.root / 'activations'} "
+    print(f"activations of {cfg.activations.layer} written to {run.path(A.ACTIVATIONS)} "
           + ", ".join(f"({p}: {s:.1f}s)" for p, s in secs.items()))
     return 0
 
 
 def cmd_sae(args) -> int:
-    from ..sae.stage import extract_stage, sae_stage
+    from ..activations.stage import extract_stage
+    from ..sae.stage import sae_stage
 
     run, cfg = stage_run(args)
-    if not run.has("activations/meta.json"):
+    if not run.has(A.ACT_META):
         extract_stage(run, cfg)
     print_sae(sae_stage(run, cfg))
     return 0
@@ -200,8 +203,8 @@ def cmd_interpret(args) -> int:
     from ..interpret.stage import interpret_stage
 
     run, _ = stage_run(args)
-    if not run.has("sae/sae.safetensors"):
-        raise SaerecError(f"{run.root / 'sae'}: no SAE; run `saerec sae --run {args.run}` first")
+    if not run.has(A.SAE_WEIGHTS):
+        raise SaerecError(f"{run.path(A.SAE)}: no SAE; run `saerec sae --run {args.run}` first")
     print_interpret(interpret_stage(run))
     print(f"wrote {run.root / 'interpret' / 'report.md'}")
     return 0

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..atomic import write_parquet
 from ..config import RunConfig
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 from .attributes import build_attributes
 from .download import resolve
 from .loaders import apply_filters, load_folder
@@ -67,19 +67,19 @@ def load_dataset(cfg: RunConfig) -> Dataset:
 
 def prepare(run: RunDir, cfg: RunConfig, force: bool = False) -> Prepared:
     h = config_hash(cfg)
-    if not force and run.has("data/split.json") and run.read_json("data/split.json").get("config_hash") == h:
+    if not force and run.has(A.SPLIT) and run.read_json(A.SPLIT).get("config_hash") == h:
         log.info("data: reusing %s (same data/split config)", run.data)
         return load_prepared(run)
     ds = load_dataset(cfg)
     sp = split(ds.interactions, cfg.split)
     items = build_attributes(ds.items, sp.part("rec"), cfg.data.popularity_buckets)
     run.data.mkdir(parents=True, exist_ok=True)
-    write_parquet(sp.interactions, run.data / "interactions.parquet")
-    write_sequences(sp, run.data / "sequences.parquet")
-    write_parquet(items, run.data / "items.parquet")
+    write_parquet(sp.interactions, run.path(A.INTERACTIONS))
+    write_sequences(sp, run.path(A.SEQUENCES))
+    write_parquet(items, run.path(A.ITEMS))
     meta = {"config_hash": h, "dataset": ds.name, "source": ds.source, "loader_dropped": ds.dropped,
             **sp.meta()}
-    run.write_json("data/split.json", meta)
+    run.write_json(A.SPLIT, meta)
     return Prepared(sp, items, ItemIndex.from_ids(sp.train()["item_id"]), meta)
 
 
@@ -89,7 +89,7 @@ def read_sequences(run: RunDir, part: str, index: ItemIndex) -> Sequences:
     must not grow with the log. Ids the model does not know map to 0, as there."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(run.data / "sequences.parquet", columns=["user_id", "items"], filters=[("part", "=", part)])
+    table = pq.read_table(run.path(A.SEQUENCES), columns=["user_id", "items"], filters=[("part", "=", part)])
     items = table.column("items").combine_chunks() if table.num_rows else None
     lens = items.value_lengths().to_numpy(zero_copy_only=False) if items is not None else np.zeros(0, np.int64)
     flat = items.flatten().to_numpy() if items is not None else np.zeros(0, np.int64)
@@ -104,7 +104,6 @@ def write_sequences(sp: Split, path, row_group_users: int = 4096) -> None:
     to regroup the interaction log in memory.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     ints = sp.interactions
     order = np.lexsort((np.arange(len(ints)), ints["timestamp"].to_numpy(), ints["user_id"].to_numpy()))
@@ -122,10 +121,10 @@ def write_sequences(sp: Split, path, row_group_users: int = 4096) -> None:
 
 
 def load_prepared(run: RunDir) -> Prepared:
-    meta = run.read_json("data/split.json")
-    ints = run.read_parquet("data/interactions.parquet")
+    meta = run.read_json(A.SPLIT)
+    ints = run.read_parquet(A.INTERACTIONS)
     ints["part"] = pd.Categorical(ints["part"].astype(str), categories=list(PARTS))
-    items = run.read_parquet("data/items.parquet")
+    items = run.read_parquet(A.ITEMS)
     sp = Split(ints, int(meta["cut_time"]), np.asarray(meta["val_users"], dtype=np.int64),
                {k: v for k, v in meta.items() if k not in ("cut_time", "val_users")})
     return Prepared(sp, items, ItemIndex.from_ids(sp.train()["item_id"]), meta)

@@ -64,3 +64,62 @@ def attribute_shares(topk: np.ndarray, attrs: np.ndarray) -> np.ndarray:
     ``attrs``: (V + 1, A) boolean with row j = dense index j. Returns (A,).
     """
     return attrs[np.asarray(topk)].mean(axis=(0, 1))
+
+
+# ---------------------------------------------------------------- beyond accuracy (popularity)
+
+def popularity_arrays(train_count: np.ndarray, head: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """From each item's train interaction count (dense index order, items 1..V): a (V + 1,) mask of
+    the *head* (the top ``head`` fraction of items by count, ties broken by index) and (V + 1,)
+    popularity p(i) = max(count, 1) / sum(counts), the share of train interactions (an item never
+    seen in train counts as seen once, so novelty stays finite). Row 0 is padding.
+
+    >>> head, p = popularity_arrays(np.array([50, 30, 10, 5, 5]))
+    >>> head.tolist(), p.round(2).tolist()
+    ([False, True, False, False, False, False], [0.0, 0.5, 0.3, 0.1, 0.05, 0.05])
+    """
+    c = np.asarray(train_count, dtype=np.float64)
+    order = np.argsort(-c, kind="stable")
+    is_head = np.zeros(len(c) + 1, dtype=bool)
+    is_head[order[: int(round(head * len(c)))] + 1] = True
+    p = np.concatenate([[0.0], np.maximum(c, 1.0) / max(c.sum(), 1.0)])
+    return is_head, p
+
+
+def gini_index(topk: np.ndarray, n_items: int) -> float:
+    """Gini index of how often each of the ``n_items`` catalog items is recommended over all lists:
+    0 when every item appears equally often, (n - 1) / n when one item takes every slot.
+    With counts sorted ascending c_1..c_n: G = sum_i (2i - n - 1) c_i / (n sum_i c_i).
+
+    >>> gini_index(np.array([[1, 2], [3, 4]]), 4)
+    0.0
+    >>> gini_index(np.array([[1], [1], [1]]), 4)
+    0.75
+    >>> round(gini_index(np.array([[1, 2], [1, 3]]), 4), 4)
+    0.375
+    """
+    counts = np.bincount(np.asarray(topk).ravel(), minlength=n_items + 1)[1:n_items + 1].astype(np.float64)
+    total = counts.sum()
+    if total == 0 or n_items == 0:
+        return 0.0
+    c = np.sort(counts)
+    i = np.arange(1, n_items + 1)
+    return float(((2 * i - n_items - 1) * c).sum() / (n_items * total))
+
+
+def long_tail_share(topk: np.ndarray, is_head: np.ndarray) -> float:
+    """Fraction of recommended slots holding a long-tail item (not in the popularity head).
+
+    >>> long_tail_share(np.array([[1, 2], [3, 1]]), np.array([False, True, False, False]))
+    0.5
+    """
+    return float((~is_head[np.asarray(topk)]).mean())
+
+
+def novelty(topk: np.ndarray, p: np.ndarray) -> float:
+    """Mean self-information -log2 p(i) of the recommended items (popular items are less novel).
+
+    >>> novelty(np.array([[1, 2]]), np.array([0.0, 0.5, 0.125]))
+    2.0
+    """
+    return float(-np.log2(p[np.asarray(topk)]).mean())

@@ -37,13 +37,17 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
 def recommend(model: SequentialRecommender, inputs: list[np.ndarray], k: int = 10, batch_size: int = 256,
               exclude_seen: bool = True, interventions: Interventions = None,
               device: str | torch.device = "cpu", with_scores: bool = False, max_tokens: int | None = None,
+              candidates: Callable[[np.ndarray], torch.Tensor | None] | None = None,
               dtype: torch.dtype | None = None):
     """Top-``k`` dense indices for each input sequence (batched by length to avoid padding work).
 
     ``interventions`` is either one mapping for every batch, or a function of the batch's rows (indices
     into ``inputs``) returning the mapping, so each input can carry its own edits.
     ``with_scores``: also return the (N, k) scores of the listed items. ``max_tokens``: see
-    :func:`length_batches`. ``dtype``: autocast dtype of the forward pass (None: fp32).
+    :func:`length_batches`. ``candidates``: a function of the batch's rows returning a (b, V) score
+    mask (0 eligible, -inf not) added after the model's scores and before the top-k, or None for no
+    mask (the serving business rules): a masked item can only be listed with score -inf.
+    ``dtype``: autocast dtype of the forward pass (None: fp32).
     """
     was_training = model.training
     if was_training:                         # .train()/.eval() walk every module: skip when already in eval
@@ -55,7 +59,9 @@ def recommend(model: SequentialRecommender, inputs: list[np.ndarray], k: int = 1
         items, lengths = items.to(device), lengths.to(device)
         ivs = interventions(rows) if callable(interventions) else interventions
         with autocast(dtype, device):
-            top = model.last_scores(items, lengths, ivs, exclude_seen).topk(k, dim=1)
+            scores = model.last_scores(items, lengths, ivs, exclude_seen)
+        mask = candidates(rows) if candidates is not None else None
+        top = (scores if mask is None else scores + mask.to(scores.device, scores.dtype)).topk(k, dim=1)
         out[rows] = (top.indices + 1).cpu().numpy()
         vals[rows] = top.values.float().cpu().numpy()
     if was_training:

@@ -23,7 +23,8 @@ from ..activations.store import iter_batches, to_tensor
 from ..atomic import write_parquet
 from ..data.attributes import attribute_columns, genre_columns
 from ..model.checkpoint import load_model
-from ..rundir import RunDir
+from ..contract import Stage
+from ..rundir import A, RunDir
 from ..sae.base import load_sae
 from ..sae.splice import splice
 from .stats import StreamedAttributeStats
@@ -50,9 +51,11 @@ class TopActivations:
 
 
 def promoted_items(model, sae, layer: str, inputs: list[np.ndarray], features: np.ndarray, value: float,
-                   top: int = 10, users: int = 64, max_scores: int = 1 << 24) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+                   top: int = 10, users: int = 64, max_scores: int = 1 << 24) -> dict[int, tuple[np.ndarray, ...]]:
     """Items whose logits rise most when a feature is added at the last position (delta splice),
     averaged over a sample of histories: the feature's effect pushed through the rest of the model.
+    Per feature: (promoted dense indices, their logit change, demoted dense indices, their change),
+    the demoted ones being those whose logits fall most.
 
     The edit changes the last position only, so the sample is run once (``prefill_last``) and each
     feature's edited last step is replayed through the later blocks with the cached keys and values,
@@ -86,16 +89,17 @@ def promoted_items(model, sae, layer: str, inputs: list[np.ndarray], features: n
             final = model.replay_last(cache, h.view(U, n, -1))     # (U, n, d)
             delta = (model.scores(final) - base[:, None, :]).mean(0)
             vals, idx = delta.topk(top, dim=1)
+            low = (-delta).topk(top, dim=1)
             for r, j in enumerate(chunk.tolist()):
-                out[int(j)] = (idx[r].numpy() + 1, vals[r].numpy())
+                out[int(j)] = (idx[r].numpy() + 1, vals[r].numpy(), low.indices[r].numpy() + 1, -low.values[r].numpy())
     return out
 
 
 def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_000, top_k: int = 10,
                     promote_value: float = 5.0) -> dict:
-    sae, meta = load_sae(run.root / "sae")
+    sae, meta = load_sae(run.path(A.SAE))
     layer = meta["layer"]
-    items = pd.read_parquet(run.recommender / "items.parquet")
+    items = run.read_parquet(A.CATALOGUE)
     attrs = attribute_columns(items)
     genres = genre_columns(items)
     lookup = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())
@@ -104,7 +108,7 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
     sae_stats = StreamedAttributeStats(m, len(attrs), auc_sample)
     neuron_stats = StreamedAttributeStats(d, len(attrs), auc_sample)
     tops = TopActivations(m, top_k)
-    folder = run.root / "activations" / "test"
+    folder = run.path(A.ACT_TEST)
     with torch.no_grad():
         for rb in iter_batches(folder, ("user_id", "position", "item_id", "activation"), batch_rows):
             h = to_tensor(rb.column("activation"))
@@ -117,13 +121,13 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
                                                           rb.column("position").to_numpy().astype(np.int64),
                                                           item_ids], 1)))
     S, N = sae_stats.result(), neuron_stats.result()
-    out = run.stage("interpret")
+    run.stage(A.INTERPRET)
 
     pair = pd.DataFrame({
         "feature": np.repeat(np.arange(m), len(attrs)), "attribute": np.tile(attrs, m),
         "correlation": S.correlation.ravel(), "auc": S.auc.ravel(),
         "sensitivity": S.sensitivity.ravel(), "precision": S.precision.ravel()})
-    write_parquet(pair, out / "feature_attribute.parquet")
+    write_parquet(pair, run.path(A.PAIRS))
 
     best_f, best_n = S.correlation.argmax(0), N.correlation.argmax(0)
     ar = np.arange(len(attrs))
@@ -133,7 +137,7 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
         "sae_sensitivity": S.sensitivity[best_f, ar], "sae_precision": S.precision[best_f, ar],
         "neuron": best_n, "neuron_correlation": N.correlation[best_n, ar], "neuron_auc": N.auc[best_n, ar],
     }).sort_values("sae_correlation", ascending=False)
-    write_parquet(per_attr, out / "attributes.parquet")
+    write_parquet(per_attr, run.path(A.ATTRIBUTES))
 
     # catalog ---------------------------------------------------------------------------
     label = S.correlation.argmax(1)
@@ -162,8 +166,10 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
         "top_values": [tops.vals[:, j].tolist() for j in range(m)],
         "promoted_items": [ids[promo[j][0] - 1].tolist() if j in promo else [] for j in range(m)],
         "promoted_logit_change": [promo[j][1].tolist() if j in promo else [] for j in range(m)],
+        "demoted_items": [ids[promo[j][2] - 1].tolist() if j in promo else [] for j in range(m)],
+        "demoted_logit_change": [promo[j][3].tolist() if j in promo else [] for j in range(m)],
     })
-    write_parquet(catalog, out / "catalog.parquet")
+    write_parquet(catalog, run.path(A.FEATURES))
 
     g = per_attr[per_attr["is_genre"]]
     summary = {
@@ -177,7 +183,15 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
         "alive_features": int(len(alive)),
         "attributes": per_attr.to_dict(orient="records"),
     }
-    run.write_json("interpret/summary.json", summary)
+    run.write_json(A.INTERPRET_SUMMARY, summary)
     from .report import write_plots_and_report
     write_plots_and_report(run, S, N, attrs, genres, per_attr, catalog, items, sae_stats, summary)
     return summary
+
+
+def run_interpret(run: RunDir, cfg) -> dict:
+    return interpret_stage(run)
+
+
+STAGE = Stage("interpret", (), (A.SAE_WEIGHTS, A.ACT_TEST, A.CATALOGUE), (A.FEATURES, A.INTERPRET_SUMMARY),
+              run_interpret)

@@ -111,8 +111,10 @@ def causal_replay(model, cache: LastStepCache, state: torch.Tensor) -> torch.Ten
     return model.ln_f(x)
 
 
-def replay_where(lengths: torch.Tensor, n: int) -> Where:
-    """The :class:`Where` of n variants per history, row u * n + v: all at the query position."""
+def replay_where(lengths: torch.Tensor, n: int, per_row: bool = False) -> Where:
+    """The :class:`Where` of n variants per history, row u * n + v: all at the query position. Each
+    selects row v of an n-row edit table (variant v is the same edit for every history), or with
+    ``per_row`` row u * n + v of a (b * n)-row one (each history its own variants)."""
     b = len(lengths)
-    return Where(torch.arange(n).repeat(b), (lengths - 1).repeat_interleave(n),
+    return Where(torch.arange(b * n) if per_row else torch.arange(n).repeat(b), (lengths - 1).repeat_interleave(n),
                  torch.ones(b * n, dtype=torch.bool))

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
+from ..checks import NonNegativeFloat, Positive, PositiveFloat
 from ..atomic import save_tensors, write_text
 
 from .normalize import Normalizer
@@ -37,22 +38,22 @@ class SAEConfig:
     """The ``sae`` config section; choices are checked when it is built (saerec.config.check_choices)."""
 
     kind: SAEKind = "relu"
-    n_latents: int = 2048
-    l1: float = 0.1                 # relu: L1 weight (paper: 0.1)
+    n_latents: Positive = 2048
+    l1: NonNegativeFloat = 0.1                 # relu: L1 weight (paper: 0.1)
     recon: Literal["squared", "l2"] = "squared"     # "squared": ||x - x_hat||^2 (paper); "l2": ||x - x_hat|| (authors' library)
-    k: int = 32                     # topk / batchtopk: active latents per activation (mean, for batchtopk)
-    auxk_alpha: float = 1 / 32      # topk kinds: weight of the AuxK loss
-    k_aux: int | None = None        # default: d_in // 2
-    dead_window: int = 200_000      # activations without firing before a latent counts as dead
-    jump_bandwidth: float = 0.001   # jumprelu: straight-through rectangle width
-    jump_init_threshold: float = 0.001
-    l0: float = 0.01                # jumprelu: L0 penalty weight
+    k: Positive = 32                     # topk / batchtopk: active latents per activation (mean, for batchtopk)
+    auxk_alpha: NonNegativeFloat = 1 / 32      # topk kinds: weight of the AuxK loss
+    k_aux: Positive | None = None        # default: d_in // 2
+    dead_window: Positive = 200_000      # activations without firing before a latent counts as dead
+    jump_bandwidth: PositiveFloat = 0.001   # jumprelu: straight-through rectangle width
+    jump_init_threshold: NonNegativeFloat = 0.001
+    l0: NonNegativeFloat = 0.01                # jumprelu: L0 penalty weight
     b_dec_init: Literal["mean", "geometric_median"] = "mean"
     normalization: Literal["global", "per_dim", "none"] = "global"      # "global": the paper
-    lr: float = 1e-3
-    batch_size: int = 256
-    epochs: int = 10                # ~5.9k steps of 256 on ML-1M users 1-2999 (authors: 5k steps on ML-1M)
-    shuffle_buffer: int = 65_536
+    lr: PositiveFloat = 1e-3
+    batch_size: Positive = 256
+    epochs: Positive = 10                # ~5.9k steps of 256 on ML-1M users 1-2999 (authors: 5k steps on ML-1M)
+    shuffle_buffer: Positive = 65_536
     seed: int = 0
 
     def __post_init__(self):

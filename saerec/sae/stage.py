@@ -1,7 +1,8 @@
-"""The SAE stage over a run directory: activations (Ray Data) -> SAE (Ray Train) -> metrics.
+"""The SAE stage: RUN/activations/sae -> RUN/sae/ (Ray Train fits the SAE), then its metrics on the
+test users' activations and, spliced into the recommender, on their next-item ranking.
 
-Writes ``RUN/activations/{sae,test}/``, ``RUN/sae/sae.safetensors`` + ``cfg.json`` (architecture,
-normaliser, per-feature statistics), ``metrics.json`` and ``history.json``.
+Writes ``RUN/sae/sae.safetensors`` + ``cfg.json`` (architecture, normaliser, per-feature
+statistics), ``metrics.json`` and ``history.json``.
 """
 
 from __future__ import annotations
@@ -9,34 +10,23 @@ from __future__ import annotations
 import logging
 import time
 
+from ..activations.stage import extract_stage
 from ..config import RunConfig
+from ..contract import Stage
 from ..data.prepare import read_sequences
 from ..data.sequences import eval_pairs
 from ..model.checkpoint import load_model, model_index
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 from .base import save_sae
 
 log = logging.getLogger("saerec.sae")
-
-
-def extract_stage(run: RunDir, cfg: RunConfig, parts=("sae", "test")) -> dict:
-    from ..activations.ray_extract import extract
-
-    out = {}
-    for part in parts:
-        t = time.time()
-        extract(run, part, cfg.activations)
-        out[part] = time.time() - t
-    run.write_json("activations/meta.json", {"layer": cfg.activations.layer, "parts": list(parts),
-                                             "seconds": out})
-    return out
 
 
 def sae_stage(run: RunDir, cfg: RunConfig) -> dict:
     from .evaluate import downstream_metrics, reconstruction_metrics
     from .ray_train import train_sae
 
-    meta = run.read_json("activations/meta.json")
+    meta = run.read_json(A.ACT_META)
     if meta["layer"] != cfg.activations.layer:
         log.info("activations were taken at %s, config asks for %s: re-extracting", meta["layer"], cfg.activations.layer)
         extract_stage(run, cfg)
@@ -45,12 +35,12 @@ def sae_stage(run: RunDir, cfg: RunConfig) -> dict:
                     cache_shard=cfg.sae_train.cache_shard, precision=cfg.sae_train.precision)
     train_seconds = time.time() - t
     sae = res["sae"]
-    recon, feats = reconstruction_metrics(sae, run.root / "activations" / "test")
+    recon, feats = reconstruction_metrics(sae, run.path(A.ACT_TEST))
     model, _ = load_model(run.recommender)
     # the test users' sequences only, not the whole log: this stage's memory must not grow with it
     inputs, targets = eval_pairs(read_sequences(run, "test", model_index(run.recommender)), model.max_len)
     down = downstream_metrics(model, sae, cfg.activations.layer, inputs, targets)
-    save_sae(run.root / "sae", sae, {"layer": cfg.activations.layer, "feature_stats": feats})
+    save_sae(run.path(A.SAE), sae, {"layer": cfg.activations.layer, "feature_stats": feats})
     metrics = {
         **recon,
         "ndcg@10_original": down["original"]["ndcg@10"],
@@ -65,6 +55,9 @@ def sae_stage(run: RunDir, cfg: RunConfig) -> dict:
         "train_activations_per_second": res["train_activations_per_second"],
         "train_seconds": train_seconds,
     }
-    run.write_json("sae/metrics.json", metrics)
-    run.write_json("sae/history.json", res["history"])
+    run.write_json(A.SAE_METRICS, metrics)
+    run.write_json(A.SAE_HISTORY, res["history"])
     return metrics
+
+
+STAGE = Stage("sae", ("sae", "sae_train"), (A.ACTIVATIONS,), (A.SAE_WEIGHTS, A.SAE_METRICS), sae_stage)

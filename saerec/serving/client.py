@@ -2,13 +2,17 @@
 
     from saerec.serving.client import RecommenderClient
     with RecommenderClient("localhost:9000") as c:
-        r = c.recommend([1, 2, 3], k=10, steering=["Sci-Fi=add:3", "Drama=add:-2"])
+        r = c.recommend([1, 2, 3], k=10, steering=["Sci-Fi=add:3", "Drama=add:-2"],
+                        exclude_attributes=["Horror"], include_unsteered=True)
         for item in r.items:
             print(item.title, item.genres)
+
+With a token (``token=`` or ``SAEREC_AUTH_TOKEN``), every call carries ``authorization: Bearer ...``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Iterable, Sequence
 
 import grpc
@@ -32,11 +36,14 @@ def to_steering(edit: Edit | str) -> pb.Steering:
 
 
 class RecommenderClient:
-    def __init__(self, address: str = "localhost:9000", timeout: float = 10.0, application: str | None = None):
+    def __init__(self, address: str = "localhost:9000", timeout: float = 10.0, application: str | None = None,
+                 token: str | None = None):
         self.channel = grpc.insecure_channel(address)
         self.stub = pb_grpc.RecommenderStub(self.channel)
         self.timeout = timeout
-        self.metadata = (("application", application),) if application else ()
+        token = token if token is not None else os.environ.get("SAEREC_AUTH_TOKEN")
+        self.metadata = ((("application", application),) if application else ()) + \
+            ((("authorization", f"Bearer {token}"),) if token else ())
 
     def __enter__(self):
         return self
@@ -50,11 +57,27 @@ class RecommenderClient:
     def _call(self, method, request, timeout: float | None):
         return method(request, timeout=timeout or self.timeout, metadata=self.metadata)
 
-    def recommend(self, history: Sequence[int], k: int = 10, steering: Iterable[Edit | str | pb.Steering] = (),
-                  exclude_seen: bool = True, timeout: float | None = None) -> pb.RecommendResponse:
+    @staticmethod
+    def request(history: Sequence[int], k: int = 10, steering: Iterable[Edit | str | pb.Steering] = (),
+                exclude_seen: bool = True, allow_items: Sequence[int] = (), deny_items: Sequence[int] = (),
+                include_attributes: Sequence[str] = (), exclude_attributes: Sequence[str] = (),
+                include_unsteered: bool = False) -> pb.RecommendRequest:
+        """A RecommendRequest: steering edits (text or protobuf) and business rules (docs/serving.md)."""
         steer = [s if isinstance(s, pb.Steering) else to_steering(s) for s in steering]
-        req = pb.RecommendRequest(history=list(history), k=k, steering=steer, exclude_seen=exclude_seen)
-        return self._call(self.stub.Recommend, req, timeout)
+        return pb.RecommendRequest(history=list(history), k=k, steering=steer, exclude_seen=exclude_seen,
+                                   allow_items=list(allow_items), deny_items=list(deny_items),
+                                   include_attributes=list(include_attributes),
+                                   exclude_attributes=list(exclude_attributes), include_unsteered=include_unsteered)
+
+    def recommend(self, history: Sequence[int], k: int = 10, steering: Iterable[Edit | str | pb.Steering] = (),
+                  exclude_seen: bool = True, timeout: float | None = None, **rules) -> pb.RecommendResponse:
+        """``rules``: allow_items, deny_items, include_attributes, exclude_attributes, include_unsteered."""
+        return self._call(self.stub.Recommend, self.request(history, k, steering, exclude_seen, **rules), timeout)
+
+    def recommend_batch(self, requests: Sequence[pb.RecommendRequest], timeout: float | None = None) -> list:
+        """RecommendBatch: one result per request (``.response`` or ``.error``), in order."""
+        return list(self._call(self.stub.RecommendBatch, pb.RecommendBatchRequest(requests=list(requests)),
+                               timeout).results)
 
     def list_features(self, attribute: str = "", label_contains: str = "", alive_only: bool = False,
                       page_size: int = 50, page_token: str = "", timeout: float | None = None):

@@ -24,6 +24,8 @@ import grpc
 from ray import serve
 
 from ..v1 import recommender_pb2 as pb
+from .auth import authorized, load_token
+from .health import SERVICER as HEALTH_SERVICER
 from .service import InvalidRequest, RecommenderService
 
 log = logging.getLogger("saerec.serving")
@@ -54,6 +56,7 @@ class Recommender:
         # one intra-op thread: a request's tensors are tiny, extra threads only spin against the
         # proxy for the same cores; scale out with replicas instead
         torch.set_num_threads(max(1, int(threads)))
+        self.token = load_token()          # None: auth off (the default; on in the k8s manifests)
         self.service = RecommenderService(run)
         # a lone request spends more time in Python and dispatch than in arithmetic: compile the
         # pass ahead of time (opt-in: about a minute per replica start, close to but not bit-equal
@@ -63,8 +66,9 @@ class Recommender:
         self._waiting = 0                  # valid Recommend calls not yet answered
         self._sizes: Counter = Counter()   # forward passes by number of requests (1 = the direct path)
         self.reconfigure({"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s})
-        log.info("serving %s (model %s%s)", run, self.service.version,
-                 ", compiled" if self.compiled else ", traced blocks" if self.traced else "")
+        log.info("serving %s (model %s%s%s)", run, self.service.version,
+                 ", compiled" if self.compiled else ", traced blocks" if self.traced else "",
+                 ", token auth" if self.token else "")
 
     def reconfigure(self, cfg: dict) -> None:
         """``user_config`` in the Serve config: batching knobs, applied without restarting replicas."""
@@ -109,25 +113,44 @@ class Recommender:
         return dict(self._sizes)
 
     async def Recommend(self, request: pb.RecommendRequest, grpc_context=None) -> pb.RecommendResponse:
+        if not authorized(grpc_context, self.token):
+            return pb.RecommendResponse()
         try:
             prep = self.service.prepare(request)
         except InvalidRequest as e:
             return _reject(grpc_context, e, pb.RecommendResponse())
         return await self._answer(prep)
 
+    async def RecommendBatch(self, request: pb.RecommendBatchRequest, grpc_context=None) -> pb.RecommendBatchResponse:
+        """Many requests in one call: validated one by one (a bad entry is its own error), then scored
+        in batched passes (cut by history length), not through the per-request batch queue."""
+        if not authorized(grpc_context, self.token):
+            return pb.RecommendBatchResponse()
+        try:
+            results = self.service.recommend_many(request.requests)
+        except InvalidRequest as e:
+            return _reject(grpc_context, e, pb.RecommendBatchResponse())
+        return pb.RecommendBatchResponse(results=results, model_version=self.service.version)
+
     def ListFeatures(self, request: pb.ListFeaturesRequest, grpc_context=None) -> pb.ListFeaturesResponse:
+        if not authorized(grpc_context, self.token):
+            return pb.ListFeaturesResponse()
         try:
             return self.service.list_features(request)
         except InvalidRequest as e:
             return _reject(grpc_context, e, pb.ListFeaturesResponse())
 
     def GetFeature(self, request: pb.GetFeatureRequest, grpc_context=None) -> pb.GetFeatureResponse:
+        if not authorized(grpc_context, self.token):
+            return pb.GetFeatureResponse()
         try:
             return self.service.get_feature(request)
         except InvalidRequest as e:
             return _reject(grpc_context, e, pb.GetFeatureResponse())
 
     def Explain(self, request: pb.ExplainRequest, grpc_context=None) -> pb.ExplainResponse:
+        if not authorized(grpc_context, self.token):
+            return pb.ExplainResponse()
         try:
             return self.service.explain(request)
         except InvalidRequest as e:
@@ -157,6 +180,7 @@ def app_builder(args: dict):
 
 
 def start_grpc(port: int = 9000, http_port: int = 8000, host: str = "127.0.0.1") -> None:
-    """Start Serve's proxies with the saerec servicer on ``port`` (HTTP stays on for health checks)."""
-    serve.start(grpc_options={"port": port, "grpc_servicer_functions": [SERVICER]},
+    """Start Serve's proxies with the saerec servicer and the standard health service on ``port``
+    (server reflection is on: Serve's default), HTTP stays on for Serve's own health checks."""
+    serve.start(grpc_options={"port": port, "grpc_servicer_functions": [SERVICER, HEALTH_SERVICER]},
                 http_options={"host": host, "port": http_port}, logging_config=QUIET)

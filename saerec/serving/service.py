@@ -6,28 +6,34 @@ Limits (documented in the proto and docs/serving.md): k in 1..1000 (0 means 10);
 ``max_len`` keeps its most recent items (``truncated_items`` says how many were dropped; with
 ``exclude_seen`` the dropped ones are still not recommended); unknown item
 ids are skipped and listed; a history with no known item gets the most popular items, unsteered,
-flagged ``popularity_fallback``.
+flagged ``popularity_fallback``. Business rules (allow/deny lists, attribute filters) are a
+candidate mask after steering (:mod:`.rules`); a RecommendBatch call carries at most ``MAX_BATCH``
+requests.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from ..errors import SaerecError
-from ..rundir import RunDir
+from ..eval.ranking import length_batches
+from ..rundir import A, RunDir
 from ..steer import Edit, Steerer
 from ..steer.edits import MAX_ABS_VALUE, ResolvedEdit
 from ..steer.explain import explain
 from ..v1 import recommender_pb2 as pb
+from .rules import InvalidRequest, Rules
 
 MAX_K = 1000
 DEFAULT_K = 10
 MAX_STEERING = 16
 MAX_HISTORY_IDS = 100_000          # ids accepted in one request before truncation (bounds the work)
 MAX_PAGE_SIZE = 1000
+MAX_BATCH = 256                    # requests per RecommendBatch call
 BATCH_TOKENS = 2048                # padded positions per forward pass: a batch is cut by history length
 MODES = {pb.STEERING_MODE_UNSPECIFIED: "set", pb.STEERING_MODE_SET: "set", pb.STEERING_MODE_ADD: "add",
          pb.STEERING_MODE_SCALE: "scale"}
@@ -35,14 +41,6 @@ POSITIONS = {pb.STEERING_POSITION_UNSPECIFIED: "last", pb.STEERING_POSITION_LAST
              pb.STEERING_POSITION_ALL: "all"}
 MODE_ENUM = {"set": pb.STEERING_MODE_SET, "add": pb.STEERING_MODE_ADD, "scale": pb.STEERING_MODE_SCALE}
 POSITION_ENUM = {"last": pb.STEERING_POSITION_LAST, "all": pb.STEERING_POSITION_ALL}
-
-
-class InvalidRequest(SaerecError):
-    """A request the service rejects: gRPC INVALID_ARGUMENT, the message starting with the field."""
-
-    def __init__(self, field_name: str, message: str):
-        super().__init__(f"{field_name}: {message}")
-        self.field = field_name
 
 
 @dataclass
@@ -56,12 +54,14 @@ class Prepared:
     unknown: list[int] = field(default_factory=list)
     truncated: int = 0
     earlier: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # seen before ``history``: excluded too
+    allowed: np.ndarray | None = None         # (V,) the business rules' eligible items (None: no rules)
+    unsteered: bool = False                   # also answer the list without the edits
 
 
 def model_version(run: RunDir) -> str:
     """Content hash of the weights a replica serves (GPTRec + SAE), 12 hex digits."""
     h = hashlib.sha256()
-    for rel in ("recommender/model.safetensors", "sae/sae.safetensors"):
+    for rel in (A.WEIGHTS, A.SAE_WEIGHTS):
         with open(run.root / rel, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
@@ -81,11 +81,14 @@ class RecommenderService:
         self.popular = np.argsort(-counts, kind="stable") + 1 if counts is not None else np.arange(1, self.items.items.shape[0] + 1)
         self.counts = counts
         self.top_of_label = set(int(f) for f in self.catalog.attributes["sae_feature"])
+        self.rules = Rules(self.items)
         # display fields by dense index (row 0 unused), as plain Python objects: no pandas per request
         t = self.items.items
         self._ids = [0] + [int(x) for x in t["item_id"]]
         self._titles = [""] + [str(x) for x in t["title"]]
         self._genres = [[]] + [[g for g in str(x).split("|") if g] for x in t["genres"]]
+        self.n_items = self.steerer.model.n_items
+        self._everything = np.ones(self.n_items, dtype=bool)
 
     # validation ------------------------------------------------------------------------
     def _history(self, ids, name: str = "history") -> tuple[np.ndarray, list[int], np.ndarray]:
@@ -121,12 +124,17 @@ class RecommenderService:
         return Edit(tgt, float(s.value), MODES[s.mode], POSITIONS[s.position])
 
     def prepare(self, req) -> Prepared:
+        return self.for_history(self.prepare_rules(req), req.history)
+
+    def prepare_rules(self, req) -> Prepared:
+        """Everything of a request but its history (k, steering, exclude_seen, rules, include_unsteered),
+        validated once: the offline job (:mod:`saerec.serving.offline`) applies it to every user with
+        :meth:`for_history`."""
         k = req.k or DEFAULT_K
         if not 1 <= k <= MAX_K:
             raise InvalidRequest("k", f"must be in 1..{MAX_K}, got {req.k}")
         if len(req.steering) > MAX_STEERING:
             raise InvalidRequest("steering", f"{len(req.steering)} edits; at most {MAX_STEERING} per request")
-        history, unknown, older = self._history(req.history)
         edits, seen = [], {}
         for i, s in enumerate(req.steering):
             e = self._edit(i, s)
@@ -140,44 +148,123 @@ class RecommenderService:
             seen[r.key] = i
             edits.append(r)
         exclude = req.exclude_seen if req.HasField("exclude_seen") else True
-        earlier = np.setdiff1d(older, history) if exclude else older[:0]
-        return Prepared(history, k, exclude, edits, unknown, len(older), earlier)
+        return Prepared(np.zeros(0, np.int64), k, exclude, edits, allowed=self.rules.mask(req),
+                        unsteered=bool(req.include_unsteered))
+
+    def for_history(self, base: Prepared, ids, name: str = "history") -> Prepared:
+        """``base`` (from :meth:`prepare_rules`) for one user's history (dataset item ids, oldest first)."""
+        history, unknown, older = self._history(ids, name)
+        earlier = np.setdiff1d(older, history) if base.exclude_seen else older[:0]
+        return replace(base, history=history, unknown=unknown, truncated=len(older), earlier=earlier)
 
     # recommendations ---------------------------------------------------------------------
     def _scored(self, index: np.ndarray, scores) -> list:
         return [pb.ScoredItem(item_id=self._ids[i], score=float(s), title=self._titles[i], genres=self._genres[i])
                 for i, s in zip(np.asarray(index, dtype=np.int64).tolist(), scores)]
 
-    def _response(self, p: Prepared, index: np.ndarray, scores: np.ndarray, fallback: bool = False):
+    def _response(self, p: Prepared, top: tuple, fallback: bool = False, plain: tuple | None = None):
+        """``top`` (and ``plain``, the unsteered list): (dense indices, scores) already cut to k."""
         return pb.RecommendResponse(
-            items=self._scored(index, scores), model_version=self.version, unknown_item_ids=p.unknown,
-            truncated_items=p.truncated, popularity_fallback=fallback,
+            items=self._scored(*top), model_version=self.version, unknown_item_ids=p.unknown,
+            truncated_items=p.truncated, popularity_fallback=fallback, fewer_than_k=len(top[0]) < p.k,
+            unsteered_items=self._scored(*plain) if p.unsteered and plain is not None else [],
             applied_steering=[] if fallback else [
                 pb.ResolvedSteering(feature_id=e.index, label=e.label, value=e.value, mode=MODE_ENUM[e.mode],
                                     position=POSITION_ENUM[e.positions]) for e in p.edits])
 
-    def recommend_batch(self, preps: list[Prepared]) -> list:
-        """One batched forward pass for all requests with a known item; each keeps its own edits."""
+    def _popular(self, p: Prepared) -> tuple:
+        order = self.popular if p.allowed is None else self.popular[p.allowed[self.popular - 1]]
+        top = order[:p.k]
+        return top, self.counts[top - 1] if self.counts is not None else np.zeros(len(top))
+
+    def _mask(self, preps: list[Prepared]) -> torch.Tensor | None:
+        """(b, V) additive score mask of the rows' business rules (None when no row has rules)."""
+        if all(p.allowed is None for p in preps):
+            return None
+        ok = np.stack([p.allowed if p.allowed is not None else self._everything for p in preps])
+        return torch.where(torch.from_numpy(ok), 0.0, float("-inf"))
+
+    @staticmethod
+    def _cut(p: Prepared, idx: np.ndarray, vals: np.ndarray, k: int) -> tuple:
+        """Drop -inf (seen, or masked by the rules: fewer eligible items than asked for) and items seen
+        before the model's window, keep k."""
+        keep = np.isfinite(vals) & ~np.isin(idx, p.earlier)
+        return idx[keep][:k], vals[keep][:k]
+
+    def _ranked(self, preps: list[Prepared], k: int, exclude: bool, steered: bool) -> list[tuple]:
+        """One batched pass (cut by length) for requests sharing k and exclude_seen, each with its own
+        edits (or none, ``steered=False``) and rules."""
+        extra = max(len(p.earlier) for p in preps)     # items seen before the window are dropped: ask for more
+        idx, vals = self.steerer.recommend([p.history for p in preps], [p.edits if steered else [] for p in preps],
+                                           k=min(k + extra, self.n_items), exclude_seen=exclude, with_scores=True,
+                                           max_tokens=BATCH_TOKENS,
+                                           candidates=lambda rows: self._mask([preps[r] for r in rows]))
+        return [self._cut(p, idx[r], vals[r], k) for r, p in enumerate(preps)]
+
+    def _paired(self, preps: list[Prepared], k: int, exclude: bool) -> list[tuple]:
+        """(steered, unsteered) lists of requests whose edits all act at the last position: one prefill
+        per history, both last steps replayed (:meth:`Steerer.steered_and_plain_scores`)."""
         out: list = [None] * len(preps)
-        live = [i for i, p in enumerate(preps) if len(p.history)]
-        for i in set(range(len(preps))) - set(live):
-            p = preps[i]
-            top = self.popular[:p.k]
-            out[i] = self._response(p, top, self.counts[top - 1] if self.counts is not None else np.zeros(len(top)), True)
+        extra = max(len(p.earlier) for p in preps)
+        for rows in length_batches([len(p.history) for p in preps], 256, BATCH_TOKENS):
+            part = [preps[r] for r in rows]
+            scores = self.steerer.steered_and_plain_scores([p.history for p in part], [p.edits for p in part], exclude)
+            mask = self._mask(part)
+            if mask is not None:
+                scores = scores + mask[:, None, :]
+            top = scores.topk(min(k + extra, self.n_items), dim=2)
+            idx, vals = (top.indices + 1).numpy(), top.values.numpy()
+            for j, r in enumerate(rows):
+                out[r] = (self._cut(preps[r], idx[j, 1], vals[j, 1], k), self._cut(preps[r], idx[j, 0], vals[j, 0], k))
+        return out
+
+    def ranked(self, preps: list[Prepared]) -> list[tuple]:
+        """Batched forward passes for all requests with a known item; each keeps its own edits and
+        rules. Per request ``(top, plain, fallback)``: (dense indices, scores) cut to k, the unsteered
+        list (``top`` itself when there is none to tell apart), and whether it is the popularity fallback."""
+        out: list = [None] * len(preps)
+        for i, p in enumerate(preps):
+            if not len(p.history):                     # nothing the model knows: popular items, unsteered
+                top = self._popular(p)
+                out[i] = (top, top, True)
         # group by (k, exclude_seen): one call each (in practice one group)
         groups: dict[tuple[int, bool], list[int]] = {}
-        for i in live:
-            groups.setdefault((min(preps[i].k, self.steerer.model.n_items), preps[i].exclude_seen), []).append(i)
+        for i, p in enumerate(preps):
+            if len(p.history):
+                groups.setdefault((min(p.k, self.n_items), p.exclude_seen), []).append(i)
         for (k, exclude), rows in groups.items():
-            # the model masks the items it sees; items seen before those are dropped here, so ask for more
-            extra = max(len(preps[i].earlier) for i in rows)
-            idx, vals = self.steerer.recommend([preps[i].history for i in rows], [preps[i].edits for i in rows],
-                                               k=min(k + extra, self.steerer.model.n_items), exclude_seen=exclude,
-                                               with_scores=True, max_tokens=BATCH_TOKENS)
-            for r, i in enumerate(rows):
-                # drop -inf fillers (fewer unseen items than asked for) and items seen before the window
-                keep = np.isfinite(vals[r]) & ~np.isin(idx[r], preps[i].earlier)
-                out[i] = self._response(preps[i], idx[r][keep][:k], vals[r][keep][:k])
+            # include_unsteered with last-position edits: one prefill for both lists; other edits: two passes
+            paired = [i for i in rows if preps[i].unsteered and preps[i].edits
+                      and all(e.positions == "last" for e in preps[i].edits)]
+            single = [i for i in rows if i not in set(paired)]
+            if single:
+                steered = self._ranked([preps[i] for i in single], k, exclude, True)
+                twice = [j for j, i in enumerate(single) if preps[i].unsteered and preps[i].edits]
+                plain = dict(zip(twice, self._ranked([preps[single[j]] for j in twice], k, exclude, False))) if twice else {}
+                for j, i in enumerate(single):
+                    out[i] = (steered[j], plain.get(j, steered[j]), False)
+            if paired:
+                for i, (top, plain) in zip(paired, self._paired([preps[i] for i in paired], k, exclude)):
+                    out[i] = (top, plain, False)
+        return out
+
+    def recommend_batch(self, preps: list[Prepared]) -> list:
+        """:meth:`ranked` as RecommendResponses."""
+        return [self._response(p, top, fallback, plain) for p, (top, plain, fallback) in zip(preps, self.ranked(preps))]
+
+    def recommend_many(self, reqs) -> list:
+        """RecommendBatch: each request validated on its own (a bad one becomes its entry's error, the
+        others are answered), the valid ones scored together by :meth:`recommend_batch`."""
+        if not 1 <= len(reqs) <= MAX_BATCH:
+            raise InvalidRequest("requests", f"{len(reqs)} requests; send 1..{MAX_BATCH} per call")
+        preps, out = [], [None] * len(reqs)
+        for i, r in enumerate(reqs):
+            try:
+                preps.append((i, self.prepare(r)))
+            except InvalidRequest as e:
+                out[i] = pb.RecommendBatchResult(error=pb.RequestError(field=e.field, message=str(e)))
+        for (i, _), resp in zip(preps, self.recommend_batch([p for _, p in preps])):
+            out[i] = pb.RecommendBatchResult(response=resp)
         return out
 
     def recommend(self, req):
@@ -192,7 +279,7 @@ class RecommenderService:
         top_dense, _ = self.items.to_index(keep)
         promo_dense, _ = self.items.to_index([int(x) for x in f.get("promoted_items", [])])
         return pb.Feature(
-            feature_id=int(j), label=str(f["label"]), label_correlation=float(f["label_correlation"]),
+            feature_id=int(j), label=self.catalog.label(int(j)), label_correlation=float(f["label_correlation"]),
             label_auc=float(f.get("label_auc", np.nan)), firing_frequency=float(f["firing_frequency"]),
             max_activation=float(f["max_activation"]),
             top_items=self._scored(top_dense, [v for v in top_vals if v > 0][:len(top_dense)]),
@@ -215,15 +302,16 @@ class RecommenderService:
         except ValueError:
             raise InvalidRequest("page_token", f"not a token from a previous response: {req.page_token!r}") from None
         t = self.catalog.features
+        shown = self.catalog.shown_labels()          # an unlabelled feature is not listed under its attribute
         mask = np.ones(len(t), dtype=bool)
         if req.attribute:
             try:
                 name = self.catalog.canonical(req.attribute)
             except SaerecError as e:
                 raise InvalidRequest("attribute", str(e)) from None
-            mask &= (t["label"] == name).to_numpy()
+            mask &= (shown == name).to_numpy()
         if req.label_contains:
-            mask &= t["label"].str.lower().str.contains(req.label_contains.lower(), regex=False).to_numpy()
+            mask &= shown.str.lower().str.contains(req.label_contains.lower(), regex=False).to_numpy()
         if req.alive_only:
             mask &= (t["firing_frequency"] > 0).to_numpy()
         ids = t.index[mask].to_numpy()

@@ -3,7 +3,10 @@
 ``ItemTable`` maps the dataset's item ids to the model's dense indices and back, with titles and
 attribute columns for display (``RUN/recommender/items.parquet``). ``FeatureCatalog`` resolves an
 attribute name to its top SAE feature and labels features (``RUN/interpret/attributes.parquet`` and
-``catalog.parquet``, written by ``saerec interpret``).
+``catalog.parquet``, written by ``saerec interpret``). When ``saerec sae-eval`` has run, each
+feature also carries its label confidence (``RUN/saeeval/features.parquet``: the held-out F1 of "fires
+on items with its label"), and a feature below the run's threshold is shown as ``unlabelled``
+instead of under a name its firing does not follow.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ import pandas as pd
 
 from ..data.attributes import attribute_columns, genre_columns
 from ..errors import RunError
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 from .edits import EditError
+
+UNLABELLED = "unlabelled"
 
 
 @dataclass
@@ -30,7 +35,7 @@ class ItemTable:
 
     @classmethod
     def load(cls, run: RunDir, n_items: int) -> "ItemTable":
-        df = run.read_parquet("recommender/items.parquet")
+        df = run.read_parquet(A.CATALOGUE)
         df = df[df["index"].between(1, n_items)].sort_values("index").reset_index(drop=True)
         if len(df) != n_items or not (df["index"].to_numpy() == np.arange(1, n_items + 1)).all():
             raise RunError(f"{run.recommender / 'items.parquet'} does not cover the model's {n_items} items")
@@ -63,7 +68,7 @@ class ItemTable:
 class FeatureCatalog:
     attributes: pd.DataFrame     # attribute -> top SAE feature (sae_feature, sae_correlation, ...)
     features: pd.DataFrame       # feature -> label, label_correlation, firing_frequency, max_activation, ...
-    n_features: int
+    n_features: int              # (+ label_confidence, labelled after sae-eval)
 
     def __post_init__(self):
         # plain dicts for the per-request lookups (a served request resolves names without pandas)
@@ -71,14 +76,22 @@ class FeatureCatalog:
         self._exact = {n: n for n in names}
         self._folded = {n.lower(): n for n in names}
         self._top = dict(zip(names, self.attributes["sae_feature"].astype(int).tolist()))
-        self._labels = dict(zip(self.features.index.astype(int).tolist(), self.features["label"].astype(str).tolist()))
+        if "labelled" not in self.features:
+            self.features["label_confidence"] = np.nan
+            self.features["labelled"] = True
+        shown = self.features["label"].astype(str).where(self.features["labelled"].astype(bool), UNLABELLED)
+        self._labels = dict(zip(self.features.index.astype(int).tolist(), shown.tolist()))
 
     @classmethod
     def load(cls, run: RunDir) -> "FeatureCatalog":
-        if not run.has("interpret/attributes.parquet"):
+        if not run.has(A.ATTRIBUTES):
             raise RunError(f"{run.root / 'interpret'}: no feature catalog; run `saerec interpret --run {run.root}` first")
-        attrs = run.read_parquet("interpret/attributes.parquet")
-        feats = run.read_parquet("interpret/catalog.parquet").set_index("feature").sort_index()
+        attrs = run.read_parquet(A.ATTRIBUTES)
+        feats = run.read_parquet(A.FEATURES).set_index("feature").sort_index()
+        if run.has(A.EVAL_FEATURES):
+            conf = run.read_parquet(A.EVAL_FEATURES).set_index("feature")
+            if len(conf) == len(feats):
+                feats = feats.join(conf[["label_confidence", "labelled"]])
         return cls(attrs, feats, len(feats))
 
     def attribute_names(self) -> list[str]:
@@ -103,11 +116,22 @@ class FeatureCatalog:
             raise EditError(f"unknown feature id {j}; the SAE has features 0..{self.n_features - 1}")
 
     def label(self, j: int) -> str:
+        """The feature's label as shown: its attribute, or ``unlabelled`` when its label confidence is
+        below the sae-eval threshold."""
         return self._labels.get(j, f"#{j}")
+
+    def shown_labels(self) -> pd.Series:
+        """Every feature's label as shown (``label``), indexed by feature id."""
+        return pd.Series(self._labels).reindex(self.features.index)
+
+    def confidence(self, j: int) -> float:
+        """Held-out F1 of "fires on items with its label" (NaN before ``saerec sae-eval``)."""
+        return float(self.features.at[j, "label_confidence"]) if j in self.features.index else float("nan")
 
     def table(self) -> pd.DataFrame:
         """Features as a display table (alive first, by label correlation)."""
         f = self.features.reset_index()
-        cols = [c for c in ("feature", "label", "label_correlation", "label_auc", "firing_frequency",
-                            "max_activation") if c in f]
+        f["label"] = self.shown_labels().to_numpy()
+        cols = [c for c in ("feature", "label", "label_correlation", "label_confidence", "label_auc",
+                            "firing_frequency", "max_activation") if c in f]
         return f[cols].sort_values(["label_correlation"], ascending=False).reset_index(drop=True)

@@ -73,6 +73,17 @@ def direct_map(model, items: torch.Tensor, lengths: torch.Tensor, layer: str):
     return h, jacobian_map(model, items, lengths, layer, h)
 
 
+def top_titles(steerer, j: int, n: int = 3) -> list[str]:
+    """Titles of the feature's first ``n`` distinct top-activating items: what an unlabelled feature
+    is shown with instead of a name."""
+    cat, items = steerer.catalog, steerer.items
+    if cat is None or items is None or "top_items" not in cat.features:
+        return []
+    ids = list(dict.fromkeys(int(i) for i in cat.features.at[j, "top_items"]))[:n]
+    title = dict(zip(items.items["item_id"].tolist(), items.items["title"].astype(str).tolist()))
+    return [title.get(i, f"item {i}") for i in ids]
+
+
 @torch.no_grad()
 def explain(steerer: Steerer, history: np.ndarray, k: int = 10, top_features: int = 8,
             exclude_seen: bool = True) -> Explanation:
@@ -104,8 +115,11 @@ def explain(steerer: Steerer, history: np.ndarray, k: int = 10, top_features: in
     cat = steerer.catalog
     label = (lambda j: cat.label(j)) if cat is not None else (lambda j: f"#{j}")
     corr = (lambda j: float(cat.features.at[j, "label_correlation"])) if cat is not None else (lambda j: np.nan)
+    conf = (lambda j: cat.confidence(j)) if cat is not None else (lambda j: np.nan)
     feats = pd.DataFrame({"feature": shown.numpy(), "label": [label(j) for j in shown.tolist()],
                           "label_correlation": [corr(j) for j in shown.tolist()],
+                          "label_confidence": [conf(j) for j in shown.tolist()],
+                          "top_items": [top_titles(steerer, j) for j in shown.tolist()],
                           "activation": f[shown].numpy()})
     desc = steerer.items.describe(rec.numpy()) if steerer.items is not None else pd.DataFrame({"item_id": rec.numpy()})
     recs = pd.concat([pd.DataFrame({"rank": np.arange(1, k + 1), "index": rec.numpy()}), desc], axis=1)

@@ -21,7 +21,7 @@ import torch
 from ..eval.ranking import length_batches, recommend
 from ..model.interface import Intervention, SequentialRecommender, Where, mask_seen
 from ..model.laststep import replay_where
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 from ..sae.base import SparseAutoencoder
 from ..sae.splice import delta_splice
 from ..train.batching import pad_inputs
@@ -125,8 +125,8 @@ class Steerer:
 
         model, _ = load_model(run.recommender)
         sae, meta = load_sae(run.root / "sae")
-        catalog = FeatureCatalog.load(run) if run.has("interpret/attributes.parquet") else None
-        probe_set = ProbeSet.load(run.root / "steer") if probes and run.has("steer/probes.safetensors") else None
+        catalog = FeatureCatalog.load(run) if run.has(A.ATTRIBUTES) else None
+        probe_set = ProbeSet.load(run.path(A.STEER)) if probes and run.has(A.PROBES) else None
         return cls(model, sae, meta["layer"], catalog, probe_set, ItemTable.load(run, model.n_items))
 
     # resolution ---------------------------------------------------------------------
@@ -211,9 +211,10 @@ class Steerer:
 
     def recommend(self, histories: Sequence[np.ndarray], edits: Sequence[Sequence[Edit | ResolvedEdit]] | None = None,
                   k: int = 10, splice: str = "delta", exclude_seen: bool = True, batch_size: int = 256,
-                  with_scores: bool = False, max_tokens: int | None = None):
+                  with_scores: bool = False, max_tokens: int | None = None, candidates=None):
         """Top-k dense indices for each history (dense indices, oldest first) under its own edits
-        (and their scores with ``with_scores``).
+        (and their scores with ``with_scores``). ``candidates``: a per-batch score mask, see
+        :func:`saerec.eval.ranking.recommend`.
 
         ``edits``: one list per history (``None``: no edits anywhere). Edits are resolved once up front,
         so a bad edit fails before any work is done.
@@ -245,7 +246,20 @@ class Steerer:
             return {self.layer: iv} if iv is not None else {}
 
         return recommend(self.model, histories, k=k, batch_size=batch_size, exclude_seen=exclude_seen,
-                         interventions=ivs, with_scores=with_scores, max_tokens=max_tokens)
+                         interventions=ivs, with_scores=with_scores, max_tokens=max_tokens, candidates=candidates)
+
+    @torch.inference_mode()
+    def steered_and_plain_scores(self, histories: Sequence[np.ndarray], edits: Sequence[Sequence[ResolvedEdit]],
+                                 exclude_seen: bool = True) -> torch.Tensor:
+        """(b, 2, V) item scores of each history without (variant 0) and with (variant 1) its own
+        last-position edits, from one prefill: the history runs once and both versions of its last
+        step are replayed through the later blocks (what a response with ``include_unsteered`` needs).
+        Equal to two plain passes up to float rounding."""
+        resolved = [self.resolve_all(r) for r in edits]
+        if any(e.positions != "last" for r in resolved for e in r):
+            raise EditError("steered_and_plain_scores needs last-position edits")
+        fn = self.edit_fn(EditTable.build([v for r in resolved for v in ([], r)]))
+        return self._variant_scores([self.truncate(h) for h in histories], 2, fn, exclude_seen, per_row=True)
 
     @torch.inference_mode()
     def recommend_variants(self, histories: Sequence[np.ndarray], variants: Sequence[Sequence[Edit | ResolvedEdit]],
@@ -274,16 +288,18 @@ class Steerer:
                 progress(len(rows))
         return out
 
-    def _variant_scores(self, histories: list[np.ndarray], n: int, fn, exclude_seen: bool = True) -> torch.Tensor:
+    def _variant_scores(self, histories: list[np.ndarray], n: int, fn, exclude_seen: bool = True,
+                        per_row: bool = False) -> torch.Tensor:
         """(b, n, V) item scores of b histories under n last-step variants produced by ``fn``
-        (variant v of every row carries the edits of row v of ``fn``'s edit table)."""
+        (variant v of every row carries the edits of row v of ``fn``'s edit table; with ``per_row``,
+        variant v of history u those of row u * n + v)."""
         model = self.model
         items, lengths = pad_inputs(histories)
         cache = model.prefill_last(items, lengths, self.layer)
         b = len(histories)
         h = cache.state.repeat_interleave(n, dim=0)                       # row u * n + v
         codes = self.sae.encode(self.norm(cache.state)).repeat_interleave(n, dim=0)
-        h = fn(h, replay_where(lengths, n), codes)
+        h = fn(h, replay_where(lengths, n, per_row), codes)
         final = model.replay_last(cache, h.view(b, n, -1)).reshape(b * n, -1)
         scores = model.scores(final).view(b, n, -1)
         if exclude_seen:                                   # one (b, V) mask for all n variants of a history

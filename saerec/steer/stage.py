@@ -18,8 +18,9 @@ from ..data.prepare import read_sequences
 from ..data.sequences import eval_points
 from ..errors import RunError, UsageError
 from ..eval.ranking import recommend
+from ..contract import Stage
 from ..model.checkpoint import model_index
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 from .edits import Edit
 from .intervene import Steerer
 from .plots import fmt, write_plots
@@ -48,13 +49,13 @@ def swept_attributes(steerer: Steerer, cfg: SteerConfig) -> list[str]:
 
 def ensure_probes(run: RunDir, steerer: Steerer, cfg: RunConfig, attributes: list[str]) -> ProbeSet:
     """Probes for every genre and every swept attribute; reused when they already cover them."""
-    out = run.stage("steer")
+    out = run.stage(A.STEER)
     wanted = list(dict.fromkeys([*steerer.items.genres, *attributes]))
-    if run.has("steer/probes.safetensors"):
+    if run.has(A.PROBES):
         probes = ProbeSet.load(out)
         if set(wanted) <= set(probes.attributes) and probes.metrics.get("_rows") == cfg.steer.probe_rows:
             return probes
-    probes = train_probes(run.root / "activations" / "sae", run.root / "activations" / "test",
+    probes = train_probes(run.path(A.ACT_SAE), run.path(A.ACT_TEST),
                           steerer.items.items, wanted, steerer.norm, max_rows=cfg.steer.probe_rows,
                           seed=cfg.split.seed)
     probes.metrics["_rows"] = cfg.steer.probe_rows
@@ -81,7 +82,7 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
         raise UsageError(f"steer.eval_positions must be >= 1, got {sc.eval_positions}")
     steerer = Steerer.from_run(run, probes=False)
     if steerer.catalog is None:
-        raise RunError(f"{run.root / 'interpret'}: no feature catalog; run `saerec interpret --run {run.root}` first")
+        raise RunError(f"{run.path(A.INTERPRET)}: no feature catalog; run `saerec interpret --run {run.root}` first")
     attributes = swept_attributes(steerer, sc)
     t = time.perf_counter()
     if sc.probe:
@@ -100,8 +101,8 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     exact = exactness_check(steerer, last_inputs, attributes, sc.k)
     checks = summarise(table, base, per_point, points, sc.k)
     base.pop("per_point_ndcg")
-    out = run.stage("steer")
-    write_parquet(table, out / "sweep.parquet")
+    out = run.stage(A.STEER)
+    write_parquet(table, run.path(A.SWEEP))
     table.to_csv(out / "sweep.csv", index=False)
     plots = write_plots(table, base, steerer.items.genres, sc.k, out)
     summary = {
@@ -113,7 +114,7 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
         "lists_per_second": len(curves) * len(values) * len(points.targets) / max(sweep_seconds, 1e-9),
         "plots": plots,
     }
-    run.write_json("steer/summary.json", summary)
+    run.write_json(A.STEER_SUMMARY, summary)
     write_text(out / "report.md", report(summary, sc.k))
     return summary
 
@@ -128,7 +129,10 @@ def report(s: dict, k: int) -> str:
         f"user's last item), Coverage@{k} {o[f'coverage@{k}']:.4f}, ILD@{k} {o[f'ild@{k}']:.4f} (one list per user); "
         f"with the SAE reconstruction spliced in: NDCG@{k} {s['baselines']['reconstructed'][f'ndcg@{k}']:.4f}.",
         f"Delta splice with identity edits returns the original top-{k} for every user: "
-        f"{s['delta_no_edit']['all_identical']}.", "",
+        f"{s['delta_no_edit']['all_identical']}.",
+        *([f"Beyond accuracy, unsteered: Gini@{k} {o[f'gini@{k}']:.4f} (one list per user), long-tail share@{k} "
+           f"{o[f'long_tail@{k}']:.4f} (items outside the top 20% by train count), novelty@{k} "
+           f"{o[f'novelty@{k}']:.3f} bits; along every curve in sweep.parquet."] if f"gini@{k}" in o else []), "",
         "NDCG drops are relative to the unsteered model, worst over abs(v) <= 2, with paired-bootstrap 95% "
         "intervals over users. Figures in brackets and the last column use each user's last item only (the "
         "paper's protocol).", "",
@@ -146,3 +150,7 @@ def report(s: dict, k: int) -> str:
                   f"probes {s['seconds']['probes']:.1f} s.", ""]
     lines += [f"![{p}]({p})" for p in s["plots"]]
     return "\n".join(lines) + "\n"
+
+
+STAGE = Stage("steer", ("steer",), (A.SAE_WEIGHTS, A.ATTRIBUTES, A.FEATURES, A.SEQUENCES), (A.STEER_SUMMARY,),
+              steer_eval_stage)

@@ -15,7 +15,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from ..config import SteerConfig
-from ..eval.metrics import attribute_shares, inter_list_diversity, ranking_metrics, row_ndcg
+from ..eval.metrics import (attribute_shares, gini_index, inter_list_diversity, long_tail_share, novelty,
+                            popularity_arrays, ranking_metrics, row_ndcg)
 from ..progress import Progress
 from .edits import Edit
 from .intervene import Steerer
@@ -72,15 +73,20 @@ class Points:
 
 
 def list_metrics(topk: np.ndarray, points: Points, n_items: int, genre_matrix: np.ndarray,
-                 genres: list[str], k: int) -> dict:
-    """Accuracy and genre shares over every point; Coverage and inter-list diversity, which compare
-    lists across users, over one list per user (the last point), and NDCG/HitRate of that list too."""
+                 genres: list[str], k: int, popularity: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Accuracy, genre shares, long-tail share and novelty over every point; Coverage, inter-list
+    diversity and the Gini index, which compare lists across users, over one list per user (the last
+    point), and NDCG/HitRate of that list too. ``popularity``: (head mask, p) from popularity_arrays."""
     last = points.last
     m = ranking_metrics(topk, points.targets, n_items, k)
     one = ranking_metrics(topk[last], points.targets[last], n_items, k)
     m.update({f"coverage@{k}": one[f"coverage@{k}"], "users": one["users"], "points": len(points.targets),
               f"ndcg@{k}_last": one[f"ndcg@{k}"], f"hit_rate@{k}_last": one[f"hit_rate@{k}"]})
     m[f"ild@{k}"] = inter_list_diversity(topk[last])
+    if popularity is not None:
+        m[f"gini@{k}"] = gini_index(topk[last], n_items)
+        m[f"long_tail@{k}"] = long_tail_share(topk, popularity[0])
+        m[f"novelty@{k}"] = novelty(topk, popularity[1])
     m.update({f"share:{g}": float(s) for g, s in zip(genres, attribute_shares(topk, genre_matrix))})
     m.update({f"share_last:{g}": float(s) for g, s in zip(genres, attribute_shares(topk[last], genre_matrix))})
     return m
@@ -95,11 +101,12 @@ def run_sweep(steerer: Steerer, points: Points, curves: list[Curve], values: np.
     G = items.attribute_matrix(genres)
     n = steerer.model.n_items
     inputs, targets = points.inputs, points.targets
+    pop = (popularity_arrays(items.items["train_count"].to_numpy()) if "train_count" in items.items else None)
     original = steerer.recommend(inputs, None, k=k, splice="delta")
     base = {
-        "original": list_metrics(original, points, n, G, genres, k),
+        "original": list_metrics(original, points, n, G, genres, k, pop),
         "reconstructed": list_metrics(steerer.recommend(inputs, None, k=k, splice="reconstruction"),
-                                      points, n, G, genres, k),
+                                      points, n, G, genres, k, pop),
         "per_point_ndcg": row_ndcg(original, targets),
     }
     rows, per_point = {}, {}
@@ -115,7 +122,7 @@ def run_sweep(steerer: Steerer, points: Points, curves: list[Curve], values: np.
             rows[c] = []
             for i, v in enumerate(values):
                 top = topk[:, j * len(values) + i]
-                m = list_metrics(top, points, n, G, genres, k)
+                m = list_metrics(top, points, n, G, genres, k, pop)
                 per_point[(c.attribute, c.name, float(v))] = row_ndcg(top, targets)
                 rows[c].append({"attribute": c.attribute, "method": c.method, "mode": c.mode,
                                 "splice": c.splice, "curve": c.name, "target": target, "value": float(v),

@@ -20,6 +20,20 @@ from ..config import TrainConfig
 from .loss import full_ce, sampled_ce
 
 
+PATIENCE = {"causal": 5, "cloze": 20}     # train.patience when unset, per objective (docs/models.md)
+
+
+def patience_for(cfg: TrainConfig, objective: str) -> int:
+    """Early-stopping patience: the configured one, else the objective's. A masked (cloze) model sees
+    a fifth of its positions as targets per epoch and stays at popularity level for its first ~15
+    epochs on ML-1M, so 5 epochs without improvement stopped BERT4Rec before it learnt anything.
+
+    >>> patience_for(TrainConfig(), "causal"), patience_for(TrainConfig(), "cloze"), patience_for(TrainConfig(patience=3), "cloze")
+    (5, 20, 3)
+    """
+    return cfg.patience or PATIENCE[objective]
+
+
 def predictions(model, core, inp: torch.Tensor, tgt: torch.Tensor, lengths: torch.Tensor, objective: str,
                 mask_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(hidden (N, d), targets (N,) in 1..V) of one batch; ``model`` may be DDP-wrapped, ``core`` is not."""

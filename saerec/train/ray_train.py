@@ -33,9 +33,10 @@ from ..model.interface import SequentialRecommender
 from ..model.registry import build_model, objective
 from ..precision import compute_dtype
 from ..progress import Progress, fmt_seconds, print_line
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 from .batching import bucket_batches, make_windows, shard_batches
 from .loop import train_epoch, unwrap
+from .objective import patience_for
 
 log = logging.getLogger("saerec.train")
 
@@ -119,6 +120,7 @@ def worker_loop(config: dict) -> None:
     torch.manual_seed(tc.seed)
     core_model = build_model(mc, int(data["n_items"]))
     obj = objective(mc, core_model)
+    patience = patience_for(tc, obj)
     model = ray.train.torch.prepare_model(core_model)
     device = ray.train.torch.get_device()
     dtype = compute_dtype(tc.precision, device)
@@ -169,8 +171,8 @@ def worker_loop(config: dict) -> None:
                **start, "weights": weights_digest(core.state_dict())}
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        stop = state["bad_epochs"] >= tc.patience or epoch + 1 >= tc.epochs
-        left = min(tc.epochs - epoch - 1, tc.patience - state["bad_epochs"])
+        stop = state["bad_epochs"] >= patience or epoch + 1 >= tc.epochs
+        left = min(tc.epochs - epoch - 1, patience - state["bad_epochs"])
         say(f"[saerec] epoch {epoch + 1}/{tc.epochs} | loss {stats.loss:.4f} | {row['tokens_per_second']:,.0f} tok/s"
             f" | val ndcg@10 {val['val_ndcg@10']:.4f} (best {state['best_ndcg']:.4f} @ {state['best_epoch']})"
             f" | {epoch_times[-1]:.1f}s/epoch | ETA {fmt_seconds(left * np.median(epoch_times))} if no further"
@@ -239,9 +241,9 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
         out = run.recommender
         best, _ = load_model(d, weights_name="best.safetensors")   # the checkpoint's config.json + best weights
         save_model(out, best, {"best_epoch": state["best_epoch"], "dataset": prepared.meta.get("dataset")}, cfg=mc)
-    write_parquet(prepared.items.merge(pd_index_frame(prepared), on="item_id"), out / "items.parquet")
-    run.write_json("recommender/split.json", prepared.meta)
-    run.write_json("recommender/history.json", state["history"])
+    write_parquet(prepared.items.merge(pd_index_frame(prepared), on="item_id"), run.path(A.CATALOGUE))
+    run.write_json(A.REC_SPLIT, prepared.meta)
+    run.write_json(A.REC_HISTORY, state["history"])
     tps = state["train_tokens"] / max(state["train_seconds"], 1e-9)
     return {"best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
             "best_val_ndcg@10": state["best_ndcg"], "train_tokens_per_second": tps,

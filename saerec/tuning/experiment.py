@@ -21,9 +21,11 @@ import pandas as pd
 import yaml
 
 from ..atomic import save_figure, write_parquet
-from ..config import RunConfig
+from ..checks import NonNegativeFloat, Positive, PositiveFloat
+from ..config import RunConfig, Section
 from ..errors import UsageError
-from ..rundir import RunDir
+from ..rundir import A, RunDir
+from ..sae.base import SAEKind
 
 log = logging.getLogger("saerec.tune")
 
@@ -31,16 +33,17 @@ METRICS = ["explained_variance", "rmse", "l0", "dead_fraction", "ndcg@10_reconst
 
 
 @dataclass
-class TuneSpec:
-    """A search space: ``tune/*.yaml`` files hold these fields."""
+class TuneSpec(Section):
+    """A search space: ``tune/*.yaml`` files hold these fields, checked when loaded (a typo in ``kind``
+    fails at once, not in every trial)."""
 
-    l1: list[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0])
-    n_latents: list[int] = field(default_factory=lambda: [64, 256, 1024, 2048, 8192])
-    kind: list[str] = field(default_factory=lambda: ["relu"])
-    seeds: int = 5                    # the paper averaged 5
-    epochs: int = 5
-    trial_cpus: float = 1.0
-    max_concurrent: int | None = None     # None: cluster CPUs / trial_cpus
+    l1: list[NonNegativeFloat] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0])
+    n_latents: list[Positive] = field(default_factory=lambda: [64, 256, 1024, 2048, 8192])
+    kind: list[SAEKind] = field(default_factory=lambda: ["relu"])
+    seeds: Positive = 5                    # the paper averaged 5
+    epochs: Positive = 5
+    trial_cpus: PositiveFloat = 1.0
+    max_concurrent: Positive | None = None     # None: cluster CPUs / trial_cpus
     downstream: bool = True               # NDCG@10 with the reconstruction spliced in, per trial
 
     @classmethod
@@ -52,7 +55,10 @@ class TuneSpec:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise UsageError(f"{p}: unknown keys {sorted(unknown)} (known: {', '.join(cls.__dataclass_fields__)})")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except UsageError as e:
+            raise UsageError(f"{p}: {e}") from None
 
     def trials(self) -> int:
         return len(self.l1) * len(self.n_latents) * len(self.kind) * self.seeds
@@ -107,15 +113,15 @@ def run_tune(run: RunDir, cfg: RunConfig, spec: TuneSpec, name: str = "sae_grid"
     from ..sae.ray_train import norm_and_init
     from ..storage import clear_storage
 
-    if not run.has("activations/meta.json"):
+    if not run.has(A.ACT_META):
         raise UsageError(f"{run.root}: no activations; run `saerec extract --run {run.root}` first")
     ensure_ray()
-    meta = run.read_json("activations/meta.json")
-    norm, init_sample, _, d_in = norm_and_init(run.root / "activations" / "sae", cfg.sae.normalization)
+    meta = run.read_json(A.ACT_META)
+    norm, init_sample, _, d_in = norm_and_init(run.path(A.ACT_SAE), cfg.sae.normalization)
     model, _ = load_model(run.recommender)
     inputs, targets = eval_pairs(read_sequences(run, "test", model_index(run.recommender)), model.max_len)
     shared = {"run_root": str(run.root), "base": cfg.sae, "norm": norm, "init_sample": init_sample, "d_in": d_in,
-              "items": run.read_parquet("recommender/items.parquet"), "inputs": inputs, "targets": targets,
+              "items": run.read_parquet(A.CATALOGUE), "inputs": inputs, "targets": targets,
               "layer": meta["layer"], "epochs": spec.epochs, "downstream": spec.downstream,
               "threads": spec.trial_cpus, "fail_once": fail_once}
     concurrent = spec.max_concurrent or max(1, int(cluster_cpus() // spec.trial_cpus))
@@ -211,7 +217,7 @@ def write_results(run: RunDir, df: pd.DataFrame, spec: TuneSpec, errors: int, se
     fig.tight_layout()
     save_figure(fig, out / "pareto.png", dpi=110)
     plt.close(fig)
-    run.write_json("tune/summary.json", {
+    run.write_json(A.TUNE_SUMMARY, {
         "spec": asdict(spec), "trials": int(len(df)), "errors": int(errors), "seconds": seconds,
         "concurrent_trials": concurrent,
         "pareto": ok.iloc[front][["kind", "n_latents", "l1", "seed", "explained_variance", "interpretability"]]

@@ -42,16 +42,26 @@ class Steering(_message.Message):
     def __init__(self, feature_id: _Optional[int] = ..., attribute: _Optional[str] = ..., value: _Optional[float] = ..., mode: _Optional[_Union[SteeringMode, str]] = ..., position: _Optional[_Union[SteeringPosition, str]] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("history", "k", "steering", "exclude_seen")
+    __slots__ = ("history", "k", "steering", "exclude_seen", "allow_items", "deny_items", "include_attributes", "exclude_attributes", "include_unsteered")
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     STEERING_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    DENY_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_UNSTEERED_FIELD_NUMBER: _ClassVar[int]
     history: _containers.RepeatedScalarFieldContainer[int]
     k: int
     steering: _containers.RepeatedCompositeFieldContainer[Steering]
     exclude_seen: bool
-    def __init__(self, history: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., steering: _Optional[_Iterable[_Union[Steering, _Mapping]]] = ..., exclude_seen: _Optional[bool] = ...) -> None: ...
+    allow_items: _containers.RepeatedScalarFieldContainer[int]
+    deny_items: _containers.RepeatedScalarFieldContainer[int]
+    include_attributes: _containers.RepeatedScalarFieldContainer[str]
+    exclude_attributes: _containers.RepeatedScalarFieldContainer[str]
+    include_unsteered: bool
+    def __init__(self, history: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., steering: _Optional[_Iterable[_Union[Steering, _Mapping]]] = ..., exclude_seen: _Optional[bool] = ..., allow_items: _Optional[_Iterable[int]] = ..., deny_items: _Optional[_Iterable[int]] = ..., include_attributes: _Optional[_Iterable[str]] = ..., exclude_attributes: _Optional[_Iterable[str]] = ..., include_unsteered: _Optional[bool] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
     __slots__ = ("item_id", "score", "title", "genres")
@@ -66,20 +76,54 @@ class ScoredItem(_message.Message):
     def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., genres: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "model_version", "unknown_item_ids", "truncated_items", "popularity_fallback", "applied_steering")
+    __slots__ = ("items", "model_version", "unknown_item_ids", "truncated_items", "popularity_fallback", "applied_steering", "fewer_than_k", "unsteered_items")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     POPULARITY_FALLBACK_FIELD_NUMBER: _ClassVar[int]
     APPLIED_STEERING_FIELD_NUMBER: _ClassVar[int]
+    FEWER_THAN_K_FIELD_NUMBER: _ClassVar[int]
+    UNSTEERED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     model_version: str
     unknown_item_ids: _containers.RepeatedScalarFieldContainer[int]
     truncated_items: int
     popularity_fallback: bool
     applied_steering: _containers.RepeatedCompositeFieldContainer[ResolvedSteering]
-    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., unknown_item_ids: _Optional[_Iterable[int]] = ..., truncated_items: _Optional[int] = ..., popularity_fallback: _Optional[bool] = ..., applied_steering: _Optional[_Iterable[_Union[ResolvedSteering, _Mapping]]] = ...) -> None: ...
+    fewer_than_k: bool
+    unsteered_items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., unknown_item_ids: _Optional[_Iterable[int]] = ..., truncated_items: _Optional[int] = ..., popularity_fallback: _Optional[bool] = ..., applied_steering: _Optional[_Iterable[_Union[ResolvedSteering, _Mapping]]] = ..., fewer_than_k: _Optional[bool] = ..., unsteered_items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ...) -> None: ...
+
+class RecommendBatchRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RecommendRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[RecommendRequest, _Mapping]]] = ...) -> None: ...
+
+class RecommendBatchResponse(_message.Message):
+    __slots__ = ("results", "model_version")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RecommendBatchResult]
+    model_version: str
+    def __init__(self, results: _Optional[_Iterable[_Union[RecommendBatchResult, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class RecommendBatchResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: RecommendResponse
+    error: RequestError
+    def __init__(self, response: _Optional[_Union[RecommendResponse, _Mapping]] = ..., error: _Optional[_Union[RequestError, _Mapping]] = ...) -> None: ...
+
+class RequestError(_message.Message):
+    __slots__ = ("field", "message")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    message: str
+    def __init__(self, field: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ResolvedSteering(_message.Message):
     __slots__ = ("feature_id", "label", "value", "mode", "position")

@@ -40,6 +40,11 @@ class RecommenderStub:
                 request_serializer=saerec_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
                 response_deserializer=saerec_dot_v1_dot_recommender__pb2.RecommendResponse.FromString,
                 _registered_method=True)
+        self.RecommendBatch = channel.unary_unary(
+                '/saerec.v1.Recommender/RecommendBatch',
+                request_serializer=saerec_dot_v1_dot_recommender__pb2.RecommendBatchRequest.SerializeToString,
+                response_deserializer=saerec_dot_v1_dot_recommender__pb2.RecommendBatchResponse.FromString,
+                _registered_method=True)
         self.ListFeatures = channel.unary_unary(
                 '/saerec.v1.Recommender/ListFeatures',
                 request_serializer=saerec_dot_v1_dot_recommender__pb2.ListFeaturesRequest.SerializeToString,
@@ -63,6 +68,13 @@ class RecommenderServicer:
 
     def Recommend(self, request, context):
         """Top-k items for a history, optionally steered through SAE features or attributes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecommendBatch(self, request, context):
+        """Many Recommend requests in one call, scored together; each entry answers or fails on its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,6 +108,11 @@ def add_RecommenderServicer_to_server(servicer, server):
                     servicer.Recommend,
                     request_deserializer=saerec_dot_v1_dot_recommender__pb2.RecommendRequest.FromString,
                     response_serializer=saerec_dot_v1_dot_recommender__pb2.RecommendResponse.SerializeToString,
+            ),
+            'RecommendBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecommendBatch,
+                    request_deserializer=saerec_dot_v1_dot_recommender__pb2.RecommendBatchRequest.FromString,
+                    response_serializer=saerec_dot_v1_dot_recommender__pb2.RecommendBatchResponse.SerializeToString,
             ),
             'ListFeatures': grpc.unary_unary_rpc_method_handler(
                     servicer.ListFeatures,
@@ -141,6 +158,33 @@ class Recommender:
             '/saerec.v1.Recommender/Recommend',
             saerec_dot_v1_dot_recommender__pb2.RecommendRequest.SerializeToString,
             saerec_dot_v1_dot_recommender__pb2.RecommendResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecommendBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saerec.v1.Recommender/RecommendBatch',
+            saerec_dot_v1_dot_recommender__pb2.RecommendBatchRequest.SerializeToString,
+            saerec_dot_v1_dot_recommender__pb2.RecommendBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
