@@ -45,7 +45,9 @@ class DataConfig(Section):
     data_dir: str | None = None       # an explicit folder always wins over `dataset`
     min_rating: float | None = None   # keep interactions with rating >= this (None: keep all, as the paper)
     popularity_buckets: Positive = 3       # popularity:low/mid/high by train interaction count
-    synthetic_users: Positive = 2000       # only for dataset == "synthetic"
+    synthetic_preset: Literal["small", "ml-20m"] = "small"   # only for dataset == "synthetic" (docs/data.md)
+    synthetic_scale: PositiveFloat = 1.0   # multiplies the preset's users (ml-20m 0.1: 13,849 users, ~2M interactions)
+    synthetic_users: Positive = 2000       # small preset only
     synthetic_items: Positive = 500
     synthetic_genres: Positive = 8
     synthetic_seed: int = 0
@@ -113,6 +115,7 @@ class TrainConfig(Section):
     eval_batch_size: Positive = 256
     max_failures: Failures = 2             # worker failures survived by resuming from the last checkpoint
     mask_prob: Probability = 0.2       # masked (Cloze) models: share of positions masked (BERT4Rec authors: 0.2)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"   # training matmuls: auto = bf16 on GPU, fp32 on CPU (saerec/precision.py)
 
 
 @dataclass
@@ -131,6 +134,7 @@ class SAEStageConfig(Section):
     num_workers: Positive = 1              # Ray Train workers for SAE training
     max_failures: Failures = 2             # worker failures survived by resuming from the last checkpoint
     cache_shard: bool = True          # epochs after the first replay each worker's shard from node-local disk
+    precision: Literal["auto", "fp32", "bf16"] = "auto"   # SAE training matmuls: auto = bf16 on GPU, fp32 on CPU
 
 
 @dataclass

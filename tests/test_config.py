@@ -28,6 +28,9 @@ BAD = {
     "model.dropout": ("1.5", "model.dropout: 1.5 is not in [0, 1)"),
     "model.attn_dropout": ("-0.1", "model.attn_dropout: -0.1 is not in [0, 1)"),
     "train.mask_prob": ("1", "train.mask_prob: 1.0 is not in [0, 1)"),
+    "train.precision": ("fp16", "train.precision: 'fp16' is not one of 'auto', 'fp32', 'bf16'"),
+    "sae_train.precision": ("half", "sae_train.precision: 'half' is not one of 'auto', 'fp32', 'bf16'"),
+    "data.synthetic_preset": ("ml-25m", "data.synthetic_preset: 'ml-25m' is not one of 'small', 'ml-20m'"),
     "model.arch": ("gpt-rec", "model.arch: 'gpt-rec' is not one of 'gptrec', 'sasrec', 'bert4rec' "
                               "nor a factory 'package.module:function'"),
 }
@@ -40,7 +43,7 @@ POSITIVE = ["data.popularity_buckets", "data.synthetic_users", "data.synthetic_i
             "sae.shuffle_buffer", "sae_train.num_workers", "steer.probe_rows", "steer.k", "steer.eval_positions",
             "steer.batch_size", "sae_eval.sample_rows", "sae_eval.batch_rows"]
 BAD.update({k: ("0", f"{k}: 0 must be >= 1") for k in POSITIVE})
-BAD.update({k: ("0", f"{k}: 0.0 must be > 0.0") for k in ("train.lr", "train.cpus_per_worker", "sae.lr",
+BAD.update({k: ("0", f"{k}: 0.0 must be > 0.0") for k in ("train.lr", "train.cpus_per_worker", "sae.lr", "data.synthetic_scale",
                                                             "sae.jump_bandwidth", "steer.value_step",
                                                             "sae_eval.probe_c")})
 BAD.update({k: ("-1", f"{k}: -1.0 must be >= 0.0") for k in ("train.weight_decay", "sae.l1", "sae.auxk_alpha",
@@ -52,7 +55,8 @@ BAD.update({"train.ce_chunk": ("-1", "train.ce_chunk: -1 must be >= 0"),
             "sae_eval.min_label_confidence": ("2", "sae_eval.min_label_confidence: 2.0 is not in [0, 1]"),
             "sae_eval.k_values": ("0,5", "sae_eval.k_values: [0, 5] must be a non-empty list of latent counts >= 1")})
 LITERAL = {"train.loss", "train.negatives", "train.windows", "sae.kind", "sae.recon", "sae.normalization",
-           "sae.b_dec_init", "steer.mode", "steer.positions", "steer.splices"}
+           "sae.b_dec_init", "steer.mode", "steer.positions", "steer.splices", "train.precision",
+           "sae_train.precision", "data.synthetic_preset"}
 FREE = set(BAD) - LITERAL                       # checked by a function, not a fixed list
 
 

@@ -474,6 +474,52 @@ def test_synthetic_plants_genres_and_streams(tmp_path):
     assert len(load_folder(folder).interactions) > 500 * 15
 
 
+def test_ml20m_shaped_synthetic_preset_statistics(tmp_path):
+    """data.synthetic_preset=ml-20m at 1/200 of ML-20M's users: its shape (users, catalog, ~144
+    interactions per user with ML-20M's spread, a long-tailed popularity, ML-20M's genre mix),
+    planted genres and decades, determinism by seed, and the chunked writer giving the same log."""
+    from saerec.config import RunConfig
+    from saerec.data.paper_shape import ML20M_DECADES, ML20M_GENRES, PaperShapeConfig
+    from saerec.data.prepare import load_dataset
+
+    cfg = RunConfig.from_dict({"data": {"dataset": "synthetic", "synthetic_preset": "ml-20m",
+                                        "synthetic_scale": 0.005, "synthetic_seed": 4}})
+    ds = load_dataset(cfg)
+    ints, items = ds.interactions, ds.items
+    n_users = round(138_493 * 0.005)
+    lens = ints.groupby("user_id").size()
+    assert len(lens) == n_users and len(items) == 26_744
+    assert 0.8 < len(ints) / (20_000_263 * 0.005) < 1.2           # ~144 per user, as ML-20M
+    assert lens.min() >= 18 and 55 <= lens.median() <= 85 and lens.max() > 600
+    assert ints.groupby(["user_id", "item_id"]).size().max() == 1
+    counts = ints["item_id"].value_counts().to_numpy()
+    assert counts[:267].sum() / len(ints) > 0.15                   # the top 1% of the catalog: a long head
+    assert (counts <= 2).mean() > 0.3                              # ... and a long tail
+    assert counts[0] / n_users < 0.6                               # no item seen by every user
+    primary = np.array([g[0] for g in items["genres"]])
+    share = pd.Series(primary).value_counts(normalize=True)
+    want = pd.Series(ML20M_GENRES, dtype=float) / sum(ML20M_GENRES.values())
+    assert (share.reindex(want.index).fillna(0) - want).abs().max() < 0.02
+    assert set(items["year"] // 10 * 10) <= set(ML20M_DECADES)
+    # planted: consecutive picks share the primary genre far more often than two random picks do
+    g = ints.assign(g=ints["item_id"].map(dict(zip(items["item_id"], primary)))).groupby("user_id")["g"]
+    same = (g.shift() == ints.assign(g=ints["item_id"].map(dict(zip(items["item_id"], primary))))["g"]).mean()
+    chance = (ints["item_id"].map(dict(zip(items["item_id"], primary))).value_counts(normalize=True) ** 2).sum()
+    assert same > 2 * chance
+    # planted decades: a user's most common decade covers more of its items than the global one does
+    dec = ints["item_id"].map(dict(zip(items["item_id"], items["year"] // 10)))
+    top_dec = dec.groupby(ints["user_id"]).agg(lambda s: s.value_counts(normalize=True).iloc[0]).mean()
+    assert top_dec > dec.value_counts(normalize=True).iloc[0] + 0.05
+    # deterministic by seed; the chunked Parquet writer gives the same log
+    small = PaperShapeConfig(users=300, chunk_users=64, seed=4)
+    a, b = generate(small).interactions, generate(PaperShapeConfig(users=300, chunk_users=64, seed=4)).interactions
+    pd.testing.assert_frame_equal(a, b)
+    assert not generate(PaperShapeConfig(users=300, chunk_users=64, seed=5)).interactions["item_id"].equals(a["item_id"])
+    folder = write_parquet(tmp_path / "paper", small)
+    pd.testing.assert_frame_equal(load_folder(folder).interactions[list(a.columns)].reset_index(drop=True),
+                                  a.reset_index(drop=True), check_dtype=False)
+
+
 def test_read_sequences_equals_the_in_memory_sequences(tmp_path):
     """The streamed stages read one part from sequences.parquet; it must be exactly what the full
     interaction log gives, unknown items (0) included."""

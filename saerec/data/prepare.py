@@ -19,6 +19,7 @@ from ..rundir import A, RunDir
 from .attributes import build_attributes
 from .download import resolve
 from .loaders import apply_filters, load_folder
+from .paper_shape import PaperShapeConfig
 from .schema import Dataset
 from .sequences import ItemIndex, Sequences, build_sequences, eval_pairs
 from .split import PARTS, Split, split
@@ -54,9 +55,12 @@ def config_hash(cfg: RunConfig) -> str:
 def load_dataset(cfg: RunConfig) -> Dataset:
     d = cfg.data
     if d.dataset == "synthetic" and not d.data_dir:
-        ds = generate(SyntheticConfig(users=d.synthetic_users, items=d.synthetic_items,
-                                      genres=d.synthetic_genres, seed=d.synthetic_seed))
-        return apply_filters(ds, d.min_rating)
+        if d.synthetic_preset == "ml-20m":
+            synth = PaperShapeConfig.ml20m(d.synthetic_scale, seed=d.synthetic_seed)
+        else:
+            synth = SyntheticConfig(users=max(1, round(d.synthetic_users * d.synthetic_scale)), items=d.synthetic_items,
+                                    genres=d.synthetic_genres, seed=d.synthetic_seed)
+        return apply_filters(generate(synth), d.min_rating)
     folder = resolve(d.dataset, d.data_dir)
     return load_folder(folder, d.min_rating)
 

@@ -4,7 +4,8 @@ Items belong to latent genres (one primary, sometimes a second); users prefer a 
 (sparse Dirichlet) and drift towards another mix over their history; consecutive picks tend to
 stay in the current genre (a sequential signal a transformer can learn, beyond popularity).
 Generation is vectorised over users and chunked, so millions of interactions stream to Parquet
-with bounded memory (``write_parquet``).
+with bounded memory (``write_parquet``). ``paper_shape`` holds the ML-20M-shaped generator
+(``data.synthetic_preset: ml-20m``); both stream through the same ``write_parquet``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .paper_shape import PaperShapeConfig, paper_chunks
 from .schema import Dataset
 
 GENRE_NAMES = ("Action", "Children", "Fantasy", "Sci-Fi", "Western", "Drama", "Comedy", "Horror",
@@ -91,7 +93,9 @@ def _chunk(cfg: SyntheticConfig, rng: np.random.Generator, primary: np.ndarray, 
     return df.drop_duplicates(["user_id", "item_id"], keep="first")
 
 
-def _chunks(cfg: SyntheticConfig, chunk_users: int = 50_000):
+def _chunks(cfg: SyntheticConfig | PaperShapeConfig, chunk_users: int = 50_000):
+    if isinstance(cfg, PaperShapeConfig):
+        return paper_chunks(cfg)
     rng = np.random.default_rng(cfg.seed)
     items, primary = make_items(cfg, rng)
     start = 1_000_000_000
@@ -105,7 +109,7 @@ def _chunks(cfg: SyntheticConfig, chunk_users: int = 50_000):
     return items, gen()
 
 
-def generate(cfg: SyntheticConfig | None = None) -> Dataset:
+def generate(cfg: SyntheticConfig | PaperShapeConfig | None = None) -> Dataset:
     """An in-memory synthetic dataset (small sizes: tests, examples)."""
     cfg = cfg or SyntheticConfig()
     items, chunks = _chunks(cfg)
@@ -113,8 +117,9 @@ def generate(cfg: SyntheticConfig | None = None) -> Dataset:
     return Dataset("synthetic", ints, items, source=f"synthetic:{cfg}")
 
 
-def write_parquet(folder: str | Path, cfg: SyntheticConfig, chunk_users: int = 50_000) -> Path:
-    """Stream a (possibly huge) synthetic log to the generic Parquet schema; returns the folder."""
+def write_parquet(folder: str | Path, cfg: SyntheticConfig | PaperShapeConfig, chunk_users: int = 50_000) -> Path:
+    """Stream a (possibly huge) synthetic log to the generic Parquet schema; returns the folder.
+    (``chunk_users`` is the small generator's; the ML-20M-shaped one has its own in its config.)"""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     items, chunks = _chunks(cfg, chunk_users)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..model.interface import Intervention, SequentialRecommender
+from ..precision import autocast
 from ..train.batching import pad_inputs
 from .metrics import ranking_metrics
 
@@ -36,7 +37,8 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
 def recommend(model: SequentialRecommender, inputs: list[np.ndarray], k: int = 10, batch_size: int = 256,
               exclude_seen: bool = True, interventions: Interventions = None,
               device: str | torch.device = "cpu", with_scores: bool = False, max_tokens: int | None = None,
-              candidates: Callable[[np.ndarray], torch.Tensor | None] | None = None):
+              candidates: Callable[[np.ndarray], torch.Tensor | None] | None = None,
+              dtype: torch.dtype | None = None):
     """Top-``k`` dense indices for each input sequence (batched by length to avoid padding work).
 
     ``interventions`` is either one mapping for every batch, or a function of the batch's rows (indices
@@ -45,6 +47,7 @@ def recommend(model: SequentialRecommender, inputs: list[np.ndarray], k: int = 1
     :func:`length_batches`. ``candidates``: a function of the batch's rows returning a (b, V) score
     mask (0 eligible, -inf not) added after the model's scores and before the top-k, or None for no
     mask (the serving business rules): a masked item can only be listed with score -inf.
+    ``dtype``: autocast dtype of the forward pass (None: fp32).
     """
     was_training = model.training
     if was_training:                         # .train()/.eval() walk every module: skip when already in eval
@@ -55,11 +58,12 @@ def recommend(model: SequentialRecommender, inputs: list[np.ndarray], k: int = 1
         items, lengths = pad_inputs([inputs[i] for i in rows])
         items, lengths = items.to(device), lengths.to(device)
         ivs = interventions(rows) if callable(interventions) else interventions
-        scores = model.last_scores(items, lengths, ivs, exclude_seen)
+        with autocast(dtype, device):
+            scores = model.last_scores(items, lengths, ivs, exclude_seen)
         mask = candidates(rows) if candidates is not None else None
         top = (scores if mask is None else scores + mask.to(scores.device, scores.dtype)).topk(k, dim=1)
         out[rows] = (top.indices + 1).cpu().numpy()
-        vals[rows] = top.values.cpu().numpy()
+        vals[rows] = top.values.float().cpu().numpy()
     if was_training:
         model.train()
     return (out, vals) if with_scores else out
@@ -76,6 +80,6 @@ def popularity_topk(counts: np.ndarray, inputs: list[np.ndarray], k: int = 10) -
 
 
 def evaluate_model(model: SequentialRecommender, inputs: list[np.ndarray], targets: np.ndarray, k: int = 10,
-                   batch_size: int = 256, device="cpu") -> dict[str, float]:
-    topk = recommend(model, inputs, k=k, batch_size=batch_size, device=device)
+                   batch_size: int = 256, device="cpu", dtype: torch.dtype | None = None) -> dict[str, float]:
+    topk = recommend(model, inputs, k=k, batch_size=batch_size, device=device, dtype=dtype)
     return ranking_metrics(topk, targets, model.n_items, k)

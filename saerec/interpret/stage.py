@@ -142,12 +142,15 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
     # catalog ---------------------------------------------------------------------------
     label = S.correlation.argmax(1)
     model, _ = load_model(run.recommender)
-    from ..data.prepare import load_prepared
-    prep = load_prepared(run)
-    _, inputs, _ = prep.eval_set("test", model.max_len)
+    from ..data.prepare import read_sequences
+    from ..data.sequences import eval_pairs
+    from ..model.checkpoint import model_index
+    # the test users' sequences only, not the whole log: this stage's memory must not grow with it
+    index = model_index(run.recommender)
+    inputs, _ = eval_pairs(read_sequences(run, "test", index), model.max_len)
     alive = np.flatnonzero(S.firing > 0)
     promo = promoted_items(model, sae, layer, inputs, alive, promote_value)
-    ids = prep.index.item_ids
+    ids = index.item_ids
     catalog = pd.DataFrame({
         "feature": np.arange(m),
         "label": [attrs[a] for a in label],

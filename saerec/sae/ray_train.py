@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..activations.store import iter_batches, to_tensor
+from ..precision import compute_dtype
 from ..progress import Progress, print_line
 from ..train.ray_train import weights_digest, worker_start
 from .base import SAEConfig, build_sae, load_sae, save_sae
@@ -76,7 +77,8 @@ def sae_worker_loop(config: dict) -> None:
                             printer=print_line if rank == 0 else (lambda m: None))
             batches = minibatches(shard, cfg, epoch, norm, cache)
             t = time.perf_counter()
-            parts = train_steps(core, opt, batches, prog, forward=model)
+            parts = train_steps(core, opt, batches, prog, forward=model,
+                                dtype=compute_dtype(config.get("precision", "auto"), core.W_dec.device))
             seconds = time.perf_counter() - t
             state["seconds"] += seconds
             state["rows"] += parts["rows"]
@@ -141,7 +143,7 @@ def norm_and_init(folder: Path, mode: str, sample_rows: int = 20_000) -> tuple[N
 
 
 def train_sae(run_root, cfg: SAEConfig, num_workers: int = 1, threads: int | None = None,
-              resume: bool = False, max_failures: int = 0, cache_shard: bool = True) -> dict:
+              resume: bool = False, max_failures: int = 0, cache_shard: bool = True, precision: str = "auto") -> dict:
     """Train an SAE on ``RUN/activations/sae`` with Ray Train (``run_root``: a RunDir or its path);
     writes ``RUN/sae/sae.safetensors``+``cfg.json``."""
     from ..rundir import RunDir
@@ -164,7 +166,7 @@ def train_sae(run_root, cfg: SAEConfig, num_workers: int = 1, threads: int | Non
         sae_worker_loop,
         train_loop_config={"sae": asdict(cfg), "d_in": d, "normalizer": norm.to_dict(), "init_sample": init_sample,
                            "threads": threads, "rows_per_worker": n_rows // num_workers,
-                           "pid_dir": str(pid_dir), "cache_shard": cache_shard},
+                           "pid_dir": str(pid_dir), "cache_shard": cache_shard, "precision": precision},
         scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": reserve}),
         datasets={"train": activation_dataset(run.ray_path("activations/sae"))},
         dataset_config=DataConfig(datasets_to_split=["train"]),

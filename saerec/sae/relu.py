@@ -49,6 +49,6 @@ class ReLUSAE(SparseAutoencoder):
         g_enc = (g_pre.T @ x - torch.outer(g_benc, self.b_dec)).T
         g_bdec = d_xhat.sum(0) - self.W_enc @ g_benc
         for p, g in ((self.W_enc, g_enc), (self.W_dec, g_dec), (self.b_enc, g_benc), (self.b_dec, g_bdec)):
-            p.grad = g if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
+            p.grad = g if g.stride() == p.stride() and g.dtype == p.dtype else torch.empty_like(p).copy_(g)
         self._track_dead(col > 0, B)
         return {"recon": recon, "l1": l1}

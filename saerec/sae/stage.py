@@ -32,7 +32,7 @@ def sae_stage(run: RunDir, cfg: RunConfig) -> dict:
         extract_stage(run, cfg)
     t = time.time()
     res = train_sae(run, cfg.sae, cfg.sae_train.num_workers, max_failures=cfg.sae_train.max_failures,
-                    cache_shard=cfg.sae_train.cache_shard)
+                    cache_shard=cfg.sae_train.cache_shard, precision=cfg.sae_train.precision)
     train_seconds = time.time() - t
     sae = res["sae"]
     recon, feats = reconstruction_metrics(sae, run.path(A.ACT_TEST))

@@ -11,6 +11,7 @@ from typing import Iterable
 
 import torch
 
+from ..precision import autocast, to_device
 from .base import SparseAutoencoder
 
 
@@ -19,26 +20,33 @@ def make_optimizer(sae: SparseAutoencoder) -> torch.optim.Optimizer:
 
 
 def train_steps(sae: SparseAutoencoder, opt: torch.optim.Optimizer, batches: Iterable[torch.Tensor],
-                progress=None, forward: torch.nn.Module | None = None, manual_grads: bool = True) -> dict[str, float]:
+                progress=None, forward: torch.nn.Module | None = None, manual_grads: bool = True,
+                dtype: torch.dtype | None = None) -> dict[str, float]:
     """One pass over ``batches``; returns mean loss parts weighted by rows.
 
     ``forward``: the module to call instead of ``sae`` (its DDP wrapper on Ray Train workers, so
     gradients are averaged before the decoder projection runs on every rank).
     ``manual_grads``: use the kind's hand-written gradients when it has them (same values, faster);
     never through a DDP wrapper, whose gradient averaging hooks into autograd.
+    ``dtype``: autocast dtype of the step's matrix products (None: fp32); weights, gradients and
+    Adam's state stay fp32. The loss parts are summed on the device and read once, at the end.
     """
     forward = forward or sae
     forward.train()
     manual = manual_grads and forward is sae and sae.has_manual_grads()
-    sums: dict[str, float] = {}
+    device = sae.W_dec.device
+    sums: dict[str, torch.Tensor] = {}
     rows = 0
     for x in batches:
-        if manual:
-            parts = sae.loss_and_grads(x)
-            loss = sum(parts.values())
-        else:
-            out = forward(x)
-            parts, loss = out.parts, out.loss
+        x = to_device(x, device)
+        with autocast(dtype, device):
+            if manual:
+                parts = sae.loss_and_grads(x)
+                loss = sum(parts.values())
+            else:
+                out = forward(x)
+                parts, loss = out.parts, out.loss
+        if not manual:
             opt.zero_grad(set_to_none=True)
             loss.backward()
         sae.remove_parallel_grads()
@@ -46,12 +54,12 @@ def train_steps(sae: SparseAutoencoder, opt: torch.optim.Optimizer, batches: Ite
         sae.normalize_decoder()
         n = x.shape[0]
         rows += n
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-        sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+        for k, v in (*parts.items(), ("loss", loss)):
+            add = v.detach().double() * n
+            sums[k] = sums[k] + add if k in sums else add
         if progress is not None:
             progress.update(n)
-    return {k: v / max(rows, 1) for k, v in sums.items()} | {"rows": rows}
+    return {k: float(v) / max(rows, 1) for k, v in sums.items()} | {"rows": rows}
 
 
 def shuffled_batches(blocks: Iterable[torch.Tensor], batch_size: int, buffer_rows: int,

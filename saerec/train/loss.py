@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 
 
-def _chunked_ce_value(h, W, y, chunk):
+def _chunked_ce_value(h, W, y, chunk, gemm_dtype=None):
     """The loss alone (no gradient wanted: validation), chunk by chunk."""
-    lse = torch.cat([torch.logsumexp(h[s: s + chunk] @ W.T, dim=1) for s in range(0, h.shape[0], chunk)])
+    h, W = h.float(), W.float()
+    hg, Wg = (h, W) if gemm_dtype is None else (h.to(gemm_dtype), W.to(gemm_dtype))
+    lse = torch.cat([torch.logsumexp((hg[s: s + chunk] @ Wg.T).float(), dim=1) for s in range(0, h.shape[0], chunk)])
     return (lse - (h * W[y]).sum(-1)).mean()
 
 
@@ -25,18 +27,24 @@ class _FusedLinearCE(torch.autograd.Function):
     a training step, so its backward only scales by one scalar: each chunk's softmax turns into its
     share of dL/dh and dL/dW while it is in cache. A backward that recomputed the chunk's logits
     would cost one more GEMM and exp per chunk (4 GEMMs instead of 3; 1.2x slower steps, measured).
+
+    ``gemm_dtype`` (bf16 under autocast): the three GEMMs run in it, the softmax, the loss and the
+    gradient sums in fp32 (autocast is off inside, so every cast is explicit).
     """
 
     @staticmethod
-    def forward(ctx, h, W, y, chunk):
+    def forward(ctx, h, W, y, chunk, gemm_dtype=None):
+        ctx.h_dtype = h.dtype
+        h = h.float()
         n = h.shape[0]
         grad_h = torch.empty_like(h)
         grad_W = torch.zeros_like(W)
         total = h.new_zeros(())
         inv_n = 1.0 / max(n, 1)
+        hg, Wg = (h, W) if gemm_dtype is None else (h.to(gemm_dtype), W.to(gemm_dtype))
         for s in range(0, n, chunk):
-            hc, yc = h[s: s + chunk], y[s: s + chunk]
-            logits = hc @ W.T
+            hc, yc = hg[s: s + chunk], y[s: s + chunk]
+            logits = (hc @ Wg.T).float()
             rows = torch.arange(len(yc), device=h.device)
             target = logits[rows, yc]
             top = logits.amax(dim=1)
@@ -45,28 +53,37 @@ class _FusedLinearCE(torch.autograd.Function):
             total += (top + z.log() - target).sum()            # log-sum-exp minus the target logit
             p.mul_((inv_n / z)[:, None])                        # softmax / n
             p[rows, yc] -= inv_n
-            torch.mm(p, W, out=grad_h[s: s + chunk])
-            grad_W.addmm_(p.T, hc)
+            if gemm_dtype is None:
+                torch.mm(p, W, out=grad_h[s: s + chunk])
+                grad_W.addmm_(p.T, hc)
+            else:
+                pg = p.to(gemm_dtype)
+                grad_h[s: s + chunk] = pg @ Wg
+                grad_W += pg.T @ hc
         ctx.save_for_backward(grad_h, grad_W)
         return total * inv_n
 
     @staticmethod
     def backward(ctx, grad):
         grad_h, grad_W = ctx.saved_tensors
-        return grad_h * grad, grad_W * grad, None, None
+        return (grad_h * grad).to(ctx.h_dtype), grad_W * grad, None, None, None
 
 
 def full_ce(hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """Full-softmax cross-entropy. hidden (N, d), weights (V, d), targets (N,) in 1..V.
 
     Same value and gradients as ``F.cross_entropy(hidden @ weights.T, targets - 1)`` (tested),
-    computed in row chunks on CPU; on GPU the plain form is already fast.
+    computed in row chunks on CPU; on GPU the plain form is already fast (and autocast makes its
+    GEMM bf16 and its softmax fp32). Under CPU autocast the chunks' GEMMs run in its dtype.
     """
     if hidden.is_cuda or chunk <= 0:
         return F.cross_entropy(hidden @ weights.T, targets - 1)
-    if torch.is_grad_enabled() and (hidden.requires_grad or weights.requires_grad):
-        return _FusedLinearCE.apply(hidden, weights, targets - 1, chunk)
-    return _chunked_ce_value(hidden, weights, targets - 1, chunk)
+    kind = hidden.device.type
+    gemm = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+    with torch.autocast(kind, enabled=False):
+        if torch.is_grad_enabled() and (hidden.requires_grad or weights.requires_grad):
+            return _FusedLinearCE.apply(hidden, weights, targets - 1, chunk, gemm)
+        return _chunked_ce_value(hidden, weights, targets - 1, chunk, gemm)
 
 
 def sampled_ce(hidden: torch.Tensor, weights: torch.Tensor, targets: torch.Tensor, num_negatives: int,

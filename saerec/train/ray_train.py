@@ -31,6 +31,7 @@ from ..eval.ranking import recommend
 from ..model.checkpoint import WEIGHTS, load_model, save_model
 from ..model.interface import SequentialRecommender
 from ..model.registry import build_model, objective
+from ..precision import compute_dtype
 from ..progress import Progress, fmt_seconds, print_line
 from ..rundir import A, RunDir
 from .batching import bucket_batches, make_windows, shard_batches
@@ -122,6 +123,8 @@ def worker_loop(config: dict) -> None:
     patience = patience_for(tc, obj)
     model = ray.train.torch.prepare_model(core_model)
     device = ray.train.torch.get_device()
+    dtype = compute_dtype(tc.precision, device)
+    log_q = log_q.to(device) if log_q is not None else None
     core = unwrap(model)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     state = {"epoch": 0, "best_ndcg": -1.0, "best_epoch": -1, "bad_epochs": 0, "history": [],
@@ -148,8 +151,10 @@ def worker_loop(config: dict) -> None:
         prog = Progress(f"epoch {epoch + 1}", sum(int(lengths[b].sum()) for b in batches), unit="tok",
                         every_s=30, printer=say)
         t_epoch = time.perf_counter()
-        stats = train_epoch(model, opt, windows, batches, tc, device, log_q, prog, obj)
+        stats = train_epoch(model, opt, windows, batches, tc, device, log_q, prog, obj, dtype)
         tokens, seconds = _allreduce([float(stats.tokens), 0.0])[0], stats.seconds
+        # validation ranks in fp32 whatever the training precision: bf16 scores reorder top-10 lists
+        # (docs/benchmarks.md, "Mixed precision"), and early stopping must compare like with like
         val = _validate(core, val_inputs, val_targets, rank, world, device, tc.eval_batch_size)
         epoch_times.append(time.perf_counter() - t_epoch)
         state["train_seconds"] += seconds
