@@ -1,47 +1,60 @@
 """The JSON/HTTP API beside gRPC: ``POST /saerec/v1/<method>`` with the proto3 JSON mapping.
 
 Each route parses its body into the ``saerec.v1`` request message (``json_format``: lowerCamelCase
-or proto field names, int64 as number or string, enums by name or number) and calls the same
-:class:`~saerec.serving.service.RecommenderService` method the gRPC servicer calls, so validation,
-limits and messages are the service's own: a rejected request is HTTP 400 with the message gRPC sends
-as INVALID_ARGUMENT details (``field: what is wrong``). A body that is not the message (bad JSON,
-an unknown field, a wrong type) is 400 too, its message also starting with the field's JSON path.
-Unknown paths are 404, other methods than POST 405. The handler is transport-free
-(:meth:`JsonApi.handle` takes bytes and returns a status and a dict), so the stdlib server of
-``saerec browse`` mounts it, and a Serve ingress can mount it the same way.
+or proto field names, int64 as number or string, enums by name or number) and calls the function
+that answers the same RPC over gRPC, so validation, limits and messages are the service's own: a
+rejected request is HTTP 400 with the message gRPC sends as INVALID_ARGUMENT details (``field: what
+is wrong``). A body that is not the message (bad JSON, an unknown field, a wrong type) is 400 too, its
+message also starting with the field's JSON path. Unknown paths are 404, other methods than POST 405,
+a missing or wrong token 401 (where auth is on).
+
+One table of routes, two servers: :class:`JsonApi` is transport-free (bytes in, a status and a dict
+out) over a map from RPC name to the function answering it. ``saerec browse`` mounts it on its stdlib
+server with the in-process service's functions (:func:`service_calls`); the Serve deployment mounts it
+on Serve's HTTP proxy with the very methods its gRPC servicer runs (:mod:`.deployment`), batching
+included.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import re
 import threading
+from typing import Callable
 
 from google.protobuf import json_format
 
 from ..errors import SaerecError
 from ..v1 import recommender_pb2 as pb
 
-log = logging.getLogger("saerec.browse")
+log = logging.getLogger("saerec.serving")
 
 PREFIX = "/saerec/v1/"
 MAX_BODY = 4 << 20          # bytes; a history of 100,000 ids is about 1 MB of JSON
-ROUTES = {                  # path -> (request message, the service call): the RPCs of saerec.v1.Recommender
-    "recommend": (pb.RecommendRequest, lambda s, r: s.recommend(r)),
-    "recommend-batch": (pb.RecommendBatchRequest, lambda s, r: pb.RecommendBatchResponse(
-        results=s.recommend_many(r.requests), model_version=s.version)),     # as the servicer's RecommendBatch
-    "features": (pb.ListFeaturesRequest, lambda s, r: s.list_features(r)),
-    "feature": (pb.GetFeatureRequest, lambda s, r: s.get_feature(r)),
-    "explain": (pb.ExplainRequest, lambda s, r: s.explain(r)),
+ROUTES = {                  # path -> (request message, the RPC of saerec.v1.Recommender it mirrors)
+    "recommend": (pb.RecommendRequest, "Recommend"),
+    "recommend-batch": (pb.RecommendBatchRequest, "RecommendBatch"),
+    "features": (pb.ListFeaturesRequest, "ListFeatures"),
+    "feature": (pb.GetFeatureRequest, "GetFeature"),
+    "explain": (pb.ExplainRequest, "Explain"),
 }
-STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "INVALID_ARGUMENT",
-          500: "INTERNAL"}
+STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+          413: "INVALID_ARGUMENT", 500: "INTERNAL", 502: "UNAVAILABLE"}
 
 
 def error(code: int, message: str) -> tuple[int, dict]:
     """The error body: ``{"error": {"code", "status", "message"}}`` (the gRPC status, as JSON)."""
     return code, {"error": {"code": code, "status": STATUS[code], "message": message}}
+
+
+def service_calls(service) -> dict[str, Callable]:
+    """RPC name -> the in-process :class:`~saerec.serving.service.RecommenderService` function
+    answering it (what ``saerec browse`` serves; the deployment calls the same functions)."""
+    return {"Recommend": service.recommend, "RecommendBatch": service.recommend_batch_call,
+            "ListFeatures": service.list_features, "GetFeature": service.get_feature, "Explain": service.explain}
 
 
 def parse_error_message(err: Exception, message_name: str) -> str:
@@ -62,14 +75,20 @@ def parse_error_message(err: Exception, message_name: str) -> str:
 
 
 class JsonApi:
-    """``handle(method, path, body)`` -> (HTTP status, JSON-ready dict). Requests run one at a time
-    (the model is not shared between threads of the stdlib server)."""
+    """``handle(method, path, body)`` -> (HTTP status, JSON-ready dict), over ``calls`` (RPC name ->
+    request message -> response message, or an awaitable of it: raising
+    :class:`~saerec.errors.SaerecError` for a bad request). ``handle`` runs one request at a time (the
+    stdlib server's threads share one model); ``handle_async`` is for an event loop (a Serve replica)."""
 
-    def __init__(self, service):
-        self.service = service
+    def __init__(self, calls: dict[str, Callable]):
+        missing = {rpc for _, rpc in ROUTES.values()} - set(calls)
+        if missing:
+            raise ValueError(f"JsonApi needs a function for every RPC; missing {sorted(missing)}")
+        self.calls = calls
         self._lock = threading.Lock()
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    def parse(self, method: str, path: str, body: bytes):
+        """(route name, request message), or an error's (status, body)."""
         name = path.split("?", 1)[0][len(PREFIX):] if path.startswith(PREFIX) else None
         if name not in ROUTES:
             return error(404, f"path: no such method {path!r}; methods: "
@@ -78,7 +97,7 @@ class JsonApi:
             return error(405, f"method: {PREFIX + name} takes POST with a JSON body, got {method}")
         if len(body) > MAX_BODY:
             return error(413, f"body: {len(body)} bytes; at most {MAX_BODY} are accepted")
-        cls, call = ROUTES[name]
+        cls = ROUTES[name][0]
         try:
             obj = json.loads(body.decode("utf-8") or "{}")
         except (UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -86,15 +105,26 @@ class JsonApi:
         if not isinstance(obj, dict):
             return error(400, f"body: a JSON object ({cls.DESCRIPTOR.full_name}) is expected, got {type(obj).__name__}")
         try:
-            request = json_format.ParseDict(obj, cls())
+            return name, json_format.ParseDict(obj, cls())
         except (json_format.ParseError, ValueError, TypeError, AttributeError, RecursionError) as e:
             return error(400, parse_error_message(e, cls.DESCRIPTOR.name))
+
+    async def handle_async(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        parsed = self.parse(method, path, body)
+        if isinstance(parsed[0], int):
+            return parsed
+        name, request = parsed
         try:
-            with self._lock:
-                response = call(self.service, request)
+            response = self.calls[ROUTES[name][1]](request)
+            if inspect.isawaitable(response):
+                response = await response
         except SaerecError as e:          # InvalidRequest: the field-first message gRPC sends
             return error(400, str(e))
         except Exception:                 # a bug, not bad input: logged, answered, the server keeps serving
             log.exception("%s failed", PREFIX + name)
             return error(500, f"{PREFIX + name}: internal error (logged by the server)")
         return 200, json_format.MessageToDict(response)
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        with self._lock:
+            return asyncio.run(self.handle_async(method, path, body))
