@@ -61,7 +61,7 @@ def test_pareto_front():
 
 
 @pytest.mark.parametrize("text, line", [
-    ("kind: [gated]\n", "TuneSpec.kind: 'gated' is not one of 'relu', 'topk', 'batchtopk', 'jumprelu'"),
+    ("kind: [gated]\n", "TuneSpec.kind: 'gated' is not one of 'relu', 'topk', 'batchtopk', 'jumprelu', 'matryoshka'"),
     ("seeds: 0\n", "TuneSpec.seeds: 0 must be >= 1"),
     ("l1: [0.1, -0.5]\n", "TuneSpec.l1: -0.5 must be >= 0.0"),
 ])
