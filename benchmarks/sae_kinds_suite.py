@@ -68,12 +68,16 @@ def main() -> None:
                    "k1_sae_beats_neurons_genres": float((gk1["sae"] > gk1["neurons"]).mean()) if len(gk1) else None,
                    "mean_absorption_fraction": float(absorb["absorption_fraction"].mean()),
                    "mean_full_absorption_rate": float(absorb["full_absorption_rate"].mean()),
-                   "train_and_measure_seconds": train_s}
+                   "train_seconds": train_s}
             if cfg.data.dataset == "synthetic" and genres:
                 p = planted_recovery(sums, res.sae.W_dec.detach().numpy(), attrs, genres)
                 row["planted"] = {k: v for k, v in p.items() if not isinstance(v, (list, dict))}
             print(json.dumps(row), flush=True)
             rows.append(row)
+            write(args, run, cfg, base, n_train, d_in, rows)          # after every kind: a long run keeps its rows
+
+
+def write(args, run, cfg, base, n_train, d_in, rows) -> None:
     out = {"run": str(run.root), "dataset": cfg.data.dataset, "train_rows": n_train, "d_in": d_in,
            "sae": asdict(base), "kinds": args.kinds, "rows": rows, "host": platform.node(),
            "command": "python benchmarks/sae_kinds_suite.py " + " ".join(

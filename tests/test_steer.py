@@ -218,12 +218,12 @@ def test_steer_eval_stage_tables_plots_and_probes(steer_setup):
                  "fig8a_genre_shares.png", "fig8bcd_metrics.png", "fig9_sae_vs_probe.png",
                  "fig_delta_vs_reconstruction.png", "isolation.parquet", "isolation.json", "isolation.png"):
         assert (out / name).exists(), name
-    iso = pd.read_parquet(out / "isolation.parquet")        # +4: the grid's largest value (no +5 in it)
-    assert set(iso["curve"]) == set(t["curve"]) and (iso["value"] == 4.0).all()
-    assert [r["attribute"] for r in s["isolation"]["scores"]] == s["attributes"]
     t = pd.read_parquet(out / "sweep.parquet")
     assert set(t["curve"]) == {"sae/set/delta", "sae/set/reconstruction", "sae/add/delta", "probe/add/delta"}
     assert len(t) == 5 * 4 * 5 and t["ild@10"].between(0, 1).all()
+    iso = pd.read_parquet(out / "isolation.parquet")        # +4: the grid's largest value (no +5 in it)
+    assert set(iso["curve"]) == set(t["curve"]) and (iso["value"] == 4.0).all()
+    assert [r["attribute"] for r in s["isolation"]["scores"]] == s["attributes"]
     assert s["delta_no_edit"]["all_identical"]
     # add 0 through the delta splice is the unsteered model: the table's share equals the baseline
     zero = t[(t["curve"] == "sae/add/delta") & (t["value"] == 0.0)]
