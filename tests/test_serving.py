@@ -52,6 +52,12 @@ def planted_confidence(j: int) -> float:
     return 0.25 + (j % 7) / 10
 
 
+class Served(tuple):
+    """``(stub, grpc port, histories, run)``, and ``http_port``: Serve's HTTP proxy (the JSON API)."""
+
+    http_port: int
+
+
 @pytest.fixture(scope="module")
 def served(own_interpreted_run):
     from ray import serve
@@ -65,8 +71,8 @@ def served(own_interpreted_run):
     (run.root / "saeeval").mkdir(exist_ok=True)
     pd.DataFrame({"feature": np.arange(n), "label_confidence": [planted_confidence(j) for j in range(n)],
                   "labelled": True}).to_parquet(run.root / "saeeval" / "features.parquet")
-    port = free_port()
-    start_grpc(port, free_port())
+    port, http_port = free_port(), free_port()
+    start_grpc(port, http_port)
     serve.run(app_builder({"run": str(run.root)}), name=APP_NAME, route_prefix=ROUTE)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.RecommenderStub(channel)
@@ -74,7 +80,9 @@ def served(own_interpreted_run):
     prep = load_prepared(run)
     users, inputs, _ = prep.eval_set("test", 40)
     histories = [prep.index.to_ids(h).tolist() for h in inputs]
-    yield stub, port, histories, run
+    out = Served((stub, port, histories, run))
+    out.http_port = http_port
+    yield out
     channel.close()
     serve.shutdown()
 
