@@ -358,7 +358,7 @@ def other_kinds(d_in: int, x):
             sae.b_dec.copy_(torch.randn(d_in, generator=g) * 0.1)
             if kind == "jumprelu":
                 sae.log_threshold.copy_((torch.rand(96, generator=g) * 0.5 + 0.05).log())
-            if kind == "batchtopk":
+            if kind in ("batchtopk", "matryoshka"):
                 sae.threshold.fill_(0.3)
         yield kind, sae.eval()
 

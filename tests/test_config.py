@@ -18,7 +18,7 @@ BAD = {
     "train.loss": ("cee", "train.loss: 'cee' is not one of 'ce', 'sampled', 'bce'"),
     "train.negatives": ("popular", "train.negatives: 'popular' is not one of 'uniform', 'inbatch'"),
     "train.windows": ("first", "train.windows: 'first' is not one of 'all', 'last'"),
-    "sae.kind": ("gated", "sae.kind: 'gated' is not one of 'relu', 'topk', 'batchtopk', 'jumprelu'"),
+    "sae.kind": ("gated", "sae.kind: 'gated' is not one of 'relu', 'topk', 'batchtopk', 'jumprelu', 'matryoshka'"),
     "sae.recon": ("l1", "sae.recon: 'l1' is not one of 'squared', 'l2'"),
     "sae.normalization": ("zscore", "sae.normalization: 'zscore' is not one of 'global', 'per_dim', 'none'"),
     "sae.b_dec_init": ("median", "sae.b_dec_init: 'median' is not one of 'mean', 'geometric_median'"),
@@ -52,6 +52,8 @@ BAD.update({k: ("1", f"{k}: 1.0 is not in (0, 1)") for k in ("split.test_fractio
 BAD.update({"train.ce_chunk": ("-1", "train.ce_chunk: -1 must be >= 0"),
             "train.max_failures": ("-2", "train.max_failures: -2 must be >= -1"),
             "sae_train.max_failures": ("-2", "sae_train.max_failures: -2 must be >= -1"),
+            "sae.matryoshka_prefixes": ("0.5,0.25,1", "sae.matryoshka_prefixes: [0.5, 0.25, 1.0] must be strictly "
+                                                      "increasing fractions in (0, 1] ending at 1.0"),
             "sae_eval.min_label_confidence": ("2", "sae_eval.min_label_confidence: 2.0 is not in [0, 1]"),
             "sae_eval.k_values": ("0,5", "sae_eval.k_values: [0, 5] must be a non-empty list of latent counts >= 1")})
 LITERAL = {"train.loss", "train.negatives", "train.windows", "sae.kind", "sae.recon", "sae.normalization",

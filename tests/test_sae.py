@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from saerec.errors import UsageError
 from saerec.sae import SAEConfig, build_sae, load_sae, save_sae
 from saerec.sae.normalize import NormStats
 from saerec.sae.trainer import ReconStats, make_optimizer, train_steps
@@ -98,6 +99,45 @@ def test_batchtopk_inference_is_batch_independent():
     assert not torch.equal(train_alone > 0, train_together > 0)
 
 
+def test_matryoshka_loss_sums_prefix_reconstructions():
+    """Hand-made case: 4 latents on 2 dimensions, prefixes 1, 2, 4 latents; unit decoder rows along
+    the axes, codes chosen by hand. Each prefix's error is worked out on paper."""
+    from saerec.sae.matryoshka import MatryoshkaSAE, prefix_sizes
+
+    assert prefix_sizes(2048, [0.0625, 0.25, 1.0]) == [128, 512, 2048]
+    assert prefix_sizes(4, [0.1, 0.2, 1.0]) == [1, 4]            # rounding collisions dropped
+    sae = build_sae(2, SAEConfig(kind="matryoshka", n_latents=4, matryoshka_prefixes=[0.25, 0.5, 1.0]))
+    assert isinstance(sae, MatryoshkaSAE) and sae.prefixes == [1, 2, 4]
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]))
+        sae.b_dec.zero_()
+    x = torch.tensor([[3.0, 4.0]])
+    f = torch.tensor([[1.0, 2.0, 2.0, 2.0]])
+    # prefix 1: x_hat (1, 0) -> err 2^2 + 4^2 = 20; prefix 2: (1, 2) -> 4 + 4 = 8; full (3, 4) -> 0
+    assert float(sae.prefix_losses(x, f).detach()) == pytest.approx(28.0)
+    with pytest.raises(UsageError, match="matryoshka_prefixes"):
+        SAEConfig(kind="matryoshka", matryoshka_prefixes=[0.5, 0.25, 1.0])
+    with pytest.raises(UsageError, match="matryoshka_prefixes"):
+        SAEConfig(kind="matryoshka", matryoshka_prefixes=[0.25, 0.5])
+
+
+def test_matryoshka_first_prefix_learns_the_most_general_direction():
+    """Known answer: a "parent" direction fires on half the rows (with one of 12 "child" directions
+    on every row). The first prefix is one latent that must reconstruct alone, so it can only learn
+    the parent; plain BatchTopK (one prefix) has no reason to put it at latent 0."""
+    g = torch.Generator().manual_seed(3)
+    d, n = 16, 12_000
+    D = torch.linalg.qr(torch.randn(d, d, generator=g))[0][:13]          # orthonormal: parent + 12 children
+    child = torch.randint(0, 12, (n,), generator=g)
+    codes = torch.zeros(n, 13)
+    codes[torch.arange(n), 1 + child] = 1.0 + torch.rand(n, generator=g)
+    codes[:, 0] = (torch.rand(n, generator=g) < 0.5) * (2.0 + torch.rand(n, generator=g))
+    x = codes @ D
+    sae = fit("matryoshka", x, epochs=3, k=2, matryoshka_prefixes=[1 / 64, 0.25, 1.0])
+    assert sae.prefixes[0] == 1
+    assert float((sae.W_dec[0].detach() @ D[0]).abs()) > 0.9
+
+
 @pytest.mark.parametrize("mode", ["global", "per_dim"])
 def test_normalisation_round_trips_and_streams(mode):
     x = torch.randn(1000, 8) * torch.arange(1, 9) + 5
@@ -114,7 +154,7 @@ def test_normalisation_round_trips_and_streams(mode):
         assert torch.allclose(z.mean(0), torch.zeros(8), atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", ["relu", "topk", "batchtopk", "jumprelu"])
+@pytest.mark.parametrize("kind", ["relu", "topk", "batchtopk", "jumprelu", "matryoshka"])
 def test_checkpoint_round_trip_restores_every_kind(tmp_path, kind):
     """Every tensor of the state (weights, biases, the dead-latent counters, BatchTopK's inference
     threshold, JumpReLU's per-latent thresholds), the config and a per-dimension normaliser come back
@@ -145,7 +185,8 @@ def test_checkpoint_round_trip_restores_every_kind(tmp_path, kind):
     assert set(got) == set(want)
     for name in want:
         assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name]), name
-    assert {"relu": set(), "topk": set(), "batchtopk": {"threshold"}, "jumprelu": {"log_threshold"}}[kind] <= set(got)
+    assert {"relu": set(), "topk": set(), "batchtopk": {"threshold"}, "jumprelu": {"log_threshold"},
+            "matryoshka": {"threshold"}}[kind] <= set(got)
     assert loaded.normalizer.mode == "per_dim"
     assert torch.equal(loaded.normalizer.mean, sae.normalizer.mean) and torch.equal(loaded.normalizer.std, sae.normalizer.std)
     x = torch.randn(200, d, generator=g) * 4 + 3

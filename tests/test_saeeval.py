@@ -154,6 +154,28 @@ def test_sae_eval_stage_end_to_end(evaluated):
     assert 0 <= s["mean_absorption_fraction"] <= 1 and s["sample_rows"] == s["positions"]
 
 
+def test_tune_columns_are_the_stages_numbers_and_bounded(evaluated):
+    """``saerec tune``'s per-trial sae-eval columns on every test position equal the stage's own
+    (same passes; the stage's sample holds every position here); with a bound, the passes read
+    exactly that many positions."""
+    from saerec.data.attributes import attribute_columns
+    from saerec.sae.base import load_sae
+    from saerec.saeeval.stage import run_passes
+    from saerec.tuning.trial import suite_columns
+
+    run, cfg, s, _ = evaluated
+    sae, _ = load_sae(run.root / "sae")
+    items = pd.read_parquet(run.recommender / "items.parquet")
+    got = suite_columns(sae, run.root / "activations" / "test", items, s["positions"])
+    probing = pd.read_parquet(run.root / "saeeval" / "probing.parquet")
+    k1 = probing[probing["k"] == 1].groupby("source")["auc"].mean()
+    assert got["k1_auc_sae"] == pytest.approx(k1["sae"]) and got["k1_auc_neurons"] == pytest.approx(k1["neurons"])
+    assert got["mean_absorption"] == pytest.approx(s["mean_absorption_fraction"])
+    sums, sample, *_ = run_passes(run.root / "activations" / "test", sae, items, attribute_columns(items), [1],
+                                  sample_rows=10_000, batch_rows=512, printer=lambda _: None, max_rows=1500)
+    assert float(sums.n.sum()) == 1500 and len(sample.fold) == 1500
+
+
 def test_label_confidence_reaches_catalog_explain_and_cli(evaluated, capsys):
     """Features below the threshold are shown as unlabelled (with their top items in explain); the
     others keep their label; the confidence is in the catalog table and the explanation."""

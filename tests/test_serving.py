@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -46,6 +47,11 @@ def wait_until_serving(stub, seconds: float = 120) -> None:
             time.sleep(0.5)
 
 
+def planted_confidence(j: int) -> float:
+    """The label confidence the served copy's hand-made saeeval/features.parquet gives feature j."""
+    return 0.25 + (j % 7) / 10
+
+
 class Served(tuple):
     """``(stub, grpc port, histories, run)``, and ``http_port``: Serve's HTTP proxy (the JSON API)."""
 
@@ -53,12 +59,18 @@ class Served(tuple):
 
 
 @pytest.fixture(scope="module")
-def served(interpreted_run):
+def served(own_interpreted_run):
     from ray import serve
 
     from saerec.serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
 
-    run, _ = interpreted_run
+    run, _ = own_interpreted_run
+    # sae-eval's per-feature table, hand-made so the gRPC answers have a known label confidence (every
+    # feature keeps its label: the fuzz oracle compares labels with the session run's catalog)
+    n = len(run.read_parquet("interpret/catalog.parquet"))
+    (run.root / "saeeval").mkdir(exist_ok=True)
+    pd.DataFrame({"feature": np.arange(n), "label_confidence": [planted_confidence(j) for j in range(n)],
+                  "labelled": True}).to_parquet(run.root / "saeeval" / "features.parquet")
     port, http_port = free_port(), free_port()
     start_grpc(port, http_port)
     serve.run(app_builder({"run": str(run.root)}), name=APP_NAME, route_prefix=ROUTE)
@@ -260,8 +272,14 @@ def test_catalog_and_explain_rpcs(served):
     assert any(f.top_feature_of_label for f in sci.features)
     f = stub.GetFeature(pb.GetFeatureRequest(feature_id=sci.features[0].feature_id), timeout=10).feature
     assert f.label == "Sci-Fi" and len(f.promoted_items) == 10 and f.top_items
+    # label confidence (sae-eval's, read from the run) travels on every catalog entry and explanation
+    assert all(f.HasField("label_confidence") for f in whole.features)
+    assert [f.label_confidence for f in whole.features] == pytest.approx(
+        [planted_confidence(f.feature_id) for f in whole.features])
     ex = stub.Explain(pb.ExplainRequest(history=histories[0], k=3, features=4), timeout=10)
     assert len(ex.items) == 3 and 1 <= len(ex.features) <= 4
+    assert [f.label_confidence for f in ex.features] == pytest.approx(
+        [planted_confidence(f.feature_id) for f in ex.features])
     assert all(len(it.contributions) == len(ex.features) for it in ex.items)
 
 
@@ -273,8 +291,12 @@ def test_client_cli(served, capsys):
     out = capsys.readouterr().out
     assert "steering: feature" in out and "999999" in out and out.count("\n") >= 7
     assert main(["client", "features", "--address", addr, "--attribute", "Western", "--limit", "3"]) == 0
-    assert "Western" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    first = int(out.split()[0].lstrip("#"))
+    assert "Western" in out and f"confidence {planted_confidence(first):.3f}" in out.splitlines()[0]
     assert main(["client", "explain", "--address", addr, "--history", hist, "--k", "3"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert f"confidence {planted_confidence(int(first.split()[0].lstrip('#'))):.3f}" in first
     assert main(["client", "recommend", "--address", addr, "--history", hist, "--edit", "Polka=1"]) == 2
     assert "INVALID_ARGUMENT" in capsys.readouterr().err
     assert main(["client", "recommend", "--address", addr, "--history", hist, "--edit", "Action=nan"]) == 2

@@ -216,11 +216,14 @@ def test_steer_eval_stage_tables_plots_and_probes(steer_setup):
     out = run.root / "steer"
     for name in ("sweep.parquet", "sweep.csv", "summary.json", "report.md", "probes.safetensors", "probes.json",
                  "fig8a_genre_shares.png", "fig8bcd_metrics.png", "fig9_sae_vs_probe.png",
-                 "fig_delta_vs_reconstruction.png"):
+                 "fig_delta_vs_reconstruction.png", "isolation.parquet", "isolation.json", "isolation.png"):
         assert (out / name).exists(), name
     t = pd.read_parquet(out / "sweep.parquet")
     assert set(t["curve"]) == {"sae/set/delta", "sae/set/reconstruction", "sae/add/delta", "probe/add/delta"}
     assert len(t) == 5 * 4 * 5 and t["ild@10"].between(0, 1).all()
+    iso = pd.read_parquet(out / "isolation.parquet")        # +4: the grid's largest value (no +5 in it)
+    assert set(iso["curve"]) == set(t["curve"]) and (iso["value"] == 4.0).all()
+    assert [r["attribute"] for r in s["isolation"]["scores"]] == s["attributes"]
     assert s["delta_no_edit"]["all_identical"]
     # add 0 through the delta splice is the unsteered model: the table's share equals the baseline
     zero = t[(t["curve"] == "sae/add/delta") & (t["value"] == 0.0)]
@@ -249,6 +252,32 @@ def test_ndcg_drop_interval_resamples_users_not_points():
     assert rep == pytest.approx(one)
     naive = bootstrap_drop(np.repeat(base, 5), np.repeat(steered, 5))
     assert naive[1] - naive[0] < 0.6 * (one[1] - one[0])
+
+
+def test_isolation_of_a_hand_made_sweep(tmp_path):
+    """Steering Sci-Fi at +5 raises Sci-Fi by 0.3 and moves Action +0.1, Western -0.05 (mean abs
+    off-target 0.075, isolation 4); steering Western lowers Western (0.1 -> 0.06) while Action
+    rises 0.2 and Sci-Fi stays (isolation -0.04 / 0.1 = -0.4). Values other than +5 are ignored."""
+    from saerec.steer.isolation import isolation_matrix, isolation_scores, write_isolation
+
+    genres = ["Action", "Sci-Fi", "Western"]
+    base = {"original": {"share:Action": 0.3, "share:Sci-Fi": 0.1, "share:Western": 0.1}}
+    rows = [("Sci-Fi", 0.0, 0.3, 0.1, 0.1), ("Sci-Fi", 5.0, 0.4, 0.4, 0.05),
+            ("Western", 0.0, 0.3, 0.1, 0.1), ("Western", 5.0, 0.5, 0.1, 0.06)]
+    table = pd.DataFrame([{"curve": "sae/set/delta", "attribute": a, "value": v, "share:Action": x,
+                           "share:Sci-Fi": y, "share:Western": z} for a, v, x, y, z in rows])
+    M = isolation_matrix(table, base["original"], genres, "sae/set/delta", 5.0)
+    assert M.index.tolist() == ["Sci-Fi", "Western"] and M.columns.tolist() == genres
+    np.testing.assert_allclose(M.to_numpy(), [[0.1, 0.3, -0.05], [0.2, 0.0, -0.04]], atol=1e-12)
+    S = isolation_scores(M).set_index("attribute")
+    assert S.loc["Sci-Fi", "own_change"] == pytest.approx(0.3)
+    assert S.loc["Sci-Fi", "mean_abs_off_target"] == pytest.approx(0.075)
+    assert S.loc["Sci-Fi", "isolation"] == pytest.approx(4.0) and S.loc["Sci-Fi", "worst_off_target"] == "Action"
+    assert S.loc["Western", "isolation"] == pytest.approx(-0.4)
+    summary = write_isolation(table, base, genres, tmp_path, "sae/set/delta")
+    assert summary["curves"]["sae/set/delta"]["scores"][0]["isolation"] == pytest.approx(4.0)
+    long = pd.read_parquet(tmp_path / "isolation.parquet")
+    assert len(long) == 6 and (tmp_path / "isolation.png").stat().st_size > 1000
 
 
 def test_summarise_a_hand_made_sweep_table():

@@ -11,7 +11,7 @@ from saerec.tuning.experiment import TuneSpec, pareto_front, run_tune
 
 def test_tune_grid_results_tables_plots_and_resume(own_interpreted_run, tmp_path, capsys):
     run, cfg = own_interpreted_run
-    spec = TuneSpec(l1=[0.02, 0.3], n_latents=[16, 64], seeds=2, epochs=1, trial_cpus=1)
+    spec = TuneSpec(l1=[0.02, 0.3], n_latents=[16, 64], seeds=2, epochs=1, trial_cpus=1, sae_eval_rows=3000)
     mtime = (run.root / "activations" / "meta.json").stat().st_mtime
     # first attempt: every trial with seed 1 fails once (injected), the experiment ends with errors
     (tmp_path / "markers").mkdir()
@@ -31,6 +31,9 @@ def test_tune_grid_results_tables_plots_and_resume(own_interpreted_run, tmp_path
     assert len(df) == 8 and df[["explained_variance", "interpretability", "ndcg@10_reconstructed"]].notna().all().all()
     assert (df.loc[df["seed"] == 0, "time_total_s"].to_numpy() == done_before).all()   # finished trials kept
     assert (df["interpretability"].between(0, 1)).all() and (df["l0"] > 0).all()
+    # sae-eval's columns per trial (k=1 probing, SAE and neurons; absorption), on 3000 test positions
+    assert df["k1_auc_sae"].between(0.5, 1).all() and df["k1_auc_neurons"].between(0.5, 1).all()
+    assert df["mean_absorption"].between(0, 1).all()
     # a stronger L1 gives sparser codes on average
     assert df[df["l1"] == 0.3]["l0"].mean() < df[df["l1"] == 0.02]["l0"].mean()
     for name in ("results.csv", "table1.csv", "table1.md", "fig3_interpretability.png", "pareto.png", "summary.json"):
@@ -58,7 +61,7 @@ def test_pareto_front():
 
 
 @pytest.mark.parametrize("text, line", [
-    ("kind: [gated]\n", "TuneSpec.kind: 'gated' is not one of 'relu', 'topk', 'batchtopk', 'jumprelu'"),
+    ("kind: [gated]\n", "TuneSpec.kind: 'gated' is not one of 'relu', 'topk', 'batchtopk', 'jumprelu', 'matryoshka'"),
     ("seeds: 0\n", "TuneSpec.seeds: 0 must be >= 1"),
     ("l1: [0.1, -0.5]\n", "TuneSpec.l1: -0.5 must be >= 0.0"),
 ])

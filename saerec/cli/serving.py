@@ -150,14 +150,14 @@ def cmd_client(args) -> int:
                 r = c.list_features(attribute=args.attribute, page_size=args.limit)
                 for f in r.features:
                     print(f" #{f.feature_id:<5} {f.label:<16} corr {f.label_correlation:.3f}  AUC {f.label_auc:.3f}  "
-                          f"firing {f.firing_frequency:.3f}{'  (top feature)' if f.top_feature_of_label else ''}")
+                          f"{_conf(f)}firing {f.firing_frequency:.3f}{'  (top feature)' if f.top_feature_of_label else ''}")
                 print(f"{len(r.features)} of {r.total}")
             elif args.action == "feature":
                 if args.id is None:
                     raise UsageError("client feature needs --id")
                 f = c.get_feature(args.id)
                 print(f"#{f.feature_id} {f.label} (correlation {f.label_correlation:.3f}, AUC {f.label_auc:.3f}, "
-                      f"firing {f.firing_frequency:.3f}, max {f.max_activation:.3f})")
+                      f"{_conf(f, ', ')}firing {f.firing_frequency:.3f}, max {f.max_activation:.3f})")
                 print("top-activating items:")
                 _print_items(f.top_items)
                 print("promoted items (score change when the feature is added):")
@@ -165,7 +165,7 @@ def cmd_client(args) -> int:
             else:
                 r = c.explain(ids(), k=args.k)
                 for f in r.features:
-                    print(f"  #{f.feature_id:<5} {f.label:<16} activation {f.activation:.3f}")
+                    print(f"  #{f.feature_id:<5} {f.label:<16} activation {f.activation:.3f}  {_conf(f)}")
                 for n, it in enumerate(r.items):
                     why = ", ".join(f"#{x.feature_id} {x.contribution:+.2f}" for x in
                                     sorted(it.contributions, key=lambda x: -x.contribution)[:3])
@@ -179,3 +179,8 @@ def cmd_client(args) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "client": cmd_client, "recommend": cmd_recommend}
+
+
+def _conf(f, sep: str = "  ") -> str:
+    """``confidence 0.42`` + sep when the server sent a label confidence (after sae-eval), else nothing."""
+    return f"confidence {f.label_confidence:.3f}{sep}" if f.HasField("label_confidence") else ""

@@ -19,7 +19,7 @@ import math
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
@@ -30,8 +30,14 @@ from ..atomic import save_tensors, write_text
 
 from .normalize import Normalizer
 
-SAEKind = Literal["relu", "topk", "batchtopk", "jumprelu"]
+SAEKind = Literal["relu", "topk", "batchtopk", "jumprelu", "matryoshka"]
 KINDS = typing.get_args(SAEKind)
+
+
+def _prefix_fractions(fr: list[float]) -> None:
+    """Matryoshka prefixes: strictly increasing fractions of the dictionary in (0, 1], the last 1."""
+    if not fr or any(not 0.0 < f <= 1.0 for f in fr) or any(b <= a for a, b in zip(fr, fr[1:])) or fr[-1] != 1.0:
+        raise ValueError(f"{fr!r} must be strictly increasing fractions in (0, 1] ending at 1.0")
 
 
 @dataclass
@@ -45,6 +51,8 @@ class SAEConfig:
     k: Positive = 32                     # topk / batchtopk: active latents per activation (mean, for batchtopk)
     auxk_alpha: NonNegativeFloat = 1 / 32      # topk kinds: weight of the AuxK loss
     k_aux: Positive | None = None        # default: d_in // 2
+    # matryoshka: nested dictionary prefixes as fractions of n_latents (2048 -> 128, 512, 2048)
+    matryoshka_prefixes: Annotated[list[float], _prefix_fractions] = field(default_factory=lambda: [0.0625, 0.25, 1.0])
     dead_window: Positive = 200_000      # activations without firing before a latent counts as dead
     jump_bandwidth: PositiveFloat = 0.001   # jumprelu: straight-through rectangle width
     jump_init_threshold: NonNegativeFloat = 0.001
@@ -138,15 +146,18 @@ class SparseAutoencoder(nn.Module):
         pre = self.pre_acts(x)
         f = self.train_codes(pre) if self.training else self.activation(pre)
         x_hat = self.decode(f)
-        err = (x - x_hat).pow(2).sum(-1)
-        recon = err.mean() if self.cfg.recon == "squared" else err.clamp_min(1e-12).sqrt().mean()
-        parts = {"recon": recon, **self.sparsity_loss(f, pre)}
+        parts = {"recon": self.recon_loss(x, x_hat), **self.sparsity_loss(f, pre)}
         if self.training:
             self._track_dead((f > 0).any(0), f.shape[0])
             aux = self.aux_loss(x, x_hat, pre)
             if aux is not None:
                 parts["auxk"] = aux
         return SAEOutput(x_hat, f, sum(parts.values()), parts)
+
+    def recon_loss(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        """Mean over rows of ||x - x_hat||^2 (``recon="squared"``) or ||x - x_hat|| (``"l2"``)."""
+        err = (x - x_hat).pow(2).sum(-1)
+        return err.mean() if self.cfg.recon == "squared" else err.clamp_min(1e-12).sqrt().mean()
 
     # ------------------------------------------------------------------ training helpers
     def has_manual_grads(self) -> bool:
@@ -218,9 +229,11 @@ def geometric_median(x: torch.Tensor, iters: int = 100, eps: float = 1e-6) -> to
 def build_sae(d_in: int, cfg: SAEConfig) -> SparseAutoencoder:
     from .jumprelu import JumpReLUSAE
     from .relu import ReLUSAE
+    from .matryoshka import MatryoshkaSAE
     from .topk import BatchTopKSAE, TopKSAE
 
-    return {"relu": ReLUSAE, "topk": TopKSAE, "batchtopk": BatchTopKSAE, "jumprelu": JumpReLUSAE}[cfg.kind](d_in, cfg)
+    return {"relu": ReLUSAE, "topk": TopKSAE, "batchtopk": BatchTopKSAE, "jumprelu": JumpReLUSAE,
+            "matryoshka": MatryoshkaSAE}[cfg.kind](d_in, cfg)
 
 
 def save_sae(folder: str | Path, sae: SparseAutoencoder, extra: dict | None = None) -> None:

@@ -10,8 +10,8 @@ hidden states, as a SAELens user expects::
     W_dec' = W_dec * std[None, :]        b_dec' = b_dec * std + mean          (apply_b_dec_to_input = false)
 
 so ``encode'(x) = encode(norm(x))`` and ``decode'(f) = norm⁻¹(decode(f))`` up to float32 rounding.
-Kinds: relu -> ``standard``; jumprelu -> ``jumprelu`` (its thresholds); batchtopk -> ``jumprelu``
-with every threshold at the learned global one (what saerec runs at inference); topk -> ``topk``.
+Kinds: relu -> ``standard``; jumprelu -> ``jumprelu`` (its thresholds); batchtopk and matryoshka
+-> ``jumprelu`` with every threshold at the learned global one (what saerec runs at inference); topk -> ``topk``.
 ``sparsity.safetensors`` holds log10 of each feature's firing frequency on the test users (SAELens's
 feature density), -10 for features that never fired. :func:`import_saelens` reads the layout back.
 """
@@ -29,7 +29,8 @@ from ..errors import UsageError
 from .base import SAEConfig, SparseAutoencoder, build_sae
 from .normalize import Normalizer
 
-ARCHITECTURE = {"relu": "standard", "jumprelu": "jumprelu", "batchtopk": "jumprelu", "topk": "topk"}
+ARCHITECTURE = {"relu": "standard", "jumprelu": "jumprelu", "batchtopk": "jumprelu", "matryoshka": "jumprelu",
+                "topk": "topk"}
 SAELENS_VERSION = "6.54.12"          # the release whose loader the export is tested against
 
 
@@ -45,7 +46,7 @@ def folded_weights(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
                "W_dec": W_dec * std[None, :], "b_dec": b_dec * std + mean}
         if sae.cfg.kind == "jumprelu":
             out["threshold"] = sae.log_threshold.double().exp()
-        elif sae.cfg.kind == "batchtopk":
+        elif sae.cfg.kind in ("batchtopk", "matryoshka"):
             out["threshold"] = sae.threshold.double().clamp_min(0.0).expand(sae.cfg.n_latents).clone()
     return {k: v.float().contiguous() for k, v in out.items()}
 

@@ -37,14 +37,21 @@ def count_rows(folder: Path) -> int:
 
 
 def stream(folder: Path, sae, items: pd.DataFrame, attrs: list[str], batch_rows: int = 8192,
-           what: str = "sae-eval", printer: Callable[[str], None] | None = None) -> Iterator[Batch]:
+           what: str = "sae-eval", printer: Callable[[str], None] | None = None,
+           max_rows: int | None = None) -> Iterator[Batch]:
     """Every test position as (fold, normalised x, codes, attributes), ``batch_rows`` at a time, with
-    a progress line (rate, ETA) every few seconds."""
+    a progress line (rate, ETA) every few seconds; only the first ``max_rows`` positions if given."""
     lookup = pd.Series(np.arange(len(items)), index=items["item_id"].to_numpy())
     Y_all = torch.from_numpy(items[attrs].to_numpy(dtype=bool).copy())
-    prog = Progress(what, count_rows(folder), "positions", every_s=5.0, printer=printer)
+    total = count_rows(folder) if max_rows is None else min(max_rows, count_rows(folder))
+    prog = Progress(what, total, "positions", every_s=5.0, printer=printer)
+    seen = 0
     with torch.no_grad():
         for rb in iter_batches(folder, COLUMNS, batch_rows):
+            if seen >= total:
+                break
+            rb = rb.slice(0, total - seen)
+            seen += rb.num_rows
             x = sae.normalizer(to_tensor(rb.column("activation")))
             rows = torch.from_numpy(lookup[rb.column("item_id").to_numpy()].to_numpy().copy())
             fold = (rb.column("user_id").to_numpy() % 2).astype(np.int64)

@@ -61,6 +61,42 @@ def summarise(probing: pd.DataFrame, absorb: pd.DataFrame, feats: pd.DataFrame, 
     }
 
 
+def run_passes(folder, sae, items: pd.DataFrame, attrs: list[str], k_values: list[int], sample_rows: int,
+               batch_rows: int, probe_c: float = 1.0, seed: int = 0, printer=None, max_rows: int | None = None):
+    """The three streaming passes (fold sums; the probes' row sample; absorption on held-out users)
+    and the probes between them. ``max_rows``: stop each pass after that many positions (the same
+    first ones every pass), so ``saerec tune`` can score every trial on a bounded sample."""
+    m = sae.cfg.n_latents
+    k_max = min(m, max(max(k_values, default=1), SPLIT_K))
+
+    def positions(what: str):
+        return stream(folder, sae, items, attrs, batch_rows, what, printer, max_rows=max_rows)
+
+    secs = {}
+    t = time.perf_counter()
+    sums = FoldSums(m, sae.d_in, len(attrs))                # pass 1: exact sums per fold
+    for b in positions("sae-eval 1/3 sums"):
+        sums.update(b)
+    if float(sums.n.min()) == 0:
+        raise RunError(f"{folder}: the test users fall in one fold only (user_id % 2); sae-eval needs both")
+    secs["sums"] = time.perf_counter() - t
+    cand = candidate_latents(sums, k_max)
+    keep = Reservoir(sample_rows, np.unique(cand), seed=seed)   # pass 2: the probes' rows
+    for b in positions("sae-eval 2/3 sample"):
+        keep.update(b)
+    sample = keep.result()
+    t = time.perf_counter()
+    probing, probes = sparse_probing(sample, sums, cand, attrs, k_values, probe_c, printer)
+    secs["probes"] = time.perf_counter() - t
+    t = time.perf_counter()
+    absorb_sums = AbsorptionSums(sae, attrs, probes)        # pass 3: absorption on held-out users
+    for b in positions("sae-eval 3/3 absorption"):
+        absorb_sums.update(b)
+    absorb = absorb_sums.table()
+    secs["absorption"] = time.perf_counter() - t
+    return sums, sample, probing, probes, absorb, secs
+
+
 def sae_eval_stage(run: RunDir, cfg: RunConfig, printer=None) -> dict:
     ec = cfg.sae_eval
     if not run.has(A.SAE_WEIGHTS):
@@ -72,33 +108,11 @@ def sae_eval_stage(run: RunDir, cfg: RunConfig, printer=None) -> dict:
     sae, meta = load_sae(run.path(A.SAE))
     items = run.read_parquet(A.CATALOGUE)
     attrs, genres = attribute_columns(items), genre_columns(items)
-    m, d = sae.cfg.n_latents, sae.d_in
-    k_values = sorted(set(ec.k_values))
-    k_max = min(m, max(max(k_values), SPLIT_K))
-    k_values = [k for k in k_values if k <= m]
+    m = sae.cfg.n_latents
+    k_values = [k for k in sorted(set(ec.k_values)) if k <= m]
 
-    secs = {}
-    t = time.perf_counter()
-    sums = FoldSums(m, d, len(attrs))                       # pass 1: exact sums per fold
-    for b in stream(folder, sae, items, attrs, ec.batch_rows, "sae-eval 1/3 sums", printer):
-        sums.update(b)
-    if float(sums.n.min()) == 0:
-        raise RunError(f"{folder}: the test users fall in one fold only (user_id % 2); sae-eval needs both")
-    secs["sums"] = time.perf_counter() - t
-    cand = candidate_latents(sums, k_max)
-    keep = Reservoir(ec.sample_rows, np.unique(cand), seed=cfg.split.seed)   # pass 2: the probes' rows
-    for b in stream(folder, sae, items, attrs, ec.batch_rows, "sae-eval 2/3 sample", printer):
-        keep.update(b)
-    sample = keep.result()
-    t = time.perf_counter()
-    probing, probes = sparse_probing(sample, sums, cand, attrs, k_values, ec.probe_c, printer)
-    secs["probes"] = time.perf_counter() - t
-    t = time.perf_counter()
-    absorb_sums = AbsorptionSums(sae, attrs, probes)        # pass 3: absorption on held-out users
-    for b in stream(folder, sae, items, attrs, ec.batch_rows, "sae-eval 3/3 absorption", printer):
-        absorb_sums.update(b)
-    absorb = absorb_sums.table()
-    secs["absorption"] = time.perf_counter() - t
+    sums, sample, probing, probes, absorb, secs = run_passes(folder, sae, items, attrs, k_values, ec.sample_rows,
+                                                             ec.batch_rows, ec.probe_c, cfg.split.seed, printer)
     feats = label_confidence(sums, attrs)
     feats["labelled"] = feats["label_confidence"] >= ec.min_label_confidence
 

@@ -288,7 +288,7 @@ class RecommenderService:
             max_activation=float(f["max_activation"]),
             top_items=self._scored(top_dense, [v for v in top_vals if v > 0][:len(top_dense)]),
             promoted_items=self._scored(promo_dense, list(f.get("promoted_logit_change", []))[:len(promo_dense)]),
-            top_feature_of_label=int(j) in self.top_of_label)
+            top_feature_of_label=int(j) in self.top_of_label, label_confidence=_confidence(self.catalog, j))
 
     def get_feature(self, req):
         n = self.catalog.n_features
@@ -348,6 +348,13 @@ class RecommenderService:
                 contributions=[pb.Contribution(feature_id=int(x.feature), contribution=float(x.contribution),
                                                total_effect=float(x.ablation_change)) for x in c.itertuples()],
                 direct_total=float(ex.direct_total[r])))
-        feats = [pb.FeatureActivation(feature_id=int(f.feature), label=str(f.label), activation=float(f.activation))
+        feats = [pb.FeatureActivation(feature_id=int(f.feature), label=str(f.label), activation=float(f.activation),
+                                      label_confidence=_confidence(self.catalog, f.feature))
                  for f in ex.features.itertuples()]
         return pb.ExplainResponse(features=feats, items=items, model_version=self.version, unknown_item_ids=unknown)
+
+
+def _confidence(catalog, j) -> float | None:
+    """The feature's label confidence for an ``optional double``: None (unset) before sae-eval ran."""
+    c = catalog.confidence(int(j))
+    return None if np.isnan(c) else c

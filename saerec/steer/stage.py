@@ -23,6 +23,7 @@ from ..model.checkpoint import model_index
 from ..rundir import A, RunDir
 from .edits import Edit
 from .intervene import Steerer
+from .isolation import write_isolation
 from .plots import fmt, write_plots
 from .probes import ProbeSet, train_probes
 from .sweep import Points, default_curves, run_sweep, summarise, sweep_values
@@ -105,6 +106,10 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     write_parquet(table, run.path(A.SWEEP))
     table.to_csv(out / "sweep.csv", index=False)
     plots = write_plots(table, base, steerer.items.genres, sc.k, out)
+    main = next((c.name for c in curves if c.method == "sae" and c.splice == "delta"), curves[0].name)
+    isolation = write_isolation(table, base, steerer.items.genres, out, main)
+    if (out / "isolation.png").exists():
+        plots.append("isolation.png")
     summary = {
         "users": points.users, "points": len(points.targets), "eval_positions": sc.eval_positions,
         "values": values.tolist(), "curves": list(dict.fromkeys(c.name for c in curves)),
@@ -113,6 +118,8 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
         "seconds": {"probes": probe_seconds, "sweep": sweep_seconds, "total": time.perf_counter() - t0},
         "lists_per_second": len(curves) * len(values) * len(points.targets) / max(sweep_seconds, 1e-9),
         "plots": plots,
+        "isolation": {"value": isolation["value"], "curve": main,
+                      "scores": isolation["curves"].get(main, {}).get("scores", [])},
     }
     run.write_json(A.STEER_SUMMARY, summary)
     write_text(out / "report.md", report(summary, sc.k))
@@ -146,6 +153,14 @@ def report(s: dict, k: int) -> str:
         lines.append(f"| {c['attribute']} | {c['curve']} | {c['target']} | {fmt(c['spearman'])} | "
                      f"{fmt(c['unsteered_share'])} | {fmt(c['share_at_5'])} | {fmt(c['lift'])} "
                      f"({fmt(c['lift_last_item'])}) | {drops[0]} | {drops[1]} |")
+    iso = s.get("isolation", {})
+    if iso.get("scores"):
+        lines += ["", f"Isolation at value {iso['value']:g} ({iso['curve']}): own share change over the mean "
+                      "absolute change of the other genres' shares (isolation.parquet/json, isolation.png).", "",
+                  "| attribute | own change | mean abs off-target | isolation | worst off-target |", "|---|---|---|---|---|"]
+        lines += [f"| {r['attribute']} | {fmt(r['own_change'])} | {fmt(r['mean_abs_off_target'])} | "
+                  f"{fmt(r['isolation'])} | {r['worst_off_target']} ({fmt(r['worst_off_target_change'])}) |"
+                  for r in iso["scores"]]
     lines += ["", f"Sweep: {s['seconds']['sweep']:.1f} s ({s['lists_per_second']:,.0f} lists/s); "
                   f"probes {s['seconds']['probes']:.1f} s.", ""]
     lines += [f"![{p}]({p})" for p in s["plots"]]

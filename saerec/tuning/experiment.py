@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from ..atomic import save_figure, write_parquet
-from ..checks import NonNegativeFloat, Positive, PositiveFloat
+from ..checks import NonNegative, NonNegativeFloat, Positive, PositiveFloat
 from ..config import RunConfig, Section
 from ..errors import UsageError
 from ..rundir import A, RunDir
@@ -29,7 +29,8 @@ from ..sae.base import SAEKind
 
 log = logging.getLogger("saerec.tune")
 
-METRICS = ["explained_variance", "rmse", "l0", "dead_fraction", "ndcg@10_reconstructed", "interpretability"]
+METRICS = ["explained_variance", "rmse", "l0", "dead_fraction", "ndcg@10_reconstructed", "interpretability",
+           "k1_auc_sae", "k1_auc_neurons", "mean_absorption"]
 
 
 @dataclass
@@ -45,6 +46,7 @@ class TuneSpec(Section):
     trial_cpus: PositiveFloat = 1.0
     max_concurrent: Positive | None = None     # None: cluster CPUs / trial_cpus
     downstream: bool = True               # NDCG@10 with the reconstruction spliced in, per trial
+    sae_eval_rows: NonNegative = 50_000    # test positions for the per-trial sae-eval columns; 0: skip them
 
     @classmethod
     def load(cls, path: str | Path) -> "TuneSpec":
@@ -96,7 +98,8 @@ def _trainable(config: dict, shared: dict) -> None:
     torch.set_num_threads(max(1, int(shared["threads"])))
     ndcg = _downstream_ndcg(shared) if shared["downstream"] else None
     res = run_trial(Path(shared["run_root"]), shared["base"], {**config, "epochs": shared["epochs"]}, shared["norm"],
-                    shared["init_sample"], shared["d_in"], ndcg, shared["items"], report=tune.report)
+                    shared["init_sample"], shared["d_in"], ndcg, shared["items"], report=tune.report,
+                    suite_rows=shared["suite_rows"])
     tune.report(res.metrics)
 
 
@@ -123,7 +126,7 @@ def run_tune(run: RunDir, cfg: RunConfig, spec: TuneSpec, name: str = "sae_grid"
     shared = {"run_root": str(run.root), "base": cfg.sae, "norm": norm, "init_sample": init_sample, "d_in": d_in,
               "items": run.read_parquet(A.CATALOGUE), "inputs": inputs, "targets": targets,
               "layer": meta["layer"], "epochs": spec.epochs, "downstream": spec.downstream,
-              "threads": spec.trial_cpus, "fail_once": fail_once}
+              "threads": spec.trial_cpus, "fail_once": fail_once, "suite_rows": spec.sae_eval_rows}
     concurrent = spec.max_concurrent or max(1, int(cluster_cpus() // spec.trial_cpus))
     trainable = tune.with_resources(tune.with_parameters(_trainable, shared=shared), {"cpu": spec.trial_cpus})
     storage = run.ray_path("tune/ray")          # the run's URI for a remote run, as for Ray Train

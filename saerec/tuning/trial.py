@@ -3,11 +3,13 @@
 Every trial reads the run's cached activation shards (``RUN/activations/sae`` to train,
 ``RUN/activations/test`` to measure): nothing is re-extracted. Per trial: reconstruction metrics
 (paper Table 1), NDCG@10 with the reconstruction spliced in, and the interpretability score (mean
-over genres of the best feature's correlation, paper Section 7).
+over genres of the best feature's correlation, paper Section 7) and, unless ``sae_eval_rows`` is 0,
+sae-eval's k=1 sparse-probing AUC (SAE and neurons) and mean absorption on a bounded sample.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -17,10 +19,13 @@ import pandas as pd
 import torch
 
 from ..activations.store import iter_batches, to_tensor
+from ..errors import RunError
 from ..data.attributes import genre_columns
 from ..interpret.stats import StreamedAttributeStats
 from ..sae.base import SAEConfig, SparseAutoencoder, build_sae
 from ..sae.trainer import make_optimizer, train_steps
+
+log = logging.getLogger("saerec.tune")
 
 
 @dataclass
@@ -55,9 +60,30 @@ def interpretability(sae: SparseAutoencoder, folder: Path, items: pd.DataFrame, 
     return float(stats.result().correlation.max(0).mean())
 
 
+def suite_columns(sae: SparseAutoencoder, folder: Path, items: pd.DataFrame, rows: int) -> dict[str, float]:
+    """sae-eval's headline numbers on the first ``rows`` test positions: mean held-out AUC of the
+    k=1 sparse probe on SAE latents and on raw neurons (over every attribute), and mean absorption.
+    The same passes as ``saerec sae-eval`` (saerec.saeeval.stage.run_passes), bounded for a grid."""
+    from ..data.attributes import attribute_columns
+    from ..saeeval.stage import run_passes
+
+    attrs = attribute_columns(items)
+    if not attrs:
+        return {}
+    try:
+        _, _, probing, _, absorb, _ = run_passes(folder, sae, items, attrs, [1], sample_rows=rows, batch_rows=8192,
+                                                 printer=lambda _: None, max_rows=rows)
+    except RunError as e:              # the first rows hold one fold of users only: nothing held out
+        log.warning("sae-eval columns skipped: %s", e)
+        return {}
+    k1 = probing[probing["k"] == 1].groupby("source")["auc"].mean()
+    return {"k1_auc_sae": float(k1.get("sae", np.nan)), "k1_auc_neurons": float(k1.get("neurons", np.nan)),
+            "mean_absorption": float(absorb["absorption_fraction"].mean())}
+
+
 def run_trial(run_root: Path, base: SAEConfig, params: dict, norm, init_sample: np.ndarray, d_in: int,
               downstream: Callable[[SparseAutoencoder], float] | None, items: pd.DataFrame,
-              report: Callable[[dict], None] | None = None) -> TrialResult:
+              report: Callable[[dict], None] | None = None, suite_rows: int = 0) -> TrialResult:
     """Train ``base`` with ``params`` (l1, n_latents, kind, seed, epochs) and measure it."""
     from ..sae.evaluate import reconstruction_metrics
 
@@ -78,4 +104,6 @@ def run_trial(run_root: Path, base: SAEConfig, params: dict, norm, init_sample: 
                "interpretability": interpretability(sae, acts / "test", items)}
     if downstream is not None:
         metrics["ndcg@10_reconstructed"] = downstream(sae)
+    if suite_rows:
+        metrics.update(suite_columns(sae, acts / "test", items, suite_rows))
     return TrialResult(metrics, sae)

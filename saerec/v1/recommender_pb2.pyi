@@ -176,7 +176,7 @@ class GetFeatureResponse(_message.Message):
     def __init__(self, feature: _Optional[_Union[Feature, _Mapping]] = ...) -> None: ...
 
 class Feature(_message.Message):
-    __slots__ = ("feature_id", "label", "label_correlation", "label_auc", "firing_frequency", "max_activation", "top_items", "promoted_items", "top_feature_of_label")
+    __slots__ = ("feature_id", "label", "label_correlation", "label_auc", "firing_frequency", "max_activation", "top_items", "promoted_items", "top_feature_of_label", "label_confidence")
     FEATURE_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     LABEL_CORRELATION_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +186,7 @@ class Feature(_message.Message):
     TOP_ITEMS_FIELD_NUMBER: _ClassVar[int]
     PROMOTED_ITEMS_FIELD_NUMBER: _ClassVar[int]
     TOP_FEATURE_OF_LABEL_FIELD_NUMBER: _ClassVar[int]
+    LABEL_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     feature_id: int
     label: str
     label_correlation: float
@@ -195,7 +196,8 @@ class Feature(_message.Message):
     top_items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     promoted_items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     top_feature_of_label: bool
-    def __init__(self, feature_id: _Optional[int] = ..., label: _Optional[str] = ..., label_correlation: _Optional[float] = ..., label_auc: _Optional[float] = ..., firing_frequency: _Optional[float] = ..., max_activation: _Optional[float] = ..., top_items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., promoted_items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., top_feature_of_label: _Optional[bool] = ...) -> None: ...
+    label_confidence: float
+    def __init__(self, feature_id: _Optional[int] = ..., label: _Optional[str] = ..., label_correlation: _Optional[float] = ..., label_auc: _Optional[float] = ..., firing_frequency: _Optional[float] = ..., max_activation: _Optional[float] = ..., top_items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., promoted_items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., top_feature_of_label: _Optional[bool] = ..., label_confidence: _Optional[float] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
     __slots__ = ("history", "k", "features")
@@ -208,14 +210,16 @@ class ExplainRequest(_message.Message):
     def __init__(self, history: _Optional[_Iterable[int]] = ..., k: _Optional[int] = ..., features: _Optional[int] = ...) -> None: ...
 
 class FeatureActivation(_message.Message):
-    __slots__ = ("feature_id", "label", "activation")
+    __slots__ = ("feature_id", "label", "activation", "label_confidence")
     FEATURE_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     feature_id: int
     label: str
     activation: float
-    def __init__(self, feature_id: _Optional[int] = ..., label: _Optional[str] = ..., activation: _Optional[float] = ...) -> None: ...
+    label_confidence: float
+    def __init__(self, feature_id: _Optional[int] = ..., label: _Optional[str] = ..., activation: _Optional[float] = ..., label_confidence: _Optional[float] = ...) -> None: ...
 
 class Contribution(_message.Message):
     __slots__ = ("feature_id", "contribution", "total_effect")
