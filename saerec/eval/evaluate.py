@@ -30,13 +30,13 @@ def ranking_report(model, inputs: list[np.ndarray], targets: np.ndarray, rec_cou
 
 def evaluate_run(run: RunDir, k: int = 10, batch_size: int = 256, device: str = "cpu") -> dict:
     model, meta = load_model(run.recommender, device=device)
+    s = run.read_json(A.SPLIT)                             # first: a missing RUN/data is one clear RunError
     index, rec_counts = item_counts(run)
     if model.n_items != index.size:
         from ..errors import RunError
         raise RunError(f"{run.recommender}: model has {model.n_items} items but RUN/data has "
                        f"{index.size}; the data changed since training: retrain")
     inputs, targets = eval_pairs(read_sequences(run, "test", index), model.max_len)
-    s = run.read_json(A.SPLIT)
     return {
         **ranking_report(model, inputs, targets, rec_counts, k, batch_size, device),
         "dataset": s.get("dataset"),
