@@ -29,14 +29,21 @@ def test_stages_come_from_their_modules_in_order():
                                                                    train.STAGE.outputs)
 
 
+def declared() -> list:
+    """The stages of ``saerec run`` in order, then the tune stage (run on a finished run by ``saerec tune``)."""
+    from saerec.tuning import stage as tune
+
+    return [*pipeline_stages(), tune.STAGE]
+
+
 def test_every_input_is_written_by_an_earlier_stage():
     written: set[str] = set()
-    for stage in pipeline_stages():
+    for stage in declared():
         for rel in stage.inputs:
             assert rel.split("/")[0] in written, f"{stage.name} reads {rel}, which no earlier stage writes"
         written |= set(stage_folders(stage))
     names = {v for k, v in vars(A).items() if k.isupper()}
-    for stage in pipeline_stages():
+    for stage in declared():
         assert set(stage.inputs) | set(stage.outputs) <= names, f"{stage.name}: a path not named in saerec.layout.A"
 
 
@@ -50,7 +57,7 @@ def test_docs_table_matches_the_declarations():
         cols = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cols) == 5 and cols[0] not in ("stage", "---") and not cols[0].startswith("-"):
             rows[cols[0]] = cols
-    stages = pipeline_stages()
+    stages = declared()
     assert list(rows) == [s.name for s in stages]
     data_outputs = set(stages[0].outputs)
     for s in stages:

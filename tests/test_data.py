@@ -103,6 +103,10 @@ def test_csv_missing_column_and_bad_value(tmp_path):
     write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\r\n1,1,4.5,100\r\n")
     ds = load_folder(tmp_path)
     assert ds.items.loc[0, "title"] == "Heat, The (1995)" and ds.interactions["rating"].iloc[0] == 4.5
+    for name in ("ratings.csv", "movies.csv"):           # saved by a spreadsheet: a UTF-8 byte-order mark
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + (tmp_path / name).read_bytes())
+    bom = load_folder(tmp_path)
+    assert bom.interactions.equals(ds.interactions) and bom.items.equals(ds.items)
 
 
 def test_ml100k_bad_line(tmp_path):

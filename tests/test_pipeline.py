@@ -38,3 +38,8 @@ def test_run_is_resumable_by_content_hash(ray_session, tmp_path, capsys):
     assert main(["run", "--run", str(run)]) == 0
     missing = stage_lines(capsys.readouterr().out)
     assert missing["interpret"] == "running" and missing["sae"] == "up"
+
+    (run / "activations" / "meta.json").unlink()                      # re-extracting the same recommender
+    assert main(["run", "--run", str(run)]) == 0                      # writes the same shards: the SAE's
+    reextracted = stage_lines(capsys.readouterr().out)                # key stays, nothing after it reruns
+    assert reextracted["extract"] == "running" and reextracted["sae"] == "up", reextracted

@@ -45,6 +45,17 @@ class ActivationActor:
         return rows
 
 
+def shard_names(part: str):
+    """``<part>-<task>.parquet`` instead of Ray's random write UUIDs: the stage key hashes file names."""
+    from ray.data.datasource import FilenameProvider
+
+    class ShardNames(FilenameProvider):
+        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+            return f"{part}-{task_index:06}.parquet"
+
+    return ShardNames(file_format="parquet")
+
+
 def extract(run: RunDir, part: str = "sae", cfg: ActivationsConfig | None = None, threads_per_actor: int = 1) -> Path:
     """Write ``RUN/activations/<part>/*.parquet``; returns the folder.
 
@@ -76,9 +87,13 @@ def extract(run: RunDir, part: str = "sae", cfg: ActivationsConfig | None = None
         batch_size=cfg.users_per_batch, batch_format="numpy", num_cpus=threads_per_actor,
     )
     ds.context.target_max_block_size = cfg.block_mb << 20
+    # Same inputs -> same files: blocks keep their order and files are named by part and task, so
+    # re-extracting an unchanged recommender leaves the content hash (and the SAE stage's key) as is.
+    ds.context.execution_options.preserve_order = True
     ds.context.execution_options.resource_limits = ExecutionResources.for_limits(
         object_store_memory=cfg.object_store_mb << 20)
-    ds.write_parquet(run.ray_path(f"activations/{part}"), mode="overwrite", min_rows_per_file=200_000)
+    ds.write_parquet(run.ray_path(f"activations/{part}"), mode="overwrite", min_rows_per_file=200_000,
+                     filename_provider=shard_names(part))
     run.pull(f"activations/{part}")     # the driver's later stages read them locally
     log.info("wrote activations of %s users (%s) to %s", part, cfg.layer, out)
     return out

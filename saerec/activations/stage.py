@@ -15,7 +15,8 @@ from ..rundir import A, RunDir
 
 def extract_stage(run: RunDir, cfg: RunConfig, parts=("sae", "test")) -> dict:
     """Extract every part; returns seconds per part and records the layer in ``activations/meta.json``
-    (the SAE stage re-extracts when the configured layer differs)."""
+    (the SAE stage re-extracts when the configured layer differs). The meta file holds no timings:
+    later stages' keys hash it, and re-extracting the same recommender must not change them."""
     from .ray_extract import extract
 
     out = {}
@@ -23,7 +24,7 @@ def extract_stage(run: RunDir, cfg: RunConfig, parts=("sae", "test")) -> dict:
         t = time.time()
         extract(run, part, cfg.activations)
         out[part] = time.time() - t
-    run.write_json(A.ACT_META, {"layer": cfg.activations.layer, "parts": list(parts), "seconds": out})
+    run.write_json(A.ACT_META, {"layer": cfg.activations.layer, "parts": list(parts)})
     return out
 
 

@@ -43,15 +43,15 @@ def add_parsers(sub) -> None:
 
 
 def cmd_tune(args) -> int:
-    from ..tuning.experiment import TuneSpec, run_tune, table1
+    from ..tuning.experiment import TuneSpec
+    from ..tuning.stage import STAGE
 
     spec = TuneSpec.load(args.spec)                  # a bad spec fails before the run is touched
     run, cfg = stage_run(args)
-    df = run_tune(run, cfg, spec, name=args.name, resume=args.resume)
-    s = run.read_json(A.TUNE_SUMMARY)
-    print(f"{len(df)} trials ({s['errors']} errors) in {s['seconds']:.0f}s, {s['concurrent_trials']} at a time; "
+    s = STAGE.run(run, cfg, spec=spec, name=args.name, resume=args.resume)
+    print(f"{s['trials']} trials ({s['errors']} errors) in {s['seconds']:.0f}s, {s['concurrent_trials']} at a time; "
           f"wrote {run.root / 'tune'}")
-    t = table1(df)
+    t = s["trials_table"]
     cols = [c for c in ("kind", "n_latents", "l1", "explained_variance_mean", "l0_mean", "dead_fraction_mean",
                         "ndcg@10_reconstructed_mean", "interpretability_mean", "interpretability_std") if c in t]
     print(t[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -126,7 +126,8 @@ def _read_table(path: Path, sep: str, fields: tuple[str, ...], numeric: dict[str
 
 
 def _check_header(path: Path, expected: list[str]) -> None:
-    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+    # utf-8-sig: spreadsheet programs save CSV with a byte-order mark, which is not part of "userId"
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
         first = fh.readline().rstrip("\r\n")
     got = [c.strip() for c in first.split(",")]
     if got[: len(expected)] != expected:
