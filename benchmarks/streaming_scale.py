@@ -148,9 +148,8 @@ def main() -> None:
             shutil.copytree(model_dir, run / "recommender", ignore=shutil.ignore_patterns("ray"))
         ext = measure(saerec + ["extract", "--run", str(run)] + sets, work / f"extract_{tag}.log")
         rows = {p: parquet_rows(run / "activations" / p) for p in ("sae", "test")}
-        secs = json.loads((run / "activations" / "meta.json").read_text())["seconds"]
-        ext.update(rows=rows, stream_seconds=secs,
-                   rows_per_second=sum(rows.values()) / sum(secs.values()))
+        # meta.json no longer records the stream's seconds (stage keys must repeat): the stage's wall time
+        ext.update(rows=rows, rows_per_second=sum(rows.values()) / ext["wall_seconds"])
         print(f"[{tag}] extract: {sum(rows.values()):,} rows, {ext['rows_per_second']:,.0f} rows/s, "
               f"peak {ext['peak_pss_mb']:,.0f} MB, {ext['wall_seconds']:.0f}s", flush=True)
         results[tag] = {"interactions": split["interactions_total"],
