@@ -32,6 +32,7 @@ to 20M interactions).
     nice -n 10 python benchmarks/paper_scale.py --scales 0.01 0.1        # about 20 min on 2 busy cores
     python benchmarks/paper_scale.py                                      # 0.1 and 1.0 (2M and 20M)
     python benchmarks/paper_scale.py --scales 0.1 --set steer.attributes=[Action]
+    python benchmarks/paper_scale.py --scales 0.01 0.1 --stages data evaluate   # no training: untrained weights
 """
 
 from __future__ import annotations
@@ -78,6 +79,20 @@ def stage_cmd(stage: str, run: Path, args, sets: list[str]) -> list[str]:
     return base + sets
 
 
+def untrained_model(run: Path, sets: list[str]) -> None:
+    """RUN/recommender with initial weights, for measuring later stages without the train stage (a
+    forward pass costs the same memory and time whatever the weights)."""
+    from saerec.config import RunConfig, apply_overrides
+    from saerec.data.prepare import item_counts
+    from saerec.model.checkpoint import save_model
+    from saerec.model.registry import build_model
+    from saerec.rundir import RunDir
+
+    cfg = apply_overrides(RunConfig(), sets[1::2])
+    index, _ = item_counts(RunDir(run))
+    save_model(run / "recommender", build_model(cfg.model, index.size))
+
+
 def project(res: dict, args, sae_default_epochs: int) -> dict:
     """Seconds of a full-quality run at this scale, from the measured stages (module docstring)."""
     per_stage = {}
@@ -121,6 +136,9 @@ def main() -> None:
                 for x in ("--set", s)]
         res = {"scale": scale, "stages": {}}
         for stage in [s for s in STAGES if s in args.stages]:
+            if stage != "data" and "train" not in args.stages and not (run / "recommender").exists():
+                untrained_model(run, sets)
+                print(f"[{tag}] train skipped: the later stages use an untrained GPTRec", flush=True)
             print(f"[{tag}] {stage}: running", flush=True)
             for attempt in range(args.retries + 1):
                 log = work / f"{stage}_{tag}.log"
