@@ -29,6 +29,19 @@ import time
 from pathlib import Path
 
 
+def ratio(b: float, a: float) -> float | None:
+    """b / a, or None when a is 0 (an error count that stayed 0 on both sides has no ratio).
+
+    >>> ratio(3.0, 2.0), ratio(0, 0)
+    (1.5, None)
+    """
+    return b / a if a else None
+
+
+def fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def pick(doc, dotted: str):
     """Follow ``a.b.0.c`` into nested dicts/lists.
 
@@ -86,8 +99,9 @@ def main() -> None:
         a = [row["a"][m] for row in rounds]
         b = [row["b"][m] for row in rounds]
         summary[m] = {"a_median": statistics.median(a), "b_median": statistics.median(b),
-                      "ratio_of_medians_b_over_a": statistics.median(b) / statistics.median(a),
-                      "median_paired_ratio_b_over_a": statistics.median(y / x for x, y in zip(a, b))}
+                      "ratio_of_medians_b_over_a": ratio(statistics.median(b), statistics.median(a)),
+                      "median_paired_ratio_b_over_a": (statistics.median(r) if None not in (r := [ratio(y, x) for x, y in zip(a, b)])
+                                                       else None)}
     out = {"benchmark": "ab_commits", "command": cmd, "rounds": rounds, "summary": summary,
            "a": {"tree": str(trees["a"]), "commit": git_head(trees["a"])},
            "b": {"tree": str(trees["b"]), "commit": git_head(trees["b"])},
@@ -96,7 +110,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(out, indent=2))
     for m, s in summary.items():
         print(f"{m}: a {s['a_median']:.4g} ({out['a']['commit']}), b {s['b_median']:.4g} ({out['b']['commit']}), "
-              f"b/a {s['ratio_of_medians_b_over_a']:.3f} (paired median {s['median_paired_ratio_b_over_a']:.3f})")
+              f"b/a {fmt(s['ratio_of_medians_b_over_a'])} (paired median {fmt(s['median_paired_ratio_b_over_a'])})")
     print(f"wrote {args.out}")
 
 

@@ -43,6 +43,10 @@ class A:
     PROBES = "steer/probes.safetensors"
     SWEEP = "steer/sweep.parquet"
     STEER_SUMMARY = "steer/summary.json"
+    # steer: popularity steering (saerec popsteer): the curve, its summary, per-feature effect sizes
+    POPSTEER = "steer/popsteer.parquet"
+    POPSTEER_SUMMARY = "steer/popsteer.json"
+    POPSTEER_FEATURES = "steer/popsteer_features.parquet"
     # saeeval: the SAE suite (probing, absorption, label confidence)
     SAEEVAL = "saeeval"
     EVAL_PROBING = "saeeval/probing.parquet"

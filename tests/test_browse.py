@@ -10,8 +10,8 @@ import copy
 import http.client
 import json
 import os
-import random
 import shutil
+import sys
 import statistics
 import threading
 from pathlib import Path
@@ -22,7 +22,10 @@ import pytest
 from saerec.cli import main
 from saerec.v1 import recommender_pb2 as pb
 
-from conftest import require_tool
+from conftest import REPO, require_tool
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from json_api_fuzz import fuzz, post  # noqa: E402  (the fuzz generator, shared with the benchmark)
 
 
 def read_data(path: Path):
@@ -184,23 +187,41 @@ def served(swept_run, site):
     server.server_close()
 
 
-def post(port: int, path: str, body) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    conn.request("POST", path, data, {"Content-Type": "application/json"})
-    r = conn.getresponse()
-    out = r.status, json.loads(r.read() or b"{}")
-    conn.close()
-    return out
+@pytest.fixture(scope="module")
+def through_serve(swept_run, site):
+    """``saerec serve`` on the run (Ray Serve: gRPC and the JSON API on its HTTP proxy), and a
+    ``saerec browse --service`` server whose API calls go there: (browse port, gRPC stub)."""
+    import grpc
+    from ray import serve
+
+    from saerec.browse.server import open_server
+    from saerec.serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
+    from saerec.v1 import recommender_pb2_grpc as pb_grpc
+
+    from test_serving import free_port, wait_until_serving
+
+    grpc_port, http_port = free_port(), free_port()
+    start_grpc(grpc_port, http_port)
+    serve.run(app_builder({"run": str(swept_run.root)}), name=APP_NAME, route_prefix=ROUTE)
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    stub = pb_grpc.RecommenderStub(channel)
+    wait_until_serving(stub)
+    server = open_server(swept_run, port=0, users=5, progress=False, service_url=f"http://127.0.0.1:{http_port}")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], stub
+    server.shutdown()
+    server.server_close()
+    channel.close()
+    serve.shutdown()
 
 
-def test_playground_slider_changes_the_list_like_the_same_library_request(served, swept_run, browser):
+def test_playground_slider_changes_the_list_like_the_same_grpc_request(through_serve, browser):
+    """The playground of ``saerec browse --service`` steers through Serve's JSON API; its list is
+    the answer to the same request over real gRPC to the same application."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from saerec.serving.service import RecommenderService
-
-    port, _ = served
+    port, stub = through_serve
     base = f"http://127.0.0.1:{port}"
     open_page(browser, f"{base}/playground.html", "playground")
     seq = lambda: browser.execute_script("return document.getElementById('steered').dataset.seq || ''")  # noqa: E731
@@ -216,9 +237,10 @@ def test_playground_slider_changes_the_list_like_the_same_library_request(served
     assert steered != plain
     sent = json.loads(browser.execute_script("return document.getElementById('steered').dataset.request"))
     assert sent["steering"] == [{"attribute": "Sci-Fi", "value": 10, "mode": "STEERING_MODE_ADD"}]
-    # the same request through the library path the gRPC servicer runs (RecommenderService.recommend)
-    want = RecommenderService(swept_run).recommend(pb.RecommendRequest(
-        history=sent["history"], k=10, steering=[pb.Steering(attribute="Sci-Fi", value=10.0, mode=pb.STEERING_MODE_ADD)]))
+    # the same request over real gRPC to the served application
+    want = stub.Recommend(pb.RecommendRequest(
+        history=sent["history"], k=10, steering=[pb.Steering(attribute="Sci-Fi", value=10.0, mode=pb.STEERING_MODE_ADD)]),
+        timeout=30)
     assert steered == [it.item_id for it in want.items]
     # feature page load time over HTTP: median of 5 (navigation start to rendered)
     top = want.applied_steering[0].feature_id
@@ -273,33 +295,6 @@ def test_json_api_mirrors_the_service_and_rejects_bad_input_with_400(served, swe
     conn.close()
 
 
-def fuzz_body(rng: random.Random, route: str, history: list[int]):
-    """A random body for ``route``: half as the route expects (values in and just outside their
-    ranges), half with one or two fields replaced by junk or an unknown field, some not JSON at all."""
-    junk = [None, True, -1, 0, 2 ** 40, 1.5, "x", "", [], {}, [1, "a"], {"a": 1}, "NaN", "Infinity", 1e308, -0.0]
-    steer = {rng.choice(["attribute", "featureId"]): rng.choice(["Sci-Fi", "sci-fi", "Nope", " ", 0, 3, 127, 128, -1]),
-             "value": rng.choice([rng.uniform(-10, 10), rng.uniform(-200, 200), "NaN"]),
-             "mode": rng.choice(["STEERING_MODE_ADD", "STEERING_MODE_SET", "STEERING_MODE_SCALE", 0, 7, "X"]),
-             "position": rng.choice(["STEERING_POSITION_ALL", "STEERING_POSITION_LAST", 0, 9])}
-    h = rng.sample(history, rng.randint(0, len(history))) + rng.choice([[], [], [10 ** 9], [-3]])
-    body = {"recommend": {"history": h, "k": rng.choice([0, 1, 10, 1000, 1001, -5]),
-                          "steering": [steer] * rng.choice([0, 1, 1, 2, 17]), "excludeSeen": rng.choice([True, False])},
-            "features": {"attribute": rng.choice(["", "Western", "nope"]), "labelContains": rng.choice(["", "i", "zz"]),
-                         "aliveOnly": rng.choice([True, False]), "pageSize": rng.choice([0, 5, 5000]),
-                         "pageToken": rng.choice(["", "3", "zz", "-1", "999999"])},
-            "feature": {"featureId": rng.choice([0, 5, 127, 128, -1, 10 ** 6])},
-            "explain": {"history": h, "k": rng.choice([0, 3, 101]), "features": rng.choice([0, 4, 65])}}[route]
-    if rng.random() < 0.5:
-        for key in rng.sample(list(body) + ["colour"], rng.randint(1, 2)):
-            body[key] = rng.choice(junk)
-    r = rng.random()
-    if r < 0.05:
-        return bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 40)))
-    if r < 0.1:
-        return json.dumps(body)[: rng.randint(0, 30)].encode()
-    return body
-
-
 def test_json_api_fuzz_never_answers_5xx(served, swept_run):
     from saerec.data.prepare import load_prepared
 
@@ -307,17 +302,9 @@ def test_json_api_fuzz_never_answers_5xx(served, swept_run):
     prep = load_prepared(swept_run)
     _, inputs, _ = prep.eval_set("test", 40)
     history = prep.index.item_ids[np.asarray(inputs[0][:8]) - 1].tolist()
-    rng = random.Random(0)
-    routes = ["recommend", "features", "feature", "explain"]
-    codes: dict[int, int] = {}
-    for _ in range(2000):
-        route = rng.choices(routes, weights=[10, 5, 4, 1])[0]          # explain costs ~10 recommends
-        status, body = post(port, f"/saerec/v1/{route}", fuzz_body(rng, route, history))
-        codes[status] = codes.get(status, 0) + 1
-        if status == 400:
-            assert ": " in body["error"]["message"]
+    codes, broken = fuzz(port, history, 2000, 128, seed=0, routes=["recommend", "features", "feature", "explain"])
     print("fuzz statuses:", codes)
-    assert not any(s >= 500 for s in codes) and codes.get(200, 0) > 100 and codes.get(400, 0) > 100, codes
+    assert not broken and codes.get(200, 0) > 100 and codes.get(400, 0) > 100, (codes, broken[:3])
 
 
 

@@ -39,7 +39,7 @@ POSITIVE = ["data.popularity_buckets", "data.synthetic_users", "data.synthetic_i
             "split.val_users", "model.n_layers", "model.n_heads", "model.d_model", "model.max_len", "train.epochs",
             "train.patience", "train.batch_tokens", "train.num_negatives", "train.num_workers", "train.eval_batch_size",
             "activations.actors", "activations.users_per_batch", "activations.object_store_mb", "activations.block_mb",
-            "sae.n_latents", "sae.k", "sae.k_aux", "sae.dead_window", "sae.batch_size", "sae.epochs",
+            "sae.n_latents", "sae.k", "sae.k_aux", "sae.dead_window", "sae.batch_size", "sae.epochs", "sae.steps",
             "sae.shuffle_buffer", "sae_train.num_workers", "steer.probe_rows", "steer.k", "steer.eval_positions",
             "steer.batch_size", "sae_eval.sample_rows", "sae_eval.batch_rows"]
 BAD.update({k: ("0", f"{k}: 0 must be >= 1") for k in POSITIVE})

@@ -13,12 +13,14 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from safetensors.torch import load_file
 
 from saerec.config import RunConfig, apply_overrides
 from saerec.data.prepare import prepare
 from saerec.rundir import RunDir
 from saerec.sae import SAEConfig
+from saerec.sae.base import planned_epochs
 from saerec.sae.ray_train import train_sae
 from saerec.train.ray_train import train_recommender, weights_digest
 
@@ -126,7 +128,10 @@ def test_gptrec_training_survives_a_killed_worker(ray_session, tmp_path):
 
 def test_sae_training_survives_a_killed_worker(own_interpreted_run):
     run, _ = own_interpreted_run
-    cfg = SAEConfig(n_latents=64, epochs=3, batch_size=32, l1=0.05, dead_window=5000)
+    rows = pq.ParquetDataset(run.root / "activations" / "sae").read(columns=["user_id"]).num_rows
+    # the budget in steps (no sae.epochs): train_sae turns it into 3 whole epochs over these rows
+    cfg = SAEConfig(n_latents=64, steps=(2 * rows) // 32 + 1, batch_size=32, l1=0.05, dead_window=5000)
+    assert cfg.epochs is None and planned_epochs(cfg, rows) == 3
     started = time.time()
     thread, out = run_in_thread(lambda: train_sae(run.root, cfg, max_failures=1))
     storage = run.root / "sae" / "ray"

@@ -34,14 +34,14 @@ def by_key(docs: list[dict]) -> dict:
     return {(d["kind"], d["metadata"]["name"]): d for d in docs}
 
 
-def test_overlays_are_cpu_and_gpu():
-    assert [p.name for p in OVERLAYS] == ["cpu", "gpu"]
+def test_overlays_are_cpu_gpu_and_tls():
+    assert [p.name for p in OVERLAYS] == ["cpu", "gpu", "tls"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
 def test_overlay_renders_and_validates(overlay, schemas):
     docs = kustomize.render(overlay)
-    kinds = sorted(d["kind"] for d in docs)
+    kinds = sorted(d["kind"] for d in docs if d["apiVersion"] != "gateway.networking.k8s.io/v1")
     assert kinds == ["ConfigMap", "PersistentVolumeClaim", "RayCluster", "RayJob", "RayService"]
     findings = validate(docs, schemas)
     assert findings == [], "\n".join(map(str, findings))

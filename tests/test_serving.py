@@ -46,6 +46,12 @@ def wait_until_serving(stub, seconds: float = 120) -> None:
             time.sleep(0.5)
 
 
+class Served(tuple):
+    """``(stub, grpc port, histories, run)``, and ``http_port``: Serve's HTTP proxy (the JSON API)."""
+
+    http_port: int
+
+
 @pytest.fixture(scope="module")
 def served(interpreted_run):
     from ray import serve
@@ -53,8 +59,8 @@ def served(interpreted_run):
     from saerec.serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
 
     run, _ = interpreted_run
-    port = free_port()
-    start_grpc(port, free_port())
+    port, http_port = free_port(), free_port()
+    start_grpc(port, http_port)
     serve.run(app_builder({"run": str(run.root)}), name=APP_NAME, route_prefix=ROUTE)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.RecommenderStub(channel)
@@ -62,7 +68,9 @@ def served(interpreted_run):
     prep = load_prepared(run)
     users, inputs, _ = prep.eval_set("test", 40)
     histories = [prep.index.to_ids(h).tolist() for h in inputs]
-    yield stub, port, histories, run
+    out = Served((stub, port, histories, run))
+    out.http_port = http_port
+    yield out
     channel.close()
     serve.shutdown()
 

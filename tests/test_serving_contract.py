@@ -6,7 +6,9 @@ default; docs/serving.md records a 5,000 run)."""
 
 import math
 import os
+import sys
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -15,6 +17,8 @@ import pytest
 from saerec.serving.client import to_steering
 from saerec.v1 import recommender_pb2 as pb
 from test_serving import served  # noqa: F401  (the module's own Serve application on the session run)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))    # json_api_fuzz: the fuzz generator
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +262,17 @@ def test_a_request_without_the_token_is_unauthenticated(served):  # noqa: F811
                 assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, (md, err.value)
         ok = authed.Recommend(req, metadata=[app, ("authorization", "Bearer s3cret")], timeout=10)
         assert len(ok.items) == 3
+        # the JSON API of the same replica (under its route prefix): 401 without the header or with another token
+        from google.protobuf.json_format import MessageToDict
+
+        from json_api_fuzz import post
+
+        body = MessageToDict(req)
+        for token in (None, "wrong"):
+            status, answer = post(served.http_port, "/authed/v1/recommend", body, token=token)
+            assert status == 401 and answer["error"]["message"].startswith("Authorization:"), (token, answer)
+        status, answer = post(served.http_port, "/authed/v1/recommend", body, token="s3cret")
+        assert status == 200 and [int(i["itemId"]) for i in answer["items"]] == ids(ok.items)
         # the application without a token stays open
         assert len(stub.Recommend(req, metadata=[("application", "saerec")], timeout=10).items) == 3
         channel.close()
@@ -339,3 +354,50 @@ def test_client_class_and_cli_expose_the_new_fields(served, table, capsys):  # n
     assert "unsteered:" in out and not any("Sci-Fi" in line for line in listed) and out.count("Action") >= 4
     assert main(["client", "recommend", "--address", addr, "--history", hist, "--include-attribute", "Polka"]) == 2
     assert "include_attributes[0]" in capsys.readouterr().err
+
+
+JSON_RPCS = [("recommend", "Recommend", pb.RecommendResponse), ("recommend-batch", "RecommendBatch", pb.RecommendBatchResponse),
+             ("features", "ListFeatures", pb.ListFeaturesResponse), ("feature", "GetFeature", pb.GetFeatureResponse),
+             ("explain", "Explain", pb.ExplainResponse)]
+
+
+def test_json_api_on_serve_answers_as_grpc_and_rejects_as_it(served, table):  # noqa: F811
+    """``POST /saerec/v1/...`` on Serve's HTTP proxy, same replica as gRPC: a good request's answer is
+    the gRPC answer (proto3 JSON back to the message: equal); a bad one is 400 with exactly the
+    INVALID_ARGUMENT details; 200 fuzzed bodies get no 5xx and field-first 400s."""
+    from google.protobuf.json_format import MessageToDict, ParseDict
+
+    from json_api_fuzz import fuzz, post
+
+    stub, _, histories, run = served
+    port, h = served.http_port, histories[0]
+    steer = [to_steering("Sci-Fi=add:5"), to_steering("Western=2@all")]
+    good = [pb.RecommendRequest(history=h, k=7, steering=steer, exclude_attributes=["Action"], include_unsteered=True),
+            pb.RecommendBatchRequest(requests=[pb.RecommendRequest(history=h, k=3),
+                                               pb.RecommendRequest(history=histories[1], k=5000)]),
+            pb.ListFeaturesRequest(attribute="sci-fi", page_size=3), pb.GetFeatureRequest(feature_id=3),
+            pb.ExplainRequest(history=h, k=3)]
+    for (route, rpc, cls), req in zip(JSON_RPCS, good):
+        status, body = post(port, f"/saerec/v1/{route}", MessageToDict(req))
+        assert status == 200, (route, body)
+        assert ParseDict(body, cls()) == getattr(stub, rpc)(req, timeout=30), route
+    bad = [(route, req) for route, reqs in [
+        ("recommend", [pb.RecommendRequest(history=h, **r) for _, r in BAD_RULES]
+         + [pb.RecommendRequest(history=h, k=5000), pb.RecommendRequest(history=h, steering=[pb.Steering(feature_id=10 ** 6, value=1)])]),
+        ("recommend-batch", [pb.RecommendBatchRequest()]), ("features", [pb.ListFeaturesRequest(page_token="x")]),
+        ("feature", [pb.GetFeatureRequest(feature_id=-1)]), ("explain", [pb.ExplainRequest(history=[99999999])])] for req in reqs]
+    for route, req in bad:
+        rpc = next(r for name, r, _ in JSON_RPCS if name == route)
+        with pytest.raises(grpc.RpcError) as err:
+            getattr(stub, rpc)(req, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        status, body = post(port, f"/saerec/v1/{route}", MessageToDict(req))
+        assert (status, body["error"]["message"]) == (400, err.value.details()), route
+    for raw, field in [(b"{not json", "body:"), (b'{"k": "ten"}', "k:"), (b'{"colour": 1}', "colour:")]:
+        status, body = post(port, "/saerec/v1/recommend", raw)
+        assert status == 400 and body["error"]["message"].startswith(field), (raw, body)
+    assert post(port, "/saerec/v1/nope", {})[0] == 404
+    codes, broken = fuzz(port, h[-8:], 200, 128, seed=23)
+    print("JSON API on Serve, fuzz statuses:", codes)
+    assert not broken and codes.get(200, 0) > 20 and codes.get(400, 0) > 20, (codes, broken[:3])
+    assert len(stub.Recommend(pb.RecommendRequest(history=h), timeout=10).items) == 10

@@ -4,6 +4,7 @@ playground) and ``export --format saelens`` (the SAE in SAELens's on-disk layout
 
 from __future__ import annotations
 
+import os
 import time
 
 from ..errors import SaerecError, UsageError
@@ -23,6 +24,10 @@ def add_parsers(sub) -> None:
     sp.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free one)")
     sp.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     sp.add_argument("--rebuild", action="store_true", help="rebuild RUN/browse/ even when it is up to date")
+    sp.add_argument("--service", metavar="URL", help="answer the JSON API (and the playground) from a running "
+                                                     "`saerec serve` at URL (its HTTP port, e.g. http://127.0.0.1:8000) "
+                                                     "instead of an in-process model")
+    sp.add_argument("--token", help="with --service: its auth token (default: $SAEREC_AUTH_TOKEN)")
     _site_flags(sp)
     sp = sub.add_parser("export", help="write RUN's SAE in another library's on-disk layout (saelens)")
     sp.add_argument("--run", required=True, help="run directory with a trained SAE")
@@ -61,13 +66,19 @@ def cmd_report(args) -> int:
 def cmd_browse(args) -> int:
     from ..browse.server import open_server
     from ..rundir import RunDir
+    from ..serving.auth import TOKEN_ENV
 
     _check(args)
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
-    server = open_server(RunDir(args.run), args.host, args.port, args.users, args.bins, args.rebuild)
+    if args.token and not args.service:
+        raise UsageError("--token goes with --service (the in-process API has no auth)")
+    token = args.token or (os.environ.get(TOKEN_ENV) if args.service else None)
+    server = open_server(RunDir(args.run), args.host, args.port, args.users, args.bins, args.rebuild,
+                         service_url=args.service, token=token)
     host, port = server.server_address[:2]
-    print(f"saerec browse: http://{host}:{port}/ (playground: /playground.html, JSON API: POST /saerec/v1/...; "
+    api = f"forwarded to {args.service}" if args.service else "POST /saerec/v1/..."
+    print(f"saerec browse: http://{host}:{port}/ (playground: /playground.html, JSON API: {api}; "
           "Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

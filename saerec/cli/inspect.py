@@ -39,6 +39,15 @@ def add_parsers(sub) -> None:
     sp = sub.add_parser("explain", help="the SAE features behind one history's recommendations and their contributions")
     _history_flags(sp)
     sp.add_argument("--features", type=int, default=8, help="features to show (most active at the last step)")
+    sp = sub.add_parser("popsteer", help="popularity steering (PopSteer): features by effect size between synthetic "
+                                         "popular-only and niche-only users, the long-tail/NDCG curve over alpha")
+    sp.add_argument("--run", required=True, help="run directory with a recommender and an SAE")
+    sp.add_argument("--alphas", default="0.5,1,1.5,2,3,4", help="comma-separated steering strengths (alpha 0 is added)")
+    sp.add_argument("--top-n", type=int, help="steer only the N features with the largest |d| (default: all)")
+    sp.add_argument("--users-per-group", type=int, default=500, help="synthetic users per group (default 500)")
+    sp.add_argument("--length", type=int, default=50, help="items per synthetic history (default 50)")
+    sp.add_argument("--eval-positions", type=int, default=10, help="last predictions per test user (default 10)")
+    sp.add_argument("--k", type=int, default=10)
     sp = sub.add_parser("features", help="the feature catalog: labels, correlation, firing frequency")
     sp.add_argument("--run", required=True, help="run directory")
     sp.add_argument("--attribute", help="only features labelled with this attribute")
@@ -160,4 +169,35 @@ def cmd_features(args) -> int:
     return 0
 
 
-COMMANDS = {"steer": cmd_steer, "explain": cmd_explain, "features": cmd_features}
+def cmd_popsteer(args) -> int:
+    from ..rundir import RunDir
+    from ..steer.popsteer import PopSteerConfig, popsteer_run
+
+    try:
+        alphas = [float(a) for a in args.alphas.split(",") if a.strip()]
+    except ValueError:
+        raise UsageError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
+    if not alphas or any(not 0 <= a <= 100 for a in alphas):
+        raise UsageError(f"--alphas must be numbers in 0..100, got {args.alphas!r}")
+    for flag, v in (("--users-per-group", args.users_per_group), ("--length", args.length),
+                    ("--eval-positions", args.eval_positions), ("--k", args.k), ("--top-n", args.top_n or 1)):
+        if v < 1:
+            raise UsageError(f"{flag} must be >= 1, got {v}")
+    run = RunDir(args.run)
+    for rel, cmd in ((A.WEIGHTS, "train"), (A.SAE_WEIGHTS, "sae"), (A.FEATURES, "interpret")):
+        if not run.has(rel):
+            raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
+    cfg = PopSteerConfig(users_per_group=args.users_per_group, length=args.length, top_n=args.top_n)
+    s = popsteer_run(run, alphas, cfg, k=args.k, eval_positions=args.eval_positions)
+    k = args.k
+    cols = ["alpha", "features", f"ndcg@{k}", "ndcg_drop", f"long_tail@{k}", "long_tail_lift", f"gini@{k}",
+            f"novelty@{k}", f"coverage@{k}"]
+    print(s["table"][cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    lo, hi = s["ndcg_drop_ci95"]
+    print(f"best alpha within a 10% NDCG@{k} drop: {s['best_alpha_within_10pct_ndcg']:g} (long-tail share "
+          f"{s['long_tail_lift']:.2f}x, NDCG drop {s['ndcg_drop']:.1%} [95% {lo:.1%}, {hi:.1%}], Gini "
+          f"{s['gini_unsteered']:.3f} -> {s['gini_at_best']:.3f}); wrote {run.path(A.POPSTEER_SUMMARY)}")
+    return 0
+
+
+COMMANDS = {"steer": cmd_steer, "explain": cmd_explain, "features": cmd_features, "popsteer": cmd_popsteer}

@@ -15,7 +15,7 @@ def add_parsers(sub) -> None:
     sp = sub.add_parser("serve", help="serve RUN as the gRPC Recommender on Ray Serve (Ray starts locally if needed)")
     sp.add_argument("--run", required=True, help="run directory with a recommender, SAE and interpretation")
     sp.add_argument("--port", type=int, default=9000, help="gRPC port (default 9000)")
-    sp.add_argument("--http-port", type=int, default=8000, help="Serve's HTTP port, for health checks (default 8000)")
+    sp.add_argument("--http-port", type=int, default=8000, help="Serve's HTTP port: the JSON API (POST /saerec/v1/...) and health checks (default 8000)")
     sp.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
     sp.add_argument("--replicas", type=int, default=1)
     sp.add_argument("--compile", action="store_true",
@@ -83,7 +83,8 @@ def cmd_serve(args) -> int:
     # a remote run goes to the replicas as its URI: each pulls its own copy, on whichever node it runs
     served = args.run if is_uri(args.run) else str(run.root)
     serve.run(app_builder({"run": served, "replicas": args.replicas, "compile": args.compile}), name=APP_NAME, route_prefix=ROUTE)
-    print(f"saerec.v1.Recommender serving {run.root} on gRPC port {args.port} (Ctrl-C stops)", flush=True)
+    print(f"saerec.v1.Recommender serving {run.root} on gRPC port {args.port}, JSON API on "
+          f"http://{args.host}:{args.http_port}/saerec/v1/ (Ctrl-C stops)", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -9,6 +9,8 @@ Why each layer:
   ``shutdownAfterJobFinishes``, replica bounds, name lengths); they are reimplemented here.
 - Core objects (ConfigMap, PVC, Service) are checked against the Kubernetes schemas that the
   ``kubernetes-validate`` package ships, when it is installed (the ``test`` extra).
+- Gateway API objects (the TLS overlay) by :mod:`.gateway`: their CRD schemas through the npm
+  models package where installed, and the references between them and to the Serve ports.
 - The policy is ours: every container runs our image, non-root, with CPU and memory requests and
   limits; the Ray ports are declared; the RayService exposes the Serve config's gRPC port.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import UsageError
+from . import gateway
 
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml",
              "RayService": "ray.io_rayservices.yaml"}
@@ -115,6 +118,8 @@ def _message(error) -> str:
 def schema_findings(doc: dict, schema_dir: str | Path, kube_version: str = KUBE_VERSION) -> list[Finding]:
     """The document against its CRD schema (KubeRay kinds) or the core Kubernetes schema."""
     key = (doc.get("apiVersion"), doc.get("kind"))
+    if gateway.is_gateway(doc):              # CRDs outside KubeRay and the core schemas: validate() runs .gateway
+        return []
     validators = crd_validators(str(schema_dir))
     if key in validators:
         errors = sorted(validators[key].iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
@@ -286,4 +291,12 @@ def validate(docs: list[dict], schema_dir: str | Path | None = None, policy: boo
         out += schema_findings(doc, schema_dir, kube_version) + operator_findings(doc)
         if policy:
             out += policy_findings(doc)
+    gw = [d for d in docs if gateway.is_gateway(d)]
+    if gw:
+        confs = [_serve_config(d)[0] or {} for d in docs if d.get("kind") == "RayService"]
+        ports = (confs[0].get("grpc_options", {}).get("port"), confs[0].get("http_options", {}).get("port", 8000)) \
+            if confs else (None, None)
+        models = gateway.models_dir()
+        errors = (gateway.schema_errors(gw, models) if models else []) + gateway.cross_object_errors(gw, *ports)
+        out += [Finding(_label(d), path, message) for d, path, message in errors]
     return out

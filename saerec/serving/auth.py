@@ -1,4 +1,5 @@
-"""Optional shared-token auth for the gRPC service: ``authorization: Bearer <token>`` metadata.
+"""Optional shared-token auth for the gRPC service and its JSON API: ``authorization: Bearer <token>``
+metadata (gRPC) or header (HTTP: a missing or wrong one is 401).
 
 Off unless a replica finds a token: ``SAEREC_AUTH_TOKEN`` (the token itself) or
 ``SAEREC_AUTH_TOKEN_FILE`` (a file holding it, e.g. a mounted Kubernetes Secret: the k8s manifests
@@ -42,13 +43,19 @@ def load_token(env=os.environ) -> bytes | None:
     return token.encode()
 
 
+def bearer_ok(sent: str | bytes, token: bytes | None) -> bool:
+    """Whether an ``authorization`` value carries ``token`` (always, with auth off); constant-time."""
+    if token is None:
+        return True
+    sent = sent.encode() if isinstance(sent, str) else bytes(sent)
+    return hmac.compare_digest(sent, b"Bearer " + token)
+
+
 def authorized(ctx, token: bytes | None) -> bool:
     """Whether the call may proceed; if not, ``ctx`` is set to UNAUTHENTICATED."""
     if token is None or ctx is None:
         return True
-    sent = next((v for k, v in ctx.invocation_metadata() if k == "authorization"), "")
-    sent = sent.encode() if isinstance(sent, str) else bytes(sent)
-    if hmac.compare_digest(sent, b"Bearer " + token):
+    if bearer_ok(next((v for k, v in ctx.invocation_metadata() if k == "authorization"), ""), token):
         return True
     ctx.set_code(grpc.StatusCode.UNAUTHENTICATED)
     ctx.set_details("authorization: missing or wrong token; send metadata 'authorization: Bearer <token>'")

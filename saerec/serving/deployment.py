@@ -9,6 +9,10 @@ cost more latency at concurrency 1 than it bought in throughput). A request that
 one waiting skips the batch queue and its hand-offs between asyncio tasks, which a lone request
 only pays for.
 
+The same replica answers the JSON API (``POST /saerec/v1/<method>``, :mod:`.jsonapi`) on Serve's HTTP
+proxy: ``__call__`` parses the body and calls the very function the gRPC method runs (``Recommend``
+through the same batching), so both transports give the same answers and the same field-first errors.
+
 Entry points: ``app_builder`` (``import_path: saerec.serving.deployment:app_builder`` in a Serve
 config, with ``args: {run: ...}``), ``start_grpc`` (what ``saerec serve`` and the tests call).
 """
@@ -24,8 +28,9 @@ import grpc
 from ray import serve
 
 from ..v1 import recommender_pb2 as pb
-from .auth import authorized, load_token
+from .auth import authorized, bearer_ok, load_token
 from .health import SERVICER as HEALTH_SERVICER
+from .jsonapi import JsonApi, error
 from .service import InvalidRequest, RecommenderService
 
 log = logging.getLogger("saerec.serving")
@@ -66,6 +71,9 @@ class Recommender:
         self._waiting = 0                  # valid Recommend calls not yet answered
         self._sizes: Counter = Counter()   # forward passes by number of requests (1 = the direct path)
         self.reconfigure({"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s})
+        s = self.service                   # one function per RPC, called by the gRPC methods and the JSON API
+        self.api = JsonApi({"Recommend": self._recommend, "RecommendBatch": s.recommend_batch_call,
+                            "ListFeatures": s.list_features, "GetFeature": s.get_feature, "Explain": s.explain})
         log.info("serving %s (model %s%s%s)", run, self.service.version,
                  ", compiled" if self.compiled else ", traced blocks" if self.traced else "",
                  ", token auth" if self.token else "")
@@ -112,14 +120,32 @@ class Recommender:
         """Forward passes so far by the number of requests in each (through a DeploymentHandle)."""
         return dict(self._sizes)
 
+    async def _recommend(self, request: pb.RecommendRequest) -> pb.RecommendResponse:
+        """Validate (InvalidRequest: never joins a batch), then batch with whatever else is waiting."""
+        return await self._answer(self.service.prepare(request))
+
+    async def __call__(self, request):
+        """HTTP: the JSON API (Serve's HTTP proxy hands the route prefix's requests here as Starlette
+        requests). With auth on, a missing or wrong ``Authorization: Bearer`` header is 401."""
+        from starlette.responses import JSONResponse
+
+        if not bearer_ok(request.headers.get("authorization", ""), self.token):
+            status, body = error(401, "Authorization: missing or wrong token; send the header "
+                                      "'Authorization: Bearer <token>'")
+        else:
+            path, root = request.url.path, request.scope.get("root_path") or ""
+            if root not in ("", "/") and path.startswith(root):   # the app's route prefix stands for /saerec
+                path = "/saerec" + path[len(root):]
+            status, body = await self.api.handle_async(request.method, path, await request.body())
+        return JSONResponse(body, status_code=status)
+
     async def Recommend(self, request: pb.RecommendRequest, grpc_context=None) -> pb.RecommendResponse:
         if not authorized(grpc_context, self.token):
             return pb.RecommendResponse()
         try:
-            prep = self.service.prepare(request)
+            return await self._recommend(request)
         except InvalidRequest as e:
             return _reject(grpc_context, e, pb.RecommendResponse())
-        return await self._answer(prep)
 
     async def RecommendBatch(self, request: pb.RecommendBatchRequest, grpc_context=None) -> pb.RecommendBatchResponse:
         """Many requests in one call: validated one by one (a bad entry is its own error), then scored
@@ -127,10 +153,9 @@ class Recommender:
         if not authorized(grpc_context, self.token):
             return pb.RecommendBatchResponse()
         try:
-            results = self.service.recommend_many(request.requests)
+            return self.service.recommend_batch_call(request)
         except InvalidRequest as e:
             return _reject(grpc_context, e, pb.RecommendBatchResponse())
-        return pb.RecommendBatchResponse(results=results, model_version=self.service.version)
 
     def ListFeatures(self, request: pb.ListFeaturesRequest, grpc_context=None) -> pb.ListFeaturesResponse:
         if not authorized(grpc_context, self.token):

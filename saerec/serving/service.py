@@ -267,6 +267,10 @@ class RecommenderService:
             out[i] = pb.RecommendBatchResult(response=resp)
         return out
 
+    def recommend_batch_call(self, req) -> pb.RecommendBatchResponse:
+        """The RecommendBatch RPC: :meth:`recommend_many` with the model version."""
+        return pb.RecommendBatchResponse(results=self.recommend_many(req.requests), model_version=self.version)
+
     def recommend(self, req):
         return self.recommend_batch([self.prepare(req)])[0]
 
