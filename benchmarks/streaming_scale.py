@@ -64,12 +64,15 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
-def measure(cmd: list[str], log: Path, interval: float = 0.2) -> dict:
-    """Run ``cmd``; its wall time and the peak total PSS of its process tree."""
+def measure(cmd: list[str], log: Path, interval: float = 0.2, echo: str | None = None, check: bool = True) -> dict:
+    """Run ``cmd``; its wall time and the peak total PSS of its process tree. ``echo``: also print
+    each output line prefixed with it (the stage's own progress lines); ``check=False``: a failed
+    command is returned with its exit code instead of ending the benchmark."""
     peak = {"bytes": 0, "processes": 0}
     with open(log, "w") as out:
         t = time.time()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if echo is not None else out, stderr=subprocess.STDOUT,
+                                text=echo is not None)
         done = threading.Event()
 
         def sample():
@@ -82,12 +85,17 @@ def measure(cmd: list[str], log: Path, interval: float = 0.2) -> dict:
 
         th = threading.Thread(target=sample, daemon=True)
         th.start()
+        if echo is not None:
+            for line in proc.stdout:
+                out.write(line)
+                print(f"{echo}{line.rstrip()}", flush=True)
         rc = proc.wait()
         done.set()
         th.join()
-    if rc != 0:
+    if rc != 0 and check:
         sys.exit(f"{' '.join(cmd)} failed ({rc}); see {log}")
-    return {"wall_seconds": time.time() - t, "peak_pss_mb": peak["bytes"] / 2**20, "processes_at_peak": peak["processes"]}
+    return {"wall_seconds": time.time() - t, "peak_pss_mb": peak["bytes"] / 2**20, "processes_at_peak": peak["processes"],
+            **({"returncode": rc} if rc else {})}
 
 
 def parquet_rows(folder: Path) -> int:
@@ -140,9 +148,8 @@ def main() -> None:
             shutil.copytree(model_dir, run / "recommender", ignore=shutil.ignore_patterns("ray"))
         ext = measure(saerec + ["extract", "--run", str(run)] + sets, work / f"extract_{tag}.log")
         rows = {p: parquet_rows(run / "activations" / p) for p in ("sae", "test")}
-        secs = json.loads((run / "activations" / "meta.json").read_text())["seconds"]
-        ext.update(rows=rows, stream_seconds=secs,
-                   rows_per_second=sum(rows.values()) / sum(secs.values()))
+        # meta.json no longer records the stream's seconds (stage keys must repeat): the stage's wall time
+        ext.update(rows=rows, rows_per_second=sum(rows.values()) / ext["wall_seconds"])
         print(f"[{tag}] extract: {sum(rows.values()):,} rows, {ext['rows_per_second']:,.0f} rows/s, "
               f"peak {ext['peak_pss_mb']:,.0f} MB, {ext['wall_seconds']:.0f}s", flush=True)
         results[tag] = {"interactions": split["interactions_total"],

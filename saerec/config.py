@@ -22,7 +22,6 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 
 from .checks import (Failures, Fraction, NonNegative, NonNegativeFloat, Positive, PositiveFloat, Probability,
                      UnitInterval)
@@ -203,10 +202,14 @@ class RunConfig:
         return cfg
 
     def save(self, path: Path) -> None:
+        import yaml
+
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
     def load(cls, path: Path) -> "RunConfig":
+        import yaml
+
         try:
             return cls.from_dict(yaml.safe_load(Path(path).read_text()))
         except yaml.YAMLError as e:
@@ -252,6 +255,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):                 # --set steer.attributes=Action,Sci-Fi, sae_eval.k_values=1,5
+            import yaml
+
             value = [v.strip() if item is str else yaml.safe_load(v) for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise UsageError(f"{name} must be a list, got {value!r}")
@@ -318,6 +323,8 @@ def set_value(cfg: RunConfig, dotted: str, value: Any) -> None:
 
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     """Apply ``section.key=value`` strings; values are parsed as YAML scalars."""
+    import yaml                                    # imported here: building a config needs no PyYAML (gpu_check)
+
     for item in overrides or []:
         if "=" not in item:
             raise UsageError(f"--set expects section.key=value, got '{item}'")

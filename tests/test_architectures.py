@@ -121,5 +121,5 @@ def test_ray_train_trains_and_reloads_each_architecture(ray_session, tmp_path, a
     stats = train_recommender(run, cfg, prep)
     model, meta = load_model(run.recommender)
     assert type(model).__name__.lower() == arch and meta["model"]["arch"] == arch and stats["epochs_run"] == 2
-    m = evaluate_run(run, prep)
+    m = evaluate_run(run)
     assert m["arch"] == arch and 0 < m["ndcg@10"] <= 1

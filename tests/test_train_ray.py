@@ -6,7 +6,7 @@ import os
 import pytest
 
 from saerec.config import RunConfig, apply_overrides
-from saerec.data.prepare import load_prepared, prepare
+from saerec.data.prepare import prepare
 from saerec.eval.evaluate import evaluate_run
 from saerec.rundir import RunDir
 from saerec.train.ray_train import train_recommender
@@ -38,7 +38,7 @@ def test_two_worker_ray_train_beats_popularity(ray_session, tmp_path):
     assert len(pids) == len(set(pids)) == 2 and os.getpid() not in pids
     assert pids == [int((run.recommender / "ray" / "pids" / f"rank{r}.pid").read_text().split()[0]) for r in (0, 1)]
     assert history[-1]["loss"] < history[0]["loss"]
-    m = evaluate_run(run, load_prepared(run))
+    m = evaluate_run(run)
     assert m["ndcg@10"] > m["popularity"]["ndcg@10"] * 1.2, m
     assert (run.recommender / "model.safetensors").exists()
     assert (run.recommender / "items.parquet").exists()
@@ -54,3 +54,27 @@ def test_prepare_is_reused_when_config_unchanged(tmp_path):
     cfg.split.seed = 7
     prepare(run, cfg)
     assert (run.data / "interactions.parquet").stat().st_mtime_ns != mtime
+
+
+def test_streamed_evaluation_equals_in_memory(trained_run, tmp_path):
+    """``evaluate_run`` reads only the test users and the rec part's item counts from
+    sequences.parquet (issue 21: no stage loads the whole log): the same metrics as the in-memory
+    path over the whole interaction log, and it runs with ``interactions.parquet`` gone."""
+    import numpy as np
+
+    from conftest import LATER_STAGES, copy_run
+    from saerec.data.prepare import item_counts, load_prepared
+    from saerec.eval.evaluate import ranking_report
+    from saerec.model.checkpoint import load_model
+
+    run, _ = copy_run(trained_run, tmp_path / "run", drop=LATER_STAGES)
+    prep = load_prepared(run)
+    model, _ = load_model(run.recommender)
+    _, inputs, targets = prep.eval_set("test", model.max_len)
+    counts = np.bincount(prep.sequences("rec").items, minlength=prep.index.size + 1)[1:]
+    in_memory = ranking_report(model, inputs, targets, counts)
+    index, streamed_counts = item_counts(run, batch_users=7)           # many batches: the merge is exercised
+    assert np.array_equal(index.item_ids, prep.index.item_ids) and np.array_equal(streamed_counts, counts)
+    (run.data / "interactions.parquet").unlink()
+    streamed = evaluate_run(run)
+    assert {k: streamed[k] for k in in_memory} == in_memory and in_memory["test_users"] == len(targets) > 0

@@ -36,7 +36,8 @@ def block_activations(model: SequentialRecommender, users: np.ndarray, seqs: lis
             starts.append(start)
             chunks.append(w)
     items, lengths = pad_inputs(chunks)
-    h = model(items, lengths, capture=[layer]).captured[layer]
+    device = next(iter(model.parameters()), torch.zeros(0)).device     # the model's device (a GPU in gpu_check)
+    h = model(items.to(device), lengths.to(device), capture=[layer]).captured[layer].cpu()
     mask = torch.arange(items.shape[1])[None, :] < lengths[:, None]
     rows, pos = mask.nonzero(as_tuple=True)
     r = rows.numpy()

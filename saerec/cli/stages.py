@@ -136,7 +136,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_import_model(args) -> int:
-    from ..data.prepare import load_prepared
     from ..model.importer import import_model
     from ..train.stage import record_metrics
     from ..rundir import RunDir
@@ -147,21 +146,19 @@ def cmd_import_model(args) -> int:
     run = RunDir(args.run)
     summary = import_model(run, cfg, Path(args.weights), Path(args.items))
     cfg.save(run.path(A.CONFIG))
-    metrics = record_metrics(run, cfg, load_prepared(run), {"imported": summary})
+    metrics = record_metrics(run, cfg, {"imported": summary})
     print(json.dumps(summary))
     print_metrics(metrics)
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from ..data.prepare import load_prepared
     from ..eval.evaluate import evaluate_run
     from ..rundir import RunDir
 
     run = RunDir(args.run)
-    prep = load_prepared(run)
     metrics = run.read_json(A.REC_METRICS) if run.has(A.REC_METRICS) else {}
-    metrics.update(evaluate_run(run, prep))
+    metrics.update(evaluate_run(run))
     run.write_json(A.REC_METRICS, metrics)
     print_metrics(metrics)
     return 0

@@ -97,6 +97,31 @@ def read_sequences(run: RunDir, part: str, index: ItemIndex) -> Sequences:
                      index.to_index(flat).astype(np.int32))
 
 
+def item_counts(run: RunDir, batch_users: int = 4096) -> tuple[ItemIndex, np.ndarray]:
+    """The training items' index (rec + sae parts, what ``Prepared.index`` is) and each item's count
+    in the rec part (dense order), from ``RUN/data/sequences.parquet`` read ``batch_users`` users at a
+    time: memory grows with the catalog, not with the log."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    ids, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)            # rec-part ids and their counts
+    train_ids = np.zeros(0, np.int64)
+    for batch in pq.ParquetFile(run.path(A.SEQUENCES)).iter_batches(batch_size=batch_users, columns=["part", "items"]):
+        part = batch.column("part").cast(pa.string())
+        for name in ("rec", "sae"):
+            flat = pc.filter(batch.column("items"), pc.equal(part, name)).flatten().to_numpy()
+            if name == "rec":
+                ids, inv = np.unique(np.concatenate([ids, flat]), return_inverse=True)
+                w = np.concatenate([counts, np.ones(len(flat), np.int64)])
+                counts = np.bincount(inv, weights=w, minlength=len(ids)).astype(np.int64)
+            train_ids = np.union1d(train_ids, flat)
+    index = ItemIndex(train_ids.astype(np.int64))
+    dense = np.zeros(index.size, np.int64)
+    dense[index.to_index(ids) - 1] = counts
+    return index, dense
+
+
 def write_sequences(sp: Split, path, row_group_users: int = 4096) -> None:
     """One row per user: ``user_id``, ``part``, ``items`` (dataset item ids in time order).
 

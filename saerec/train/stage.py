@@ -13,12 +13,12 @@ from ..contract import Stage
 from ..rundir import A, RunDir
 
 
-def record_metrics(run: RunDir, cfg: RunConfig, prep, extra: dict) -> dict:
+def record_metrics(run: RunDir, cfg: RunConfig, extra: dict) -> dict:
     """Evaluate RUN's recommender on the test users (and popularity), add ``extra`` (training stats,
     or what import-model checked) and write ``recommender/metrics.json``; returns the metrics."""
     from ..eval.evaluate import evaluate_run
 
-    metrics = {**evaluate_run(run, prep, batch_size=cfg.train.eval_batch_size), **extra}
+    metrics = {**evaluate_run(run, batch_size=cfg.train.eval_batch_size), **extra}
     run.write_json(A.REC_METRICS, metrics)
     return metrics
 
@@ -29,7 +29,7 @@ def train_and_evaluate(run: RunDir, cfg: RunConfig, prep, resume: bool = False,
     checkpoint), then it is evaluated (``record_metrics``)."""
     from .ray_train import train_recommender
 
-    return record_metrics(run, cfg, prep, train_recommender(run, cfg, prep, resume=resume, t_start=t_start))
+    return record_metrics(run, cfg, train_recommender(run, cfg, prep, resume=resume, t_start=t_start))
 
 
 def run_train(run: RunDir, cfg: RunConfig, resume: bool = False) -> dict:
