@@ -78,8 +78,10 @@ def open_page(driver, url: str, shot: str | None = None) -> None:
 
     driver.get_log("browser")                              # drop earlier entries
     driver.get(url)
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.body.dataset.ready"))
-    state = driver.execute_script("return document.body.dataset.ready")
+    # (the body can still be missing right after get() when the same page is loaded again)
+    ready = "return document.body && document.body.dataset.ready"
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script(ready))
+    state = driver.execute_script(ready)
     errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
     assert state == "1" and not errors, (url, state, errors)
     folder = os.environ.get("SAEREC_SCREENSHOTS")
