@@ -178,16 +178,12 @@ def popsteer_run(run, alphas: list[float], cfg: PopSteerConfig = PopSteerConfig(
     ``eval_positions`` predictions, written to ``RUN/steer/popsteer.{parquet,json,png}`` and
     ``popsteer_features.parquet``; returns the summary."""
     from ..atomic import write_parquet
-    from ..data.prepare import read_sequences
-    from ..data.sequences import eval_points
-    from ..model.checkpoint import model_index
     from ..rundir import A
 
     steerer = Steerer.from_run(run, probes=False)
     popular, niche = synthetic_histories(steerer.items.items["train_count"].to_numpy(), cfg)
     effects = effect_sizes(steerer, popular, niche)
-    points = Points(*eval_points(read_sequences(run, "test", model_index(run.recommender)), steerer.model.max_len,
-                                 eval_positions))
+    points = Points.of_test_users(run, steerer.model.max_len, eval_positions)
     table, summary = popsteer_curve(steerer, points, effects, alphas, cfg.top_n, k)
     run.stage(A.STEER)
     write_parquet(effects, run.path(A.POPSTEER_FEATURES))

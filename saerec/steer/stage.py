@@ -14,12 +14,9 @@ import numpy as np
 
 from ..atomic import write_parquet, write_text
 from ..config import RunConfig, SteerConfig
-from ..data.prepare import read_sequences
-from ..data.sequences import eval_points
 from ..errors import RunError, UsageError
 from ..eval.ranking import recommend
 from ..contract import Stage
-from ..model.checkpoint import model_index
 from ..rundir import A, RunDir
 from .edits import Edit
 from .intervene import Steerer
@@ -89,9 +86,7 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     if sc.probe:
         steerer.probes = ensure_probes(run, steerer, cfg, attributes)
     probe_seconds = time.perf_counter() - t
-    # the test users' sequences only (not the whole log), in the recommender's index
-    points = Points(*eval_points(read_sequences(run, "test", model_index(run.recommender)), steerer.model.max_len,
-                                 sc.eval_positions))
+    points = Points.of_test_users(run, steerer.model.max_len, sc.eval_positions)
     values = sweep_values(sc)
     curves = default_curves(sc, attributes)
     t = time.perf_counter()

@@ -62,6 +62,16 @@ class Points:
     targets: np.ndarray
     owner: np.ndarray
 
+    @classmethod
+    def of_test_users(cls, run, max_len: int, positions: int) -> "Points":
+        """The test users' last ``positions`` predictions, read from the run's sequences file only
+        (not the whole log), in the recommender's index."""
+        from ..data.prepare import read_sequences
+        from ..data.sequences import eval_points
+        from ..model.checkpoint import model_index
+
+        return cls(*eval_points(read_sequences(run, "test", model_index(run.recommender)), max_len, positions))
+
     @property
     def last(self) -> np.ndarray:
         """Each user's last point (points of a user are contiguous, oldest first)."""
