@@ -74,6 +74,17 @@ def stage_run(args) -> tuple:
     return run, cfg
 
 
+# the command that writes each artifact a later command needs
+MAKES = {A.WEIGHTS: "train", A.SAE_WEIGHTS: "sae", A.FEATURES: "interpret"}
+
+
+def require(run, given: str, *artifacts: str) -> None:
+    """One line naming the first missing artifact and the command that makes it (``given``: --run as typed)."""
+    for rel in artifacts:
+        if not run.has(rel):
+            raise SaerecError(f"{run.root / rel} is missing; run `saerec {MAKES[rel]} --run {given}` first")
+
+
 def item_ids(text: str, flag: str = "--history") -> list[int]:
     """``--history 1,2,3`` (or ``flag``): dataset item ids, oldest first."""
     try:

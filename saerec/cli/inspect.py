@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 
-from ..errors import SaerecError, UsageError
+from ..errors import UsageError
 from ..layout import A
-from .common import item_ids
+from .common import item_ids, require
 
 
 def _history_flags(p: argparse.ArgumentParser) -> None:
@@ -59,9 +59,7 @@ def _steerer_and_history(args):
     from ..steer import Steerer
 
     run = RunDir(args.run)
-    for rel, cmd in ((A.WEIGHTS, "train"), (A.SAE_WEIGHTS, "sae")):
-        if not run.has(rel):
-            raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
+    require(run, args.run, A.WEIGHTS, A.SAE_WEIGHTS)
     steerer = Steerer.from_run(run)
     if not 1 <= args.k <= 1000:
         raise UsageError(f"--k must be in 1..1000, got {args.k}")
@@ -184,9 +182,7 @@ def cmd_popsteer(args) -> int:
         if v < 1:
             raise UsageError(f"{flag} must be >= 1, got {v}")
     run = RunDir(args.run)
-    for rel, cmd in ((A.WEIGHTS, "train"), (A.SAE_WEIGHTS, "sae"), (A.FEATURES, "interpret")):
-        if not run.has(rel):
-            raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
+    require(run, args.run, A.WEIGHTS, A.SAE_WEIGHTS, A.FEATURES)
     cfg = PopSteerConfig(users_per_group=args.users_per_group, length=args.length, top_n=args.top_n)
     s = popsteer_run(run, alphas, cfg, k=args.k, eval_positions=args.eval_positions)
     k = args.k

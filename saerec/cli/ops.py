@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 from ..errors import UsageError
-from ..layout import A
 from .common import add_common, stage_run
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 import time
 
-from ..errors import SaerecError, UsageError
+from ..errors import UsageError
 from ..layout import A
-from .common import item_ids
+from .common import item_ids, require
 
 
 def add_parsers(sub) -> None:
@@ -74,10 +74,7 @@ def cmd_serve(args) -> int:
     from ..storage import is_uri
 
     run = RunDir(args.run)
-    for rel, cmd in ((A.WEIGHTS, "train"), (A.SAE_WEIGHTS, "sae"),
-                     (A.FEATURES, "interpret")):
-        if not run.has(rel):
-            raise SaerecError(f"{run.root / rel} is missing; run `saerec {cmd} --run {args.run}` first")
+    require(run, args.run, A.WEIGHTS, A.SAE_WEIGHTS, A.FEATURES)
     ensure_ray()                      # (a local runtime starts its workers at nice 0, see ensure_ray)
     start_grpc(args.port, args.http_port, args.host)
     # a remote run goes to the replicas as its URI: each pulls its own copy, on whichever node it runs
