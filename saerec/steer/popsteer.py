@@ -125,11 +125,12 @@ def popsteer_curve(steerer: Steerer, points: Points, effects: pd.DataFrame, alph
     genres = items.genres
     G = items.attribute_matrix(genres)
     labels = steerer.catalog.label if steerer.catalog is not None else None
-    variants = [popsteer_edits(effects, a, top_n, labels) for a in [0.0, *alphas]]
+    values = list(dict.fromkeys([0.0, *map(float, alphas)]))     # alpha 0 (the baseline) first, once
+    variants = [popsteer_edits(effects, a, top_n, labels) for a in values]
     topk = steerer.recommend_variants(points.inputs, variants, k=k, max_rows=max_rows)
     base = row_ndcg(topk[:, 0], points.targets)
     rows = []
-    for i, a in enumerate([0.0, *alphas]):
+    for i, a in enumerate(values):
         m = list_metrics(topk[:, i], points, n, G, genres, k, pop)
         steered = row_ndcg(topk[:, i], points.targets)
         lo, hi = bootstrap_drop(base, steered, points.owner)
@@ -137,7 +138,7 @@ def popsteer_curve(steerer: Steerer, points: Points, effects: pd.DataFrame, alph
                      "ndcg_drop_ci_low": lo, "ndcg_drop_ci_high": hi,
                      **{c: m[c] for c in (f"ndcg@{k}", f"hit_rate@{k}", f"coverage@{k}", f"long_tail@{k}",
                                           f"gini@{k}", f"novelty@{k}", f"ndcg@{k}_last")}})
-    table = pd.DataFrame(rows).drop_duplicates("alpha").reset_index(drop=True)
+    table = pd.DataFrame(rows)
     lt0 = table[f"long_tail@{k}"].iloc[0]
     table["long_tail_lift"] = table[f"long_tail@{k}"] / lt0 if lt0 > 0 else np.nan
     ok = table[table["ndcg_drop"] <= 0.10]
