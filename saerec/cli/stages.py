@@ -116,11 +116,11 @@ def _new_run(args) -> tuple:
 
 
 def cmd_data(args) -> int:
-    from ..data.prepare import prepare
+    from ..data.prepare import prepare_files
 
     run, cfg = _new_run(args)
-    prep = prepare(run, cfg)
-    print(json.dumps({k: v for k, v in prep.meta.items() if k != "val_users"}, indent=2))
+    meta = prepare_files(run, cfg)                # streamed: the log is never loaded whole
+    print(json.dumps({k: v for k, v in meta.items() if k != "val_users"}, indent=2))
     return 0
 
 

@@ -231,6 +231,13 @@ def load_parquet(folder: Path) -> Dataset:
     """The generic schema (see :mod:`saerec.data.schema`)."""
     path = folder / "interactions.parquet"
     interactions = check_interactions(_read_parquet(path), str(path))
+    return Dataset(folder.name, interactions, parquet_items(folder, lambda: interactions["item_id"].to_numpy()),
+                   str(folder))
+
+
+def parquet_items(folder: Path, item_ids: Callable[[], np.ndarray]) -> pd.DataFrame:
+    """The generic schema's items: ``items.parquet``, else one bare row per id that ``item_ids()``
+    returns (the log's items; a callable so that a streamed reader counts them only when needed)."""
     items_path = folder / "items.parquet"
     if items_path.exists():
         items = _read_parquet(items_path)
@@ -247,10 +254,9 @@ def load_parquet(folder: Path) -> Dataset:
             items["genres"] = [[] for _ in range(len(items))]
         if "year" not in items.columns:
             items["year"] = pd.array([parse_year(t) for t in items["title"]], dtype="Int64")
-    else:
-        ids = np.unique(interactions["item_id"].to_numpy())
-        items = _items_frame(ids, [str(i) for i in ids], [[] for _ in ids], str(path))
-    return Dataset(folder.name, interactions, items.reset_index(drop=True), str(folder))
+        return items.reset_index(drop=True)
+    ids = np.unique(item_ids())
+    return _items_frame(ids, [str(i) for i in ids], [[] for _ in ids], str(folder / "interactions.parquet"))
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

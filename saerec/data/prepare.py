@@ -13,16 +13,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from ..atomic import write_parquet
 from ..config import RunConfig
 from ..rundir import A, RunDir
-from .attributes import build_attributes
 from .download import resolve
 from .loaders import apply_filters, load_folder
 from .paper_shape import PaperShapeConfig
 from .schema import Dataset
 from .sequences import ItemIndex, Sequences, build_sequences, eval_pairs
-from .split import PARTS, Split, split
+from .split import PARTS, Split
 from .synthetic import SyntheticConfig, generate
 
 log = logging.getLogger("saerec.data")
@@ -65,22 +63,22 @@ def load_dataset(cfg: RunConfig) -> Dataset:
     return load_folder(folder, d.min_rating)
 
 
-def prepare(run: RunDir, cfg: RunConfig, force: bool = False) -> Prepared:
+def prepare_files(run: RunDir, cfg: RunConfig, force: bool = False) -> dict:
+    """Write ``RUN/data`` with bounded memory (:mod:`saerec.data.stream`) unless it holds this
+    data/split config already; returns the split meta (split.json). Never loads the log whole."""
+    from .stream import stream_data
+
     h = config_hash(cfg)
     if not force and run.has(A.SPLIT) and run.read_json(A.SPLIT).get("config_hash") == h:
         log.info("data: reusing %s (same data/split config)", run.data)
-        return load_prepared(run)
-    ds = load_dataset(cfg)
-    sp = split(ds.interactions, cfg.split)
-    items = build_attributes(ds.items, sp.part("rec"), cfg.data.popularity_buckets)
-    run.data.mkdir(parents=True, exist_ok=True)
-    write_parquet(sp.interactions, run.path(A.INTERACTIONS))
-    write_sequences(sp, run.path(A.SEQUENCES))
-    write_parquet(items, run.path(A.ITEMS))
-    meta = {"config_hash": h, "dataset": ds.name, "source": ds.source, "loader_dropped": ds.dropped,
-            **sp.meta()}
-    run.write_json(A.SPLIT, meta)
-    return Prepared(sp, items, ItemIndex.from_ids(sp.train()["item_id"]), meta)
+        return run.read_json(A.SPLIT)
+    return stream_data(run, cfg, h)[0]
+
+
+def prepare(run: RunDir, cfg: RunConfig, force: bool = False) -> Prepared:
+    """:func:`prepare_files`, then the whole prepared data in memory (small runs, tests, tools)."""
+    prepare_files(run, cfg, force)
+    return load_prepared(run)
 
 
 def read_sequences(run: RunDir, part: str, index: ItemIndex) -> Sequences:
@@ -120,29 +118,6 @@ def item_counts(run: RunDir, batch_users: int = 4096) -> tuple[ItemIndex, np.nda
     dense = np.zeros(index.size, np.int64)
     dense[index.to_index(ids) - 1] = counts
     return index, dense
-
-
-def write_sequences(sp: Split, path, row_group_users: int = 4096) -> None:
-    """One row per user: ``user_id``, ``part``, ``items`` (dataset item ids in time order).
-
-    Later stages stream this file with Ray Data (a user never spans two rows), so they never have
-    to regroup the interaction log in memory.
-    """
-    import pyarrow as pa
-
-    ints = sp.interactions
-    order = np.lexsort((np.arange(len(ints)), ints["timestamp"].to_numpy(), ints["user_id"].to_numpy()))
-    users = ints["user_id"].to_numpy()[order]
-    items = ints["item_id"].to_numpy()[order]
-    parts = ints["part"].astype(str).to_numpy()[order]
-    uniq, starts = np.unique(users, return_index=True)
-    offsets = np.append(starts, len(users)).astype(np.int32)
-    table = pa.table({
-        "user_id": pa.array(uniq, pa.int64()),
-        "part": pa.array(parts[starts]),
-        "items": pa.ListArray.from_arrays(pa.array(offsets), pa.array(items, pa.int64())),
-    })
-    write_parquet(table, path, row_group_size=row_group_users)
 
 
 def load_prepared(run: RunDir) -> Prepared:
