@@ -2,9 +2,8 @@
 time, checked and filtered, so the stage never holds the whole log (:mod:`saerec.data.stream`).
 
 - the synthetic generators: their own user chunks (``synthetic._chunks``, ``paper_shape.paper_chunks``);
-- MovieLens CSV ``ratings.csv`` (ML-20M's layout): pyarrow's streaming CSV reader, ``CSV_BLOCK``
-  bytes at a time, with the whole-file reader's one-line errors (the bad line is found by
-  ``loaders._diagnose``);
+- MovieLens CSV ``ratings.csv`` (ML-20M's layout): ``loaders.csv_rating_chunks``, pyarrow's
+  streaming CSV reader (the one reader of that file: ``load_folder`` concatenates its chunks);
 - the generic Parquet schema: its row groups in batches;
 - ML-1M ``.dat`` and ML-100K: read whole (the largest is 1M rows), then cut into chunks.
 
@@ -21,17 +20,15 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from ..config import RunConfig
 from ..errors import DataError
 from .download import resolve
-from .loaders import (FORMATS, RATING_FIELDS, _check_header, _diagnose, apply_filters, detect_format,
-                      parquet_items, read_movies_csv)
+from .loaders import (FORMATS, _check_header, apply_filters, csv_rating_chunks, detect_format, parquet_items,
+                      read_movies_csv)
 from .schema import Dataset, check_interactions, integer_column
 
-CSV_BLOCK = 32 << 20          # bytes per streamed CSV block: about 1M ML-20M rating lines
 CHUNK_ROWS = 1_000_000        # rows per chunk for the sources read whole
 
 
@@ -91,7 +88,7 @@ def folder_source(folder: str | Path, chunk_rows: int = CHUNK_ROWS) -> Source:
         ratings = folder / "ratings.csv"
         _check_header(ratings, ["userId", "movieId", "rating", "timestamp"])
         items = read_movies_csv(folder / "movies.csv")
-        return Source(folder.name, items, str(folder), _csv_chunks(ratings), ratings.stat().st_size / 1e6, "MB", fmt)
+        return Source(folder.name, items, str(folder), csv_rating_chunks(ratings), ratings.stat().st_size / 1e6, "MB", fmt)
     if fmt == "parquet":
         path = folder / "interactions.parquet"
         rows = _parquet_rows(path)
@@ -101,34 +98,6 @@ def folder_source(folder: str | Path, chunk_rows: int = CHUNK_ROWS) -> Source:
     n = len(ds.interactions)
     chunks = ((ds.interactions.iloc[lo: lo + chunk_rows], min(lo + chunk_rows, n)) for lo in range(0, n, chunk_rows))
     return Source(ds.name, ds.items, ds.source, chunks, n, "rows", fmt, dict(ds.dropped))
-
-
-def _csv_chunks(path: Path):
-    """``ratings.csv`` in blocks; any parse failure or empty numeric field raises the line's error."""
-    numeric = {"user_id": int, "item_id": int, "rating": float, "timestamp": int}
-    types = {n: (pa.int64() if k is int else pa.float64()) for n, k in numeric.items()}
-
-    def bad():
-        return _diagnose(path, ",", RATING_FIELDS, numeric, "utf-8", True)
-    with pa.OSFile(str(path)) as fh:
-        try:
-            reader = pacsv.open_csv(
-                fh, read_options=pacsv.ReadOptions(column_names=list(RATING_FIELDS), skip_rows=1, block_size=CSV_BLOCK),
-                parse_options=pacsv.ParseOptions(delimiter=",", quote_char='"'),
-                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
-            raise bad() from None
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
-                raise bad() from None
-            df = batch.to_pandas()
-            if any(df[name].isna().any() for name in numeric):
-                raise bad()
-            yield check_interactions(df, str(path)), fh.tell() / 1e6
 
 
 def _parquet_rows(path: Path) -> int:
