@@ -105,18 +105,19 @@ def stream_data(run: RunDir, cfg: RunConfig, config_hash: str, bucket_rows: int 
         for lo, hi in ranges:
             sp.scan(bucket(lo, hi, ["user_id", "item_id", "timestamp"]))
         sp.decide()
-        prog = Progress("data: split", len(ranges), "buckets", every_s=10, printer=log.info)
+        prog = Progress(f"data: split ({len(ranges)} buckets)", sp.rows, "rows", every_s=10, printer=log.info)
         with atomic_path(run.path(A.INTERACTIONS)) as t_ints, atomic_path(run.path(A.SEQUENCES)) as t_seqs:
             writers: dict[str, pq.ParquetWriter] = {}
             try:
                 for lo, hi in ranges:
-                    out = sp.apply(bucket(lo, hi)).drop(columns="_row")
+                    rows = bucket(lo, hi)
+                    out = sp.apply(rows).drop(columns="_row")
                     for path, table, kw in ((t_ints, pa.Table.from_pandas(out, preserve_index=False), {}),
                                             (t_seqs, sequences_table(out), {"row_group_size": SEQ_ROW_GROUP})):
                         if path not in writers:
                             writers[path] = pq.ParquetWriter(path, table.schema)
                         writers[path].write_table(table, **kw)
-                    prog.update(1)
+                    prog.update(len(rows))
                 T, val_users, stats = sp.finish()
             finally:
                 for w in writers.values():
