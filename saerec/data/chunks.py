@@ -109,7 +109,7 @@ def _parquet_rows(path: Path) -> int:
 
 def _unique_item_ids(path: Path, chunk_rows: int) -> np.ndarray:
     """The log's item ids (for a folder without items.parquet), one column read in batches."""
-    f = pq.ParquetFile(path)
+    f = pq.ParquetFile(path, pre_buffer=False)
     if "item_id" not in f.schema_arrow.names:
         check_interactions(f.schema_arrow.empty_table().to_pandas(), str(path))     # names the missing columns
     ids, done = np.zeros(0, np.int64), 0
@@ -121,9 +121,10 @@ def _unique_item_ids(path: Path, chunk_rows: int) -> np.ndarray:
 
 
 def _parquet_chunks(path: Path, chunk_rows: int):
-    """The generic schema's interactions in batches; a bad row is named by its row in the file."""
+    """The generic schema's interactions in batches; a bad row is named by its row in the file.
+    (pre_buffer off: its read cache lives as long as the reader, so memory grew with the file.)"""
     done = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=chunk_rows):
         df = batch.to_pandas()
         df.index = np.arange(done, done + len(df))
         yield check_interactions(df, str(path), first_row=done), done + len(df)

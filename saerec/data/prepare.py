@@ -15,13 +15,9 @@ import pandas as pd
 
 from ..config import RunConfig
 from ..rundir import A, RunDir
-from .download import resolve
-from .loaders import apply_filters, load_folder
-from .paper_shape import PaperShapeConfig
-from .schema import Dataset
+from .schema import INTERACTION_COLUMNS, Dataset
 from .sequences import ItemIndex, Sequences, build_sequences, eval_pairs
 from .split import PARTS, Split
-from .synthetic import SyntheticConfig, generate
 
 log = logging.getLogger("saerec.data")
 
@@ -51,16 +47,13 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 def load_dataset(cfg: RunConfig) -> Dataset:
-    d = cfg.data
-    if d.dataset == "synthetic" and not d.data_dir:
-        if d.synthetic_preset == "ml-20m":
-            synth = PaperShapeConfig.ml20m(d.synthetic_scale, seed=d.synthetic_seed)
-        else:
-            synth = SyntheticConfig(users=max(1, round(d.synthetic_users * d.synthetic_scale)), items=d.synthetic_items,
-                                    genres=d.synthetic_genres, seed=d.synthetic_seed)
-        return apply_filters(generate(synth), d.min_rating)
-    folder = resolve(d.dataset, d.data_dir)
-    return load_folder(folder, d.min_rating)
+    """The configured dataset in memory, filtered (small logs, tests): the data stage's chunks, joined."""
+    from .chunks import open_source
+
+    src = open_source(cfg)
+    chunks = [df for df, _ in src.chunks]
+    ints = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=list(INTERACTION_COLUMNS))
+    return Dataset(src.name, ints, src.items, src.source, src.dropped)
 
 
 def prepare_files(run: RunDir, cfg: RunConfig, force: bool = False) -> dict:

@@ -54,6 +54,19 @@ class StreamReport:
     max_bucket_rows: int = 0      # rows read back for one bucket (all its users' interactions)
 
 
+def release_memory() -> None:
+    """Hand freed memory back to the OS after a chunk or a bucket. Without it the allocators
+    (Arrow's pool, glibc's heap) keep what earlier chunks freed, fragmented, and the process grows
+    with the number of chunks although each holds the same rows (measured: docs/benchmarks.md)."""
+    import ctypes
+
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):           # not glibc: nothing to trim
+        pass
+
+
 def bucket_ranges(rows_per_user: pd.Series, bucket_rows: int) -> list[tuple[int, int]]:
     """Inclusive user-id ranges, ascending, of about ``bucket_rows`` interactions each: a user goes
     to the bucket where its first row falls (so a bucket holds < bucket_rows + one user's rows)."""
@@ -93,10 +106,11 @@ def stream_data(run: RunDir, cfg: RunConfig, config_hash: str, bucket_rows: int 
         files = _spill(src, sp, spill, report)
         sp.cut()
         ranges = bucket_ranges(sp.users["n"], bucket_rows)
-        runs = pads.dataset([str(f) for f in files], format="parquet") if files else None
+        # pre_buffer off: its read cache lives as long as the reader and would grow with the log
+        fmt = pads.ParquetFileFormat(default_fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=False))
 
         def bucket(lo: int, hi: int, columns=None) -> pd.DataFrame:
-            uid = pads.field("user_id")
+            uid, runs = pads.field("user_id"), pads.dataset([str(f) for f in files], format=fmt)
             df = runs.to_table(filter=(uid >= lo) & (uid <= hi), columns=columns).to_pandas()
             report.max_bucket_rows = max(report.max_bucket_rows, len(df))
             return df
@@ -104,6 +118,7 @@ def stream_data(run: RunDir, cfg: RunConfig, config_hash: str, bucket_rows: int 
         report.buckets = len(ranges)
         for lo, hi in ranges:
             sp.scan(bucket(lo, hi, ["user_id", "item_id", "timestamp"]))
+            release_memory()
         sp.decide()
         prog = Progress(f"data: split ({len(ranges)} buckets)", sp.rows, "rows", every_s=10, printer=log.info)
         with atomic_path(run.path(A.INTERACTIONS)) as t_ints, atomic_path(run.path(A.SEQUENCES)) as t_seqs:
@@ -118,6 +133,8 @@ def stream_data(run: RunDir, cfg: RunConfig, config_hash: str, bucket_rows: int 
                             writers[path] = pq.ParquetWriter(path, table.schema)
                         writers[path].write_table(table, **kw)
                     prog.update(len(rows))
+                    del rows, out
+                    release_memory()
                 T, val_users, stats = sp.finish()
             finally:
                 for w in writers.values():
@@ -153,6 +170,8 @@ def _spill(src, sp: Splitter, spill, report: StreamReport) -> list:
         files.append(path)
         report.chunks += 1
         report.max_chunk_rows = max(report.max_chunk_rows, len(df))
+        del df
+        release_memory()
     n_users = 0 if sp.users is None else len(sp.users)
     log.info("loaded %s (%s): %s interactions, %s users, %s items; dropped %s", src.name, src.fmt,
              f"{sp.rows:,}", f"{n_users:,}", f"{len(items):,}", src.dropped or "nothing")
