@@ -22,7 +22,7 @@ import pytest
 from saerec.cli import main
 from saerec.v1 import recommender_pb2 as pb
 
-from conftest import REPO, require_tool
+from conftest import REPO, require_module, require_tool
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from json_api_fuzz import fuzz, post  # noqa: E402  (the fuzz generator, shared with the benchmark)
@@ -368,7 +368,7 @@ def other_kinds(d_in: int, x):
 def test_sae_lens_loads_the_export_and_reproduces_the_codes(swept_run, tmp_path):
     """The real sae-lens package (optional extra ``saelens``; skipped without it) reads the folder and
     its codes and reconstructions equal saerec's within 1e-4: the run's SAE, and every kind."""
-    sae_lens = pytest.importorskip("sae_lens", reason="sae-lens not installed (pip install -e '.[saelens]')")
+    sae_lens = require_module("sae_lens", "pip install -e '.[saelens]'; .ci/run installs it")
     import torch
 
     from saerec.sae.base import load_sae
