@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..activations.store import iter_batches, to_tensor
+from ..activations.store import count_rows, iter_batches, to_tensor
 from ..progress import Progress
 
 
@@ -55,7 +55,7 @@ def measure_activity(folder, sae, catalog: pd.DataFrame, label_matrix: np.ndarra
     L = torch.from_numpy(label_matrix)
     req = _window_requests(catalog, window)
     found = []
-    bar = Progress("feature pages: test activations", None, "positions", enabled=progress)
+    bar = Progress("feature pages: test activations", count_rows(folder), "positions", enabled=progress)
     for rb in iter_batches(folder, ("user_id", "position", "item_id", "activation"), batch_rows):
         f = sae.encode(sae.normalizer(to_tensor(rb.column("activation"))))              # (B, m)
         item_ids = rb.column("item_id").to_numpy()
