@@ -70,7 +70,7 @@ def measure_activity(folder, sae, catalog: pd.DataFrame, label_matrix: np.ndarra
                               "row": np.arange(rb.num_rows), "item_id": item_ids})
         hit = req.merge(batch, on=["user_id", "position"])
         if len(hit):
-            hit["value"] = f[torch.as_tensor(hit["row"].to_numpy(dtype=np.int64)), torch.as_tensor(hit["feature"].to_numpy(dtype=np.int64))].numpy()
+            hit["value"] = f[torch.tensor(hit["row"].to_numpy(dtype=np.int64)), torch.tensor(hit["feature"].to_numpy(dtype=np.int64))].numpy()
             found.append(hit[["feature", "slot", "offset", "item_id", "value"]])
         bar.update(rb.num_rows)
     active = counts.view(m, 2, bins).numpy()
