@@ -122,7 +122,7 @@ def stream_data(run: RunDir, cfg: RunConfig, config_hash: str, bucket_rows: int 
         sp.decide()
         prog = Progress(f"data: split ({len(ranges)} buckets)", sp.rows, "rows", every_s=10, printer=log.info)
         with atomic_path(run.path(A.INTERACTIONS)) as t_ints, atomic_path(run.path(A.SEQUENCES)) as t_seqs:
-            writers: dict[str, pq.ParquetWriter] = {}
+            writers: dict = {}                              # temporary path -> its ParquetWriter
             try:
                 for lo, hi in ranges:
                     rows = bucket(lo, hi)
