@@ -83,18 +83,27 @@ def prepare(run: RunDir, cfg: RunConfig, force: bool = False) -> Prepared:
     return Prepared(sp, items, ItemIndex.from_ids(sp.train()["item_id"]), meta)
 
 
-def _part_batches(run: RunDir, parts: tuple[str, ...], columns: list[str], users=None, batch_users: int = 4096):
+SEQ_BATCH_USERS = 512
+
+
+def _part_batches(run: RunDir, parts: tuple[str, ...], columns: list[str], users=None,
+                  batch_users: int = SEQ_BATCH_USERS):
     """``(part name, record batch)`` for each of ``parts`` in ``RUN/data/sequences.parquet``, read
     ``batch_users`` rows at a time and filtered per batch (``users``: only those user ids), so what a
-    reader holds at once is one batch, never the whole file: ``pq.read_table`` with a row filter
-    decodes every column chunk of the file before it filters (issue 21)."""
+    reader holds at once is one batch, never the whole file.
+
+    Why 512 users, one thread and no pre-buffering: the file's row groups hold 4,096 users, and
+    reading a whole row group at once (the reader's default) peaked pyarrow's pool at 20 MB and the
+    process at 57 MB more at scale 0.1 of the ML-20M preset, against 4.4 MB and 22 MB this way
+    (docs/benchmarks.md, "Paper scale"), at the same speed."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     wanted = pa.array(np.asarray(users, dtype=np.int64)) if users is not None else None
     cols = ["part", *columns] + (["user_id"] if wanted is not None and "user_id" not in columns else [])
-    for batch in pq.ParquetFile(run.path(A.SEQUENCES)).iter_batches(batch_size=batch_users, columns=cols):
+    reader = pq.ParquetFile(run.path(A.SEQUENCES), pre_buffer=False, buffer_size=1 << 20)
+    for batch in reader.iter_batches(batch_size=batch_users, columns=cols, use_threads=False):
         part = batch.column("part").cast(pa.string())
         mine = pc.is_in(batch.column("user_id"), value_set=wanted) if wanted is not None else None
         for name in parts:
@@ -102,7 +111,8 @@ def _part_batches(run: RunDir, parts: tuple[str, ...], columns: list[str], users
             yield name, batch.filter(keep)
 
 
-def read_sequences(run: RunDir, part: str, index: ItemIndex, users=None, batch_users: int = 4096) -> Sequences:
+def read_sequences(run: RunDir, part: str, index: ItemIndex, users=None,
+                   batch_users: int = SEQ_BATCH_USERS) -> Sequences:
     """One part's sequences straight from ``RUN/data/sequences.parquet``, ``batch_users`` rows at a
     time (``users``: only those, in file order): what ``Prepared.sequences(part)`` returns, for the
     streamed stages, whose memory must not grow with the log. Each batch's items are mapped to dense
@@ -119,7 +129,7 @@ def read_sequences(run: RunDir, part: str, index: ItemIndex, users=None, batch_u
                      np.concatenate(items))
 
 
-def item_counts(run: RunDir, batch_users: int = 4096) -> tuple[ItemIndex, np.ndarray]:
+def item_counts(run: RunDir, batch_users: int = SEQ_BATCH_USERS) -> tuple[ItemIndex, np.ndarray]:
     """The training items' index (rec + sae parts, what ``Prepared.index`` is) and each item's count
     in the rec part (dense order), from ``RUN/data/sequences.parquet`` read ``batch_users`` users at a
     time: memory grows with the catalog, not with the log."""

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import RunConfig
-from ..data.prepare import Prepared, config_hash, item_counts, read_sequences
+from ..data.prepare import SEQ_BATCH_USERS, Prepared, config_hash, item_counts, read_sequences
 from ..data.sequences import ItemIndex, Sequences
 from ..rundir import A, RunDir
 
@@ -35,7 +35,7 @@ class TrainInput:
                    prep.index, prep.items, prep.meta)
 
 
-def read_train_input(run: RunDir, batch_users: int = 4096) -> TrainInput:
+def read_train_input(run: RunDir, batch_users: int = SEQ_BATCH_USERS) -> TrainInput:
     """The train stage's input from ``RUN/data`` (sequences.parquet read ``batch_users`` users at a
     time, items.parquet, split.json)."""
     meta = run.read_json(A.SPLIT)
