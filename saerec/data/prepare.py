@@ -93,9 +93,9 @@ def _part_batches(run: RunDir, parts: tuple[str, ...], columns: list[str], users
     reader holds at once is one batch, never the whole file.
 
     Why 512 users, one thread and no pre-buffering: the file's row groups hold 4,096 users, and
-    reading a whole row group at once (the reader's default) peaked pyarrow's pool at 20 MB and the
-    process at 57 MB more at scale 0.1 of the ML-20M preset, against 4.4 MB and 22 MB this way
-    (docs/benchmarks.md, "Paper scale"), at the same speed."""
+    reading a whole row group at once (the reader's default) peaked pyarrow's pool at 22 MB at
+    scale 0.1 of the ML-20M preset, against under 5 MB this way, whatever the row groups hold
+    (``benchmarks/read_memory.py``; docs/benchmarks.md, "Paper scale")."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
