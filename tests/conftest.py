@@ -32,7 +32,22 @@ def require_tool(name: str, installs: str) -> str:
         found = shutil.which(name, path=path)
         if found:
             return found
-    why = f"{name} not installed ({installs})"
+    missing(f"{name} not installed ({installs})")
+
+
+def require_module(name: str, installs: str):
+    """A Python package a test is about (RecBole, sae-lens), imported: the policy of :func:`require_tool`."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        missing(f"{name} not installed ({installs})")
+    return importlib.import_module(name)
+
+
+def missing(why: str) -> None:
+    """Skip, or under ``SAEREC_REQUIRE_TOOLS=1`` (CI installs every tool and optional package the tests
+    use) fail: a failed install must not pass as a skip."""
     if os.environ.get("SAEREC_REQUIRE_TOOLS") == "1":
         pytest.fail(f"{why}; SAEREC_REQUIRE_TOOLS=1 says it must be", pytrace=False)
     pytest.skip(why)

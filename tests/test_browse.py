@@ -22,7 +22,7 @@ import pytest
 from saerec.cli import main
 from saerec.v1 import recommender_pb2 as pb
 
-from conftest import REPO, require_tool
+from conftest import REPO, require_module, require_tool
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from json_api_fuzz import fuzz, post  # noqa: E402  (the fuzz generator, shared with the benchmark)
@@ -202,28 +202,16 @@ def served(swept_run, site):
 def through_serve(swept_run, site):
     """``saerec serve`` on the run (Ray Serve: gRPC and the JSON API on its HTTP proxy), and a
     ``saerec browse --service`` server whose API calls go there: (browse port, gRPC stub)."""
-    import grpc
-    from ray import serve
-
     from saerec.browse.server import open_server
-    from saerec.serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
-    from saerec.v1 import recommender_pb2_grpc as pb_grpc
 
-    from test_serving import free_port, wait_until_serving
+    from test_serving import serving
 
-    grpc_port, http_port = free_port(), free_port()
-    start_grpc(grpc_port, http_port)
-    serve.run(app_builder({"run": str(swept_run.root)}), name=APP_NAME, route_prefix=ROUTE)
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    stub = pb_grpc.RecommenderStub(channel)
-    wait_until_serving(stub)
-    server = open_server(swept_run, port=0, users=5, progress=False, service_url=f"http://127.0.0.1:{http_port}")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], stub
-    server.shutdown()
-    server.server_close()
-    channel.close()
-    serve.shutdown()
+    with serving(swept_run) as (stub, _, http_port):
+        server = open_server(swept_run, port=0, users=5, progress=False, service_url=f"http://127.0.0.1:{http_port}")
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield server.server_address[1], stub
+        server.shutdown()
+        server.server_close()
 
 
 def test_playground_slider_changes_the_list_like_the_same_grpc_request(through_serve, browser):
@@ -377,7 +365,7 @@ def other_kinds(d_in: int, x):
 def test_sae_lens_loads_the_export_and_reproduces_the_codes(swept_run, tmp_path):
     """The real sae-lens package (optional extra ``saelens``; skipped without it) reads the folder and
     its codes and reconstructions equal saerec's within 1e-4: the run's SAE, and every kind."""
-    sae_lens = pytest.importorskip("sae_lens", reason="sae-lens not installed (pip install -e '.[saelens]')")
+    sae_lens = require_module("sae_lens", "pip install -e '.[saelens]'; .ci/run installs it")
     import torch
 
     from saerec.sae.base import load_sae

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import require_tool
+from conftest import require_module, require_tool
 from saerec.cli import main
 from saerec.deploy import kustomize, serveconfig
 from saerec.deploy.validate import default_schema_dir, validate
@@ -329,7 +329,11 @@ def test_missing_linter_skips_here_but_fails_in_ci(monkeypatch):
     with pytest.raises(outcomes, match="no-such-linter not installed .*SAEREC_REQUIRE_TOOLS=1") as got:
         require_tool("no-such-linter", "nowhere")
     assert got.type is pytest.fail.Exception
+    with pytest.raises(outcomes, match="no_such_module not installed .*SAEREC_REQUIRE_TOOLS=1") as got:
+        require_module("no_such_module", "nowhere")             # optional Python packages: the same policy
+    assert got.type is pytest.fail.Exception
     assert Path(require_tool("python3", "")).name == "python3"       # found tools are returned, never fail
+    assert require_module("json", "").dumps([]) == "[]"
 
 
 def test_constraints_pin_every_dependency():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
-import os
 from concurrent import futures
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import grpc
 import pytest
 import yaml
 
-from conftest import require_tool
+from conftest import missing, require_tool
 from saerec.deploy import gateway, kustomize
 from saerec.deploy.validate import validate
 
@@ -61,9 +60,7 @@ def models() -> Path:
     require_tool("node", "apt-get install nodejs")
     found = gateway.models_dir()
     if found is None:
-        if os.environ.get("SAEREC_REQUIRE_TOOLS") == "1":
-            pytest.fail("@kubernetes-models/gateway-api not installed; .ci/run installs it", pytrace=False)
-        pytest.skip("@kubernetes-models/gateway-api not installed (.ci/run installs it into .ci/node)")
+        missing("@kubernetes-models/gateway-api not installed (.ci/run installs it into .ci/node)")
     return found
 
 

@@ -12,7 +12,6 @@ and a pickled payload that the safe reader must not run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ import pytest
 import torch
 
 from saerec.cli import main
+from conftest import require_module
 from saerec.contrib import recbole as contrib
 
 HERE = Path(__file__).resolve().parent
@@ -34,12 +34,7 @@ SYNTH = ["data.dataset=synthetic", "data.synthetic_users=500", "data.synthetic_i
 def require_recbole() -> None:
     """Skip without RecBole, except under SAEREC_REQUIRE_TOOLS=1 (CI installs it: .ci/run), where a
     failed install must fail here rather than pass as a skip (the policy of conftest.require_tool)."""
-    if importlib.util.find_spec("recbole") is not None:
-        return
-    why = f"recbole not installed ({contrib.INSTALL})"
-    if os.environ.get("SAEREC_REQUIRE_TOOLS") == "1":
-        pytest.fail(f"{why}; SAEREC_REQUIRE_TOOLS=1 says it must be", pytrace=False)
-    pytest.skip(why)
+    require_module("recbole", contrib.INSTALL)
 
 
 @pytest.fixture(scope="module")
