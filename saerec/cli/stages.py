@@ -125,13 +125,15 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ..data.prepare import prepare
+    from ..data.prepare import prepare_files
+    from ..train.inputs import data_current
     from ..train.stage import train_and_evaluate
 
     t0 = time.time()
     run, cfg = _new_run(args)
-    prep = prepare(run, cfg)
-    print_train(run, train_and_evaluate(run, cfg, prep, resume=args.resume, t_start=t0))
+    if not data_current(run, cfg):       # reused data is read in bounded batches, never as the whole log
+        prepare_files(run, cfg)          # streamed, and not loaded back whole
+    print_train(run, train_and_evaluate(run, cfg, resume=args.resume, t_start=t0))
     return 0
 
 

@@ -74,39 +74,65 @@ def prepare(run: RunDir, cfg: RunConfig, force: bool = False) -> Prepared:
     return load_prepared(run)
 
 
-def read_sequences(run: RunDir, part: str, index: ItemIndex) -> Sequences:
-    """One part's sequences straight from ``RUN/data/sequences.parquet`` (a row filter, not the whole
-    interaction log): what ``Prepared.sequences(part)`` returns, for the streamed stages, whose memory
-    must not grow with the log. Ids the model does not know map to 0, as there."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(run.path(A.SEQUENCES), columns=["user_id", "items"], filters=[("part", "=", part)])
-    items = table.column("items").combine_chunks() if table.num_rows else None
-    lens = items.value_lengths().to_numpy(zero_copy_only=False) if items is not None else np.zeros(0, np.int64)
-    flat = items.flatten().to_numpy() if items is not None else np.zeros(0, np.int64)
-    return Sequences(table.column("user_id").to_numpy(), np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-                     index.to_index(flat).astype(np.int32))
+SEQ_BATCH_USERS = 512
 
 
-def item_counts(run: RunDir, batch_users: int = 4096) -> tuple[ItemIndex, np.ndarray]:
-    """The training items' index (rec + sae parts, what ``Prepared.index`` is) and each item's count
-    in the rec part (dense order), from ``RUN/data/sequences.parquet`` read ``batch_users`` users at a
-    time: memory grows with the catalog, not with the log."""
+def _part_batches(run: RunDir, parts: tuple[str, ...], columns: list[str], users=None,
+                  batch_users: int = SEQ_BATCH_USERS):
+    """``(part name, record batch)`` for each of ``parts`` in ``RUN/data/sequences.parquet``, read
+    ``batch_users`` rows at a time and filtered per batch (``users``: only those user ids), so what a
+    reader holds at once is one batch, never the whole file.
+
+    Why 512 users, one thread and no pre-buffering: the file's row groups hold 4,096 users, and
+    reading a whole row group at once (the reader's default) peaked pyarrow's pool at 22 MB at
+    scale 0.1 of the ML-20M preset, against under 5 MB this way, whatever the row groups hold
+    (``benchmarks/read_memory.py``; docs/benchmarks.md, "Paper scale")."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    wanted = pa.array(np.asarray(users, dtype=np.int64)) if users is not None else None
+    cols = ["part", *columns] + (["user_id"] if wanted is not None and "user_id" not in columns else [])
+    reader = pq.ParquetFile(run.path(A.SEQUENCES), pre_buffer=False, buffer_size=1 << 20)
+    for batch in reader.iter_batches(batch_size=batch_users, columns=cols, use_threads=False):
+        part = batch.column("part").cast(pa.string())
+        mine = pc.is_in(batch.column("user_id"), value_set=wanted) if wanted is not None else None
+        for name in parts:
+            keep = pc.equal(part, name) if mine is None else pc.and_(pc.equal(part, name), mine)
+            yield name, batch.filter(keep)
+
+
+def read_sequences(run: RunDir, part: str, index: ItemIndex, users=None,
+                   batch_users: int = SEQ_BATCH_USERS) -> Sequences:
+    """One part's sequences straight from ``RUN/data/sequences.parquet``, ``batch_users`` rows at a
+    time (``users``: only those, in file order): what ``Prepared.sequences(part)`` returns, for the
+    streamed stages, whose memory must not grow with the log. Each batch's items are mapped to dense
+    int32 indices at once, so only the selected sequences are kept. Ids the model does not know map
+    to 0, as there."""
+    ids, lens, items = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int32)]
+    for _, batch in _part_batches(run, (part,), ["user_id", "items"], users, batch_users):
+        col = batch.column("items")
+        ids.append(batch.column("user_id").to_numpy())
+        lens.append(col.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64))
+        items.append(index.to_index(col.flatten().to_numpy()).astype(np.int32))
+    lens_all = np.concatenate(lens)
+    return Sequences(np.concatenate(ids).astype(np.int64), np.concatenate([[0], np.cumsum(lens_all)]).astype(np.int64),
+                     np.concatenate(items))
+
+
+def item_counts(run: RunDir, batch_users: int = SEQ_BATCH_USERS) -> tuple[ItemIndex, np.ndarray]:
+    """The training items' index (rec + sae parts, what ``Prepared.index`` is) and each item's count
+    in the rec part (dense order), from ``RUN/data/sequences.parquet`` read ``batch_users`` users at a
+    time: memory grows with the catalog, not with the log."""
     ids, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)            # rec-part ids and their counts
     train_ids = np.zeros(0, np.int64)
-    for batch in pq.ParquetFile(run.path(A.SEQUENCES)).iter_batches(batch_size=batch_users, columns=["part", "items"]):
-        part = batch.column("part").cast(pa.string())
-        for name in ("rec", "sae"):
-            flat = pc.filter(batch.column("items"), pc.equal(part, name)).flatten().to_numpy()
-            if name == "rec":
-                ids, inv = np.unique(np.concatenate([ids, flat]), return_inverse=True)
-                w = np.concatenate([counts, np.ones(len(flat), np.int64)])
-                counts = np.bincount(inv, weights=w, minlength=len(ids)).astype(np.int64)
-            train_ids = np.union1d(train_ids, flat)
+    for name, batch in _part_batches(run, ("rec", "sae"), ["items"], batch_users=batch_users):
+        flat = batch.column("items").flatten().to_numpy()
+        if name == "rec":
+            ids, inv = np.unique(np.concatenate([ids, flat]), return_inverse=True)
+            w = np.concatenate([counts, np.ones(len(flat), np.int64)])
+            counts = np.bincount(inv, weights=w, minlength=len(ids)).astype(np.int64)
+        train_ids = np.union1d(train_ids, flat)
     index = ItemIndex(train_ids.astype(np.int64))
     dense = np.zeros(index.size, np.int64)
     dense[index.to_index(ids) - 1] = counts
