@@ -1,0 +1,105 @@
+"""Hand-written loss and gradients for the TopK kinds, on the active (row, latent, value) triples.
+
+Autograd trains a TopK SAE through a dense (B, m) code matrix: a scatter of the k kept values into
+zeros, a dense decoder GEMM, and in backward two more dense GEMMs and a gather over the same
+matrix, though only k of the m codes per row are non-zero. Here only the encoder's forward GEMM
+(which the selection needs) is dense; everything after it touches the N = B*k (or, for BatchTopK,
+k*B spread over rows) active entries:
+
+    x_hat = b_dec + sum_e vals_e W_dec[col_e]        (rows gathered, summed per row)
+    dL/dW_dec[c] += vals_e dL/dx_hat[row_e]          (index_add over the active entries)
+    dL/dpre_e     = W_dec[col_e] . dL/dx_hat[row_e]  (0 where the value is 0: the ReLU's gate)
+    dL/dW_enc[:, c] += dL/dpre_e (x - b_dec)[row_e],  dL/db_enc[c] += dL/dpre_e
+
+Matryoshka's nested prefix losses need no second decoder pass: prefix p's reconstruction is
+b_dec plus the per-row sums of the groups up to p, and an entry of group g feeds every prefix
+p >= g, so its upstream gradient is the suffix sum of the prefixes' dL/dx_hat_p.
+
+AuxK (dead latents reconstruct the detached residual) is done the same way on its own top
+``k_aux`` entries. Same loss parts and gradients as ``forward`` + ``backward`` up to float
+rounding (tests/test_sae.py checks every kind).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _assign(p: torch.nn.Parameter, g: torch.Tensor) -> None:
+    """Write ``g`` to ``p.grad`` laid out as ``p`` (a fused optimizer needs matching strides)."""
+    p.grad = g if g.stride() == p.stride() and g.dtype == p.dtype else torch.empty_like(p).copy_(g)
+
+
+@torch.no_grad()
+def sparse_loss_and_grads(sae, x: torch.Tensor, pre: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                          vals: torch.Tensor, bounds: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """Loss parts of a TopK-family training step, with every parameter's ``.grad`` written.
+
+    ``pre``: the (B, m) pre-activations; ``rows``/``cols``/``vals``: the selected codes (values
+    >= 0; entries with value 0 carry no gradient, as through the ReLU); ``bounds``: Matryoshka's
+    prefix sizes (the last is m), None for one dictionary. Squared reconstruction loss only.
+    """
+    B, d = x.shape
+    m = pre.shape[1]
+    W, b_dec = sae.W_dec, sae.b_dec
+    bounds = bounds or [m]
+    G = len(bounds)
+    Wg = W.index_select(0, cols)                                         # (N, d)
+    contrib = Wg * vals[:, None]
+    if G == 1:
+        slot = rows
+        err = W.new_zeros(B, d).index_add_(0, rows, contrib).add_(b_dec - x)[None]
+    else:                                                                # entry's (prefix group, row)
+        grp = torch.bucketize(cols, cols.new_tensor(bounds[:-1]), right=True)
+        slot = grp * B + rows
+        err = W.new_zeros(G * B, d).index_add_(0, slot, contrib).view(G, B, d)
+        err = err.cumsum(0).add_(b_dec - x)                              # prefix p: x_hat_p - x
+    sq = err.pow(2).sum((1, 2)) / B                                      # (G,) recon loss per prefix
+    d_xhat = err * (2.0 / B)
+    if G > 1:
+        d_xhat = d_xhat.flip(0).cumsum(0).flip(0)                        # group g feeds prefixes >= g
+    d_e = d_xhat.view(G * B, d).index_select(0, slot)                    # (N, d)
+    g_pre = (Wg * d_e).sum(1).mul_(vals > 0)
+    g_dec = torch.zeros_like(W).index_add_(0, cols, d_e.mul_(vals[:, None]))
+    xc = x - b_dec
+    g_encT = torch.zeros_like(W).index_add_(0, cols, xc.index_select(0, rows).mul_(g_pre[:, None]))
+    g_benc = W.new_zeros(m).index_add_(0, cols, g_pre)
+    g_bdec = d_xhat[0].sum(0)
+
+    fired = torch.zeros(m, dtype=torch.bool, device=W.device)
+    fired[cols[vals > 0]] = True
+    sae._track_dead(fired, B)
+    parts = {"recon": sq[-1]}
+    if G > 1:
+        parts["recon_prefixes"] = sq[:-1].sum()
+    aux = _auxk(sae, pre, -err[-1], xc, g_dec, g_encT, g_benc)
+    if aux is not None:
+        parts["auxk"] = aux
+    g_bdec -= sae.W_enc @ g_benc
+    for p, g in ((sae.W_enc, g_encT.T), (W, g_dec), (sae.b_enc, g_benc), (b_dec, g_bdec)):
+        _assign(p, g)
+    return parts
+
+
+def _auxk(sae, pre, residual, xc, g_dec, g_encT, g_benc) -> torch.Tensor | None:
+    """AuxK (``TopKSAE.aux_loss``) on the latents dead after this batch, its gradients added in place."""
+    dead = sae.dead_mask()
+    n_dead = int(dead.sum())
+    if n_dead == 0 or sae.cfg.auxk_alpha <= 0:
+        return None
+    B, d = residual.shape
+    k_aux = min(sae.cfg.k_aux or sae.d_in // 2, n_dead)
+    masked = torch.where(dead, torch.relu(pre), torch.zeros_like(pre))
+    avals, aidx = masked.topk(k_aux, dim=-1)
+    aidx = aidx.flatten()
+    Wa = sae.W_dec.index_select(0, aidx).view(B, k_aux, d)
+    e = torch.bmm(avals[:, None, :], Wa)[:, 0].sub_(residual)           # recon - residual
+    denom = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
+    alpha = sae.cfg.auxk_alpha
+    loss = alpha * e.pow(2).sum(-1).mean() / denom
+    d_e = e.mul_(2.0 * alpha / B / denom)                                # (B, d)
+    g_a = torch.bmm(Wa, d_e[:, :, None])[..., 0].mul_(avals > 0)         # (B, k_aux)
+    g_dec.index_add_(0, aidx, (avals[:, :, None] * d_e[:, None, :]).view(-1, d))
+    g_encT.index_add_(0, aidx, (g_a[:, :, None] * xc[:, None, :]).view(-1, d))
+    g_benc.index_add_(0, aidx, g_a.flatten())
+    return loss
