@@ -23,6 +23,7 @@ rounding (tests/test_sae.py checks every kind).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def _assign(p: torch.nn.Parameter, g: torch.Tensor) -> None:
@@ -35,31 +36,31 @@ def sparse_loss_and_grads(sae, x: torch.Tensor, pre: torch.Tensor, rows: torch.T
                           vals: torch.Tensor, bounds: list[int] | None = None) -> dict[str, torch.Tensor]:
     """Loss parts of a TopK-family training step, with every parameter's ``.grad`` written.
 
-    ``pre``: the (B, m) pre-activations; ``rows``/``cols``/``vals``: the selected codes (values
-    >= 0; entries with value 0 carry no gradient, as through the ReLU); ``bounds``: Matryoshka's
-    prefix sizes (the last is m), None for one dictionary. Squared reconstruction loss only.
+    ``pre``: the (B, m) pre-activations; ``rows``/``cols``/``vals``: the selected codes, ordered
+    by row (values >= 0; entries with value 0 carry no gradient, as through the ReLU);
+    ``bounds``: Matryoshka's prefix sizes (the last is m), None for one dictionary. Squared
+    reconstruction loss only.
     """
     B, d = x.shape
     m = pre.shape[1]
     W, b_dec = sae.W_dec, sae.b_dec
     bounds = bounds or [m]
     G = len(bounds)
-    Wg = W.index_select(0, cols)                                         # (N, d)
-    contrib = Wg * vals[:, None]
-    if G == 1:
-        slot = rows
-        err = W.new_zeros(B, d).index_add_(0, rows, contrib).add_(b_dec - x)[None]
-    else:                                                                # entry's (prefix group, row)
-        grp = torch.bucketize(cols, cols.new_tensor(bounds[:-1]), right=True)
-        slot = grp * B + rows
-        err = W.new_zeros(G * B, d).index_add_(0, slot, contrib).view(G, B, d)
-        err = err.cumsum(0).add_(b_dec - x)                              # prefix p: x_hat_p - x
+    slot = rows if G == 1 else torch.bucketize(cols, cols.new_tensor(bounds[:-1]), right=True) * B + rows
+    # decoder: per (prefix group, row) bag, the sum of its value-weighted W_dec rows (embedding_bag:
+    # one fused gather-scale-sum); bags must be contiguous, so entries are ordered by slot
+    order = None if G == 1 else slot.argsort()
+    counts = torch.bincount(slot, minlength=G * B)
+    sums = F.embedding_bag(cols if order is None else cols[order], W, counts.cumsum(0) - counts, mode="sum",
+                            per_sample_weights=vals if order is None else vals[order])
+    err = sums.view(G, B, d)
+    err = (err if G == 1 else err.cumsum(0)).add_(b_dec - x)            # prefix p: x_hat_p - x
     sq = err.pow(2).sum((1, 2)) / B                                      # (G,) recon loss per prefix
     d_xhat = err * (2.0 / B)
     if G > 1:
         d_xhat = d_xhat.flip(0).cumsum(0).flip(0)                        # group g feeds prefixes >= g
     d_e = d_xhat.view(G * B, d).index_select(0, slot)                    # (N, d)
-    g_pre = (Wg * d_e).sum(1).mul_(vals > 0)
+    g_pre = (W.index_select(0, cols) * d_e).sum(1).mul_(vals > 0)
     g_dec = torch.zeros_like(W).index_add_(0, cols, d_e.mul_(vals[:, None]))
     xc = x - b_dec
     g_encT = torch.zeros_like(W).index_add_(0, cols, xc.index_select(0, rows).mul_(g_pre[:, None]))

@@ -74,7 +74,8 @@ class BatchTopKSAE(TopKSAE):
 
     def train_select(self, pre):
         vals, idx = self._batch_topk(pre)
-        return idx // pre.shape[1], idx % pre.shape[1], vals
+        idx, order = idx.sort()                      # by row (then latent): the decoder's bags
+        return idx // pre.shape[1], idx % pre.shape[1], vals[order]
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """Inference: JumpReLU at the learned global threshold (batch-independent)."""
