@@ -7,7 +7,7 @@ matrix, though only k of the m codes per row are non-zero. Here only the encoder
 k*B spread over rows) active entries:
 
     x_hat = b_dec + sum_e vals_e W_dec[col_e]        (rows gathered, summed per row)
-    dL/dW_dec[c] += vals_e dL/dx_hat[row_e]          (index_add over the active entries)
+    dL/dW_dec[c] += vals_e dL/dx_hat[row_e]          (summed per latent over the active entries)
     dL/dpre_e     = W_dec[col_e] . dL/dx_hat[row_e]  (0 where the value is 0: the ReLU's gate)
     dL/dW_enc[:, c] += dL/dpre_e (x - b_dec)[row_e],  dL/db_enc[c] += dL/dpre_e
 
@@ -59,13 +59,8 @@ def sparse_loss_and_grads(sae, x: torch.Tensor, pre: torch.Tensor, rows: torch.T
     d_xhat = err * (2.0 / B)
     if G > 1:
         d_xhat = d_xhat.flip(0).cumsum(0).flip(0)                        # group g feeds prefixes >= g
-    d_e = d_xhat.view(G * B, d).index_select(0, slot)                    # (N, d)
-    g_pre = (W.index_select(0, cols) * d_e).sum(1).mul_(vals > 0)
-    g_dec = torch.zeros_like(W).index_add_(0, cols, d_e.mul_(vals[:, None]))
+    g_pre = (W.index_select(0, cols) * d_xhat.view(G * B, d).index_select(0, slot)).sum(1).mul_(vals > 0)
     xc = x - b_dec
-    g_encT = torch.zeros_like(W).index_add_(0, cols, xc.index_select(0, rows).mul_(g_pre[:, None]))
-    g_benc = W.new_zeros(m).index_add_(0, cols, g_pre)
-    g_bdec = d_xhat[0].sum(0)
 
     fired = torch.zeros(m, dtype=torch.bool, device=W.device)
     fired[cols[vals > 0]] = True
@@ -73,17 +68,33 @@ def sparse_loss_and_grads(sae, x: torch.Tensor, pre: torch.Tensor, rows: torch.T
     parts = {"recon": sq[-1]}
     if G > 1:
         parts["recon_prefixes"] = sq[:-1].sum()
-    aux = _auxk(sae, pre, -err[-1], xc, g_dec, g_encT, g_benc)
+    # every entry (the codes', then AuxK's): its latent, its row of upstream gradients in
+    # d_src, its row of x - b_dec, its value and its dL/dpre
+    lat, src, row, val, g = [cols], [slot], [rows], [vals], [g_pre]
+    d_src = d_xhat.view(G * B, d)
+    aux = _auxk(sae, pre, -err[-1])
     if aux is not None:
-        parts["auxk"] = aux
-    g_bdec -= sae.W_enc @ g_benc
-    for p, g in ((sae.W_enc, g_encT.T), (W, g_dec), (sae.b_enc, g_benc), (b_dec, g_bdec)):
-        _assign(p, g)
+        parts["auxk"], (a_lat, a_row, a_val, a_g, d_aux) = aux
+        lat, src, row, val, g = lat + [a_lat], src + [a_row + G * B], row + [a_row], val + [a_val], g + [a_g]
+        d_src = torch.cat([d_src, d_aux])
+    lat, src, row, val, g = (torch.cat(t) if len(t) > 1 else t[0] for t in (lat, src, row, val, g))
+    # W_dec and W_enc gradients: per latent, a weighted sum of rows (embedding_bag over entries
+    # ordered by latent; index_add_ over (N, d) sources measured twice as slow, a scatter_add)
+    order = lat.argsort()
+    counts = torch.bincount(lat, minlength=m)
+    offsets = counts.cumsum(0) - counts
+    g_dec = F.embedding_bag(src[order], d_src, offsets, mode="sum", per_sample_weights=val[order])
+    g_encT = F.embedding_bag(row[order], xc, offsets, mode="sum", per_sample_weights=g[order])
+    g_benc = torch.bincount(lat, weights=g, minlength=m).to(W.dtype)
+    g_bdec = d_xhat[0].sum(0) - sae.W_enc @ g_benc
+    for p, grad in ((sae.W_enc, g_encT.T), (W, g_dec), (sae.b_enc, g_benc), (b_dec, g_bdec)):
+        _assign(p, grad)
     return parts
 
 
-def _auxk(sae, pre, residual, xc, g_dec, g_encT, g_benc) -> torch.Tensor | None:
-    """AuxK (``TopKSAE.aux_loss``) on the latents dead after this batch, its gradients added in place."""
+def _auxk(sae, pre, residual):
+    """AuxK (``TopKSAE.aux_loss``) on the latents dead after this batch: its loss and its entries
+    (latent, row, value, dL/dpre) with their upstream gradient rows, or None."""
     dead = sae.dead_mask()
     n_dead = int(dead.sum())
     if n_dead == 0 or sae.cfg.auxk_alpha <= 0:
@@ -92,15 +103,12 @@ def _auxk(sae, pre, residual, xc, g_dec, g_encT, g_benc) -> torch.Tensor | None:
     k_aux = min(sae.cfg.k_aux or sae.d_in // 2, n_dead)
     masked = torch.where(dead, torch.relu(pre), torch.zeros_like(pre))
     avals, aidx = masked.topk(k_aux, dim=-1)
-    aidx = aidx.flatten()
-    Wa = sae.W_dec.index_select(0, aidx).view(B, k_aux, d)
+    Wa = sae.W_dec.index_select(0, aidx.flatten()).view(B, k_aux, d)
     e = torch.bmm(avals[:, None, :], Wa)[:, 0].sub_(residual)           # recon - residual
     denom = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
     alpha = sae.cfg.auxk_alpha
     loss = alpha * e.pow(2).sum(-1).mean() / denom
     d_e = e.mul_(2.0 * alpha / B / denom)                                # (B, d)
     g_a = torch.bmm(Wa, d_e[:, :, None])[..., 0].mul_(avals > 0)         # (B, k_aux)
-    g_dec.index_add_(0, aidx, (avals[:, :, None] * d_e[:, None, :]).view(-1, d))
-    g_encT.index_add_(0, aidx, (g_a[:, :, None] * xc[:, None, :]).view(-1, d))
-    g_benc.index_add_(0, aidx, g_a.flatten())
-    return loss
+    rows = torch.arange(B, device=pre.device).repeat_interleave(k_aux)
+    return loss, (aidx.flatten(), rows, avals.flatten(), g_a.flatten(), d_e)
