@@ -200,6 +200,11 @@ def add_ratios(out: dict, results: dict, base: str, key: str) -> None:
     out[f"ratio_vs_{base}"] = {k: v["activations_per_second_median"] / b for k, v in results.items()}
     out[f"paired_ratio_median{key}"] = {k: statistics.median(x / y for x, y in zip(v["rounds"], results[base]["rounds"]))
                                         for k, v in results.items()}
+    out[f"paired_cpu_ratio_median{key}"] = {
+        k: statistics.median(x / y for x, y in zip(v["cpu_rounds"], results[base]["cpu_rounds"]))
+        for k, v in results.items()}
+    print(f"ratio vs {base} per CPU second (median of per-round ratios): "
+          + ", ".join(f"{k} {v:.2f}x" for k, v in out[f"paired_cpu_ratio_median{key}"].items()))
     print(f"ratio vs {base} (of medians): " + ", ".join(f"{k} {v:.2f}x" for k, v in out[f"ratio_vs_{base}"].items()))
     print(f"ratio vs {base} (median of per-round ratios): "
           + ", ".join(f"{k} {v:.2f}x" for k, v in out[f"paired_ratio_median{key}"].items()))
@@ -241,16 +246,21 @@ def main():
             runners[name] = saerec_runner(name.split("_")[1], pool, args, manual_grads=not name.endswith("autograd"))
     # rounds interleaved across trainers: a slow spell of the shared machine hits all of them
     rates: dict[str, list[float]] = {name: [] for name in order}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in order}    # per CPU second of this process
     for r in range(args.rounds):
         for name, run_round in runners.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             run_round(r)
             rates[name].append(args.steps * args.batch / (time.perf_counter() - t))
+            cpu_rates[name].append(args.steps * args.batch / (time.process_time() - c))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {rates[n][-1]:,.0f}" for n in order), flush=True)
-    results = {name: {"activations_per_second_median": statistics.median(v), "rounds": v} for name, v in rates.items()}
+    results = {name: {"activations_per_second_median": statistics.median(v), "rounds": v,
+                      "activations_per_cpu_second_median": statistics.median(cpu_rates[name]),
+                      "cpu_rounds": cpu_rates[name]} for name, v in rates.items()}
     for name, v in results.items():
         print(f"{name:<22}{v['activations_per_second_median']:>12,.0f} act/s  "
-              f"(rounds: {', '.join(f'{r:,.0f}' for r in v['rounds'])})")
+              f"(rounds: {', '.join(f'{r:,.0f}' for r in v['rounds'])}); "
+              f"{v['activations_per_cpu_second_median']:,.0f} act per CPU s")
     out = {"benchmark": "sae_train_throughput", "activations": src, "pool_rows": len(pool), "batch": args.batch,
            "dict_size": args.dict_size, "steps_per_round": args.steps, "rounds": args.rounds, "threads": args.threads,
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
