@@ -10,6 +10,19 @@ from pathlib import Path
 log = logging.getLogger("saerec")
 
 
+# Serve's proxy must answer its first readiness check within 5 s, three times in a row, or Serve
+# kills it and `serve.start` fails ("Proxy actor readiness check ... didn't complete in 5.0s"). A
+# new proxy imports Serve, gRPC and saerec's servicer; on a loaded 2-core machine (a CI run at load
+# average 60) that took longer. Local runtimes started here give it 30 s; a cluster keeps its own.
+LOCAL_RUNTIME_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
+
+
+def local_runtime_env() -> None:
+    """Defaults for a local runtime's processes (they inherit this process's environment)."""
+    for key, value in LOCAL_RUNTIME_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_store_mb: int = 512) -> None:
     import ray
 
@@ -28,6 +41,7 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_s
     # A/B on 2 cores: 16.3-16.9k tokens/s at nice 15, 18.5-19.9k at 0; over a whole 56-epoch run
     # the mean moved less than the run-to-run spread). `saerec serve` replicas need it most.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    local_runtime_env()
     # Without the dashboard, Ray Train's placement-group cleaner warns every few seconds that the
     # state API is unavailable; worker loggers at ERROR keep the console readable (our progress
     # lines are prints). SAEREC_RAY_LOG_LEVEL=INFO brings Ray's messages back.

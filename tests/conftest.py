@@ -65,7 +65,10 @@ def ray_session():
     """One shared local Ray runtime for the whole session (2 cores: oversubscribed logical CPUs)."""
     import ray
 
+    from saerec.raycluster import local_runtime_env
+
     if not ray.is_initialized():
+        local_runtime_env()
         ray.init(address="local", num_cpus=4, include_dashboard=False,
                  object_store_memory=300 * 1024 * 1024, logging_level="WARNING")
     yield ray

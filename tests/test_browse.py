@@ -193,28 +193,16 @@ def served(swept_run, site):
 def through_serve(swept_run, site):
     """``saerec serve`` on the run (Ray Serve: gRPC and the JSON API on its HTTP proxy), and a
     ``saerec browse --service`` server whose API calls go there: (browse port, gRPC stub)."""
-    import grpc
-    from ray import serve
-
     from saerec.browse.server import open_server
-    from saerec.serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
-    from saerec.v1 import recommender_pb2_grpc as pb_grpc
 
-    from test_serving import free_port, wait_until_serving
+    from test_serving import serving
 
-    grpc_port, http_port = free_port(), free_port()
-    start_grpc(grpc_port, http_port)
-    serve.run(app_builder({"run": str(swept_run.root)}), name=APP_NAME, route_prefix=ROUTE)
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    stub = pb_grpc.RecommenderStub(channel)
-    wait_until_serving(stub)
-    server = open_server(swept_run, port=0, users=5, progress=False, service_url=f"http://127.0.0.1:{http_port}")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], stub
-    server.shutdown()
-    server.server_close()
-    channel.close()
-    serve.shutdown()
+    with serving(swept_run) as (stub, _, http_port):
+        server = open_server(swept_run, port=0, users=5, progress=False, service_url=f"http://127.0.0.1:{http_port}")
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield server.server_address[1], stub
+        server.shutdown()
+        server.server_close()
 
 
 def test_playground_slider_changes_the_list_like_the_same_grpc_request(through_serve, browser):

@@ -99,9 +99,6 @@ def _import(run: Path, exported: Path, *extra: str, weights: str = "tiny.safeten
 
 
 def test_imported_model_runs_every_stage_and_is_served_with_steering(exported, tmp_path):
-    import grpc
-    from ray import serve
-
     from saerec.config import RunConfig
     from saerec.data.prepare import load_prepared
     from saerec.interpret.stage import interpret_stage
@@ -110,12 +107,10 @@ def test_imported_model_runs_every_stage_and_is_served_with_steering(exported, t
     from saerec.activations.stage import extract_stage
     from saerec.sae.stage import sae_stage
     from saerec.serving.client import to_steering
-    from saerec.serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
     from saerec.steer.edits import Edit
     from saerec.steer.intervene import Steerer
     from saerec.v1 import recommender_pb2 as pb
-    from saerec.v1 import recommender_pb2_grpc as pb_grpc
-    from test_serving import free_port, genre_count, wait_until_serving
+    from test_serving import genre_count, serving
 
     run = RunDir(tmp_path / "run")
     assert _import(run.root, exported) == 0
@@ -139,24 +134,16 @@ def test_imported_model_runs_every_stage_and_is_served_with_steering(exported, t
     up = steerer.recommend(inputs, [[Edit("Sci-Fi", 8.0, "set")]] * len(inputs))
     assert col[up - 1].mean() > 1.1 * col[base - 1].mean(), (col[up - 1].mean(), col[base - 1].mean())
 
-    port = free_port()
-    start_grpc(port, free_port())
-    serve.run(app_builder({"run": str(run.root)}), name=APP_NAME, route_prefix=ROUTE)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.RecommenderStub(channel)
-            wait_until_serving(stub)
-            plain = steered = 0
-            for h in inputs[:30]:
-                hist = prep.index.to_ids(h).tolist()
-                a = stub.Recommend(pb.RecommendRequest(history=hist, k=10), timeout=10)
-                b = stub.Recommend(pb.RecommendRequest(history=hist, k=10, steering=[to_steering("Sci-Fi=set:8")]),
-                                   timeout=10)
-                assert len(a.items) == len(b.items) == 10 and not set(hist) & {it.item_id for it in b.items}
-                plain, steered = plain + genre_count(a, "Sci-Fi"), steered + genre_count(b, "Sci-Fi")
-            assert steered > 1.1 * plain, (plain, steered)
-    finally:
-        serve.shutdown()
+    with serving(run) as (stub, _, _):
+        plain = steered = 0
+        for h in inputs[:30]:
+            hist = prep.index.to_ids(h).tolist()
+            a = stub.Recommend(pb.RecommendRequest(history=hist, k=10), timeout=10)
+            b = stub.Recommend(pb.RecommendRequest(history=hist, k=10, steering=[to_steering("Sci-Fi=set:8")]),
+                               timeout=10)
+            assert len(a.items) == len(b.items) == 10 and not set(hist) & {it.item_id for it in b.items}
+            plain, steered = plain + genre_count(a, "Sci-Fi"), steered + genre_count(b, "Sci-Fi")
+        assert steered > 1.1 * plain, (plain, steered)
 
 
 def _bad_weights(folder: Path) -> Path:

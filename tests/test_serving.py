@@ -5,6 +5,7 @@ checked, compiled replicas (and their fallback, and a user_config change), the c
 Serve config."""
 
 import concurrent.futures as cf
+import contextlib
 import math
 import os
 import signal
@@ -47,6 +48,26 @@ def wait_until_serving(stub, seconds: float = 120) -> None:
             time.sleep(0.5)
 
 
+@contextlib.contextmanager
+def serving(run):
+    """``saerec serve``'s application on ``run`` (gRPC and Serve's HTTP proxy on free ports) and a
+    stub that has seen it answer: ``(stub, grpc port, http port)``; Serve is shut down on exit."""
+    from ray import serve
+
+    from saerec.serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
+
+    port, http_port = free_port(), free_port()
+    start_grpc(port, http_port)
+    try:
+        serve.run(app_builder({"run": str(run.root)}), name=APP_NAME, route_prefix=ROUTE)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            wait_until_serving(stub)
+            yield stub, port, http_port
+    finally:
+        serve.shutdown()
+
+
 def planted_confidence(j: int) -> float:
     """The label confidence the served copy's hand-made saeeval/features.parquet gives feature j."""
     return 0.25 + (j % 7) / 10
@@ -60,10 +81,6 @@ class Served(tuple):
 
 @pytest.fixture(scope="module")
 def served(own_interpreted_run):
-    from ray import serve
-
-    from saerec.serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
-
     run, _ = own_interpreted_run
     # sae-eval's per-feature table, hand-made so the gRPC answers have a known label confidence (every
     # feature keeps its label: the fuzz oracle compares labels with the session run's catalog)
@@ -71,20 +88,13 @@ def served(own_interpreted_run):
     (run.root / "saeeval").mkdir(exist_ok=True)
     pd.DataFrame({"feature": np.arange(n), "label_confidence": [planted_confidence(j) for j in range(n)],
                   "labelled": True}).to_parquet(run.root / "saeeval" / "features.parquet")
-    port, http_port = free_port(), free_port()
-    start_grpc(port, http_port)
-    serve.run(app_builder({"run": str(run.root)}), name=APP_NAME, route_prefix=ROUTE)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    stub = pb_grpc.RecommenderStub(channel)
-    wait_until_serving(stub)
     prep = load_prepared(run)
     users, inputs, _ = prep.eval_set("test", 40)
     histories = [prep.index.to_ids(h).tolist() for h in inputs]
-    out = Served((stub, port, histories, run))
-    out.http_port = http_port
-    yield out
-    channel.close()
-    serve.shutdown()
+    with serving(run) as (stub, port, http_port):
+        out = Served((stub, port, histories, run))
+        out.http_port = http_port
+        yield out
 
 
 def timed(fn) -> float:

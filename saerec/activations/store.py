@@ -31,6 +31,11 @@ def to_tensor(col) -> torch.Tensor:
     return torch.from_numpy(flat.reshape(len(storage), -1).copy())
 
 
+def count_rows(folder: str | Path) -> int:
+    """Rows in every shard of ``folder``, from the Parquet footers (no data read): a progress total."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(Path(folder).glob("*.parquet")))
+
+
 def iter_batches(folder: str | Path, columns: Sequence[str] = ("activation",),
                  batch_rows: int = 65_536) -> Iterator[pa.RecordBatch]:
     """Record batches of every shard in ``folder``, in file order (memory bounded by ``batch_rows``)."""

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..activations.store import iter_batches, to_tensor
+from ..activations.store import count_rows, iter_batches, to_tensor
 from ..progress import Progress
 
 
@@ -55,7 +55,7 @@ def measure_activity(folder, sae, catalog: pd.DataFrame, label_matrix: np.ndarra
     L = torch.from_numpy(label_matrix)
     req = _window_requests(catalog, window)
     found = []
-    bar = Progress("feature pages: test activations", None, "positions", enabled=progress)
+    bar = Progress("feature pages: test activations", count_rows(folder), "positions", enabled=progress)
     for rb in iter_batches(folder, ("user_id", "position", "item_id", "activation"), batch_rows):
         f = sae.encode(sae.normalizer(to_tensor(rb.column("activation"))))              # (B, m)
         item_ids = rb.column("item_id").to_numpy()
@@ -70,7 +70,7 @@ def measure_activity(folder, sae, catalog: pd.DataFrame, label_matrix: np.ndarra
                               "row": np.arange(rb.num_rows), "item_id": item_ids})
         hit = req.merge(batch, on=["user_id", "position"])
         if len(hit):
-            hit["value"] = f[torch.as_tensor(hit["row"].to_numpy(dtype=np.int64)), torch.as_tensor(hit["feature"].to_numpy(dtype=np.int64))].numpy()
+            hit["value"] = f[torch.tensor(hit["row"].to_numpy(dtype=np.int64)), torch.tensor(hit["feature"].to_numpy(dtype=np.int64))].numpy()
             found.append(hit[["feature", "slot", "offset", "item_id", "value"]])
         bar.update(rb.num_rows)
     active = counts.view(m, 2, bins).numpy()

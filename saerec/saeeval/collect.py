@@ -15,10 +15,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 
-from ..activations.store import iter_batches, to_tensor
+from ..activations.store import count_rows, iter_batches, to_tensor
 from ..progress import Progress
 
 COLUMNS = ("user_id", "item_id", "activation")
@@ -30,10 +29,6 @@ class Batch:
     x: torch.Tensor           # (B, d) normalised activations (the SAE's input; "neurons")
     codes: torch.Tensor       # (B, m) SAE codes
     y: torch.Tensor           # (B, A) bool attributes of the item at each position
-
-
-def count_rows(folder: Path) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(Path(folder).glob("*.parquet")))
 
 
 def stream(folder: Path, sae, items: pd.DataFrame, attrs: list[str], batch_rows: int = 8192,

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
 
 from ..atomic import save_tensors, write_text
 
-from ..activations.store import iter_batches, to_tensor
+from ..activations.store import count_rows, iter_batches, to_tensor
 from ..sae.normalize import Normalizer
 
 log = logging.getLogger("saerec.steer")
@@ -61,8 +60,7 @@ class ProbeSet:
 def sample_rows(folder: Path, item_attrs: pd.DataFrame, attributes: list[str], normalizer: Normalizer,
                 max_rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(X normalised (n, d) float32, Y (n, A) bool) for a random subset of at most ~max_rows positions."""
-    files = sorted(Path(folder).glob("*.parquet"))
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    total = count_rows(folder)
     p = min(1.0, max_rows / max(total, 1))
     rng = np.random.default_rng(seed)
     lookup = pd.Series(np.arange(len(item_attrs)), index=item_attrs["item_id"].to_numpy())
