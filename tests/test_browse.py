@@ -119,6 +119,15 @@ def test_static_site_data(site, swept_run):
         assert len(f["promoted"]) == len(f["demoted"]) == (10 if cat.at[j, "firing_frequency"] > 0 else 0)
         if f["promoted"]:
             assert f["promoted"][0][1] > 0 > f["demoted"][0][1]
+    # the first test users, read from sequences.parquet: the users, histories and held-out items
+    # the whole log gives (load_prepared), in the same order
+    from saerec.data.prepare import load_prepared
+
+    prep = load_prepared(swept_run)
+    users, inputs, targets = prep.eval_set("test", 40)
+    ids = prep.index.item_ids
+    assert [(u["user"], u["history"], u["held_out"]) for u in read_data(site / "data" / "users.js")] == [
+        (int(u), ids[x - 1].tolist(), int(ids[t - 1])) for u, x, t in list(zip(users, inputs, targets))[:5]]
     curve = read_data(site / "data" / "features" / f"{top}.js")["steering"]["Sci-Fi"]["sae/set/delta"]
     sweep = swept_run.read_parquet("steer/sweep.parquet")
     sweep = sweep[(sweep["attribute"] == "Sci-Fi") & (sweep["curve"] == "sae/set/delta")].sort_values("value")

@@ -538,9 +538,16 @@ def test_read_sequences_equals_the_in_memory_sequences(tmp_path):
     for index in (prep.index, small):
         for part in ("rec", "sae", "test"):
             a = build_sequences(prep.split.part(part), index)
-            b = read_sequences(run, part, index)
-            assert len(b) > 0
-            np.testing.assert_array_equal(a.users, b.users)
-            np.testing.assert_array_equal(a.offsets, b.offsets)
-            np.testing.assert_array_equal(a.items, b.items)
+            for b in (read_sequences(run, part, index), read_sequences(run, part, index, batch_users=7)):
+                assert len(b) > 0
+                np.testing.assert_array_equal(a.users, b.users)
+                np.testing.assert_array_equal(a.offsets, b.offsets)
+                np.testing.assert_array_equal(a.items, b.items)
     assert (read_sequences(run, "test", small).items == 0).any()
+    some = prep.split.val_users[::3][::-1]                # a user filter: those users only, in file order
+    a = build_sequences(prep.split.part("sae"), prep.index).select(np.sort(some))
+    b = read_sequences(run, "sae", prep.index, users=some, batch_users=7)
+    assert len(b) == len(some) > 0
+    np.testing.assert_array_equal(a.users, b.users)
+    np.testing.assert_array_equal(a.offsets, b.offsets)
+    np.testing.assert_array_equal(a.items, b.items)

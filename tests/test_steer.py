@@ -331,8 +331,12 @@ def test_summarise_a_hand_made_sweep_table():
 
 def test_cli_steer_explain_features(steer_setup, capsys):
     run, _, st, _, _ = steer_setup
-    users, _, _ = load_prepared(run).eval_set("test", st.model.cfg.max_len)
+    prep = load_prepared(run)
+    users, inputs, targets = prep.eval_set("test", st.model.cfg.max_len)
     u = str(users[0])
+    # --user reads the test users from sequences.parquet: the held-out item the whole log gives
+    assert main(["explain", "--run", str(run.root), "--user", str(users[-1]), "--json", "--k", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["held_out_item"] == int(prep.index.item_ids[targets[-1] - 1])
     assert main(["steer", "--run", str(run.root), "--user", u, "--attribute", "Western", "--value", "6"]) == 0
     out = capsys.readouterr().out
     assert "before:" in out and "after:" in out and "Western" in out

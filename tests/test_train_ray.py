@@ -78,3 +78,35 @@ def test_streamed_evaluation_equals_in_memory(trained_run, tmp_path):
     (run.data / "interactions.parquet").unlink()
     streamed = evaluate_run(run)
     assert {k: streamed[k] for k in in_memory} == in_memory and in_memory["test_users"] == len(targets) > 0
+
+
+def test_train_input_equals_load_prepared(trained_run, tmp_path):
+    """The train stage reads sequences.parquet in bounded batches (issue 21: no stage after ``data``
+    reads the whole log): the same rec sequences and windows, validation users/inputs/targets,
+    in-batch log_q counts, item index, items table and meta as ``load_prepared``, with
+    ``interactions.parquet`` gone."""
+    import numpy as np
+
+    from conftest import LATER_STAGES, copy_run
+    from saerec.data.prepare import load_prepared
+    from saerec.data.sequences import eval_pairs
+    from saerec.train.batching import make_windows
+    from saerec.train.inputs import TrainInput, read_train_input
+
+    run, cfg = copy_run(trained_run, tmp_path / "run", drop=LATER_STAGES + ("recommender",))
+    prep = load_prepared(run)
+    max_len = cfg.model.max_len
+    want_users, want_inputs, want_targets = prep.eval_set("sae", max_len, users=prep.split.val_users)
+    want_windows = make_windows(prep.sequences("rec"), max_len, cfg.train.windows)
+    (run.data / "interactions.parquet").unlink()
+    for got in (read_train_input(run, batch_users=7), TrainInput.of(prep)):   # many batches; the in-memory path
+        assert np.array_equal(got.index.item_ids, prep.index.item_ids)
+        assert np.array_equal(got.rec.items, prep.sequences("rec").items)
+        windows = make_windows(got.rec, max_len, cfg.train.windows)
+        assert len(windows) == len(want_windows) > 0
+        assert all(np.array_equal(a, b) for a, b in zip(windows, want_windows))
+        inputs, targets = eval_pairs(got.val, max_len)
+        assert np.array_equal(got.val.users, want_users) and len(want_users) > 0
+        assert np.array_equal(targets, want_targets)
+        assert all(np.array_equal(a, b) for a, b in zip(inputs, want_inputs)) and len(inputs) == len(want_inputs)
+        assert got.items.equals(prep.items) and got.meta == prep.meta

@@ -65,9 +65,12 @@ def _steerer_and_history(args):
         raise UsageError(f"--k must be in 1..1000, got {args.k}")
     info: dict = {}
     if args.user is not None:
-        from ..data.prepare import load_prepared
+        from ..data.prepare import read_sequences
+        from ..data.sequences import eval_pairs
+        from ..model.checkpoint import model_index
 
-        users, inputs, targets = load_prepared(run).eval_set("test", steerer.model.max_len)
+        test = read_sequences(run, "test", model_index(run.recommender))   # the test users only, not the log
+        users, (inputs, targets) = test.users, eval_pairs(test, steerer.model.max_len)
         hit = np.flatnonzero(users == args.user)
         if not len(hit):
             raise UsageError(f"--user {args.user} is not a test user (test users: {len(users)}, "

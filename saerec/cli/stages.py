@@ -116,22 +116,24 @@ def _new_run(args) -> tuple:
 
 
 def cmd_data(args) -> int:
-    from ..data.prepare import prepare
+    from ..data.prepare import prepare_files
 
     run, cfg = _new_run(args)
-    prep = prepare(run, cfg)
-    print(json.dumps({k: v for k, v in prep.meta.items() if k != "val_users"}, indent=2))
+    meta = prepare_files(run, cfg)                # streamed: the log is never loaded whole
+    print(json.dumps({k: v for k, v in meta.items() if k != "val_users"}, indent=2))
     return 0
 
 
 def cmd_train(args) -> int:
-    from ..data.prepare import prepare
+    from ..data.prepare import prepare_files
+    from ..train.inputs import data_current
     from ..train.stage import train_and_evaluate
 
     t0 = time.time()
     run, cfg = _new_run(args)
-    prep = prepare(run, cfg)
-    print_train(run, train_and_evaluate(run, cfg, prep, resume=args.resume, t_start=t0))
+    if not data_current(run, cfg):       # reused data is read in bounded batches, never as the whole log
+        prepare_files(run, cfg)          # streamed, and not loaded back whole
+    print_train(run, train_and_evaluate(run, cfg, resume=args.resume, t_start=t0))
     return 0
 
 

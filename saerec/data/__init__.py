@@ -5,6 +5,7 @@
 - ``attributes``: genres multi-hot, year, decade, popularity bucket
 - ``synthetic``: logs with planted genres for tests and scale runs
 - ``split``: test = most recent new users; train users 60/40 (recommender / SAE)
+- ``chunks`` and ``stream``: the data stage with bounded memory (sources in chunks, buckets of users)
 - ``sequences``: dense item indices and per-user sequences for the model
 """
 

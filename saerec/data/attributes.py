@@ -16,8 +16,9 @@ BASE_COLUMNS = ("item_id", "title", "genres", "year", "decade")
 
 
 def build_attributes(items: pd.DataFrame, train_interactions: pd.DataFrame | None = None,
-                     popularity_buckets: int = 3) -> pd.DataFrame:
-    """Attribute table for ``items``; popularity is counted on ``train_interactions`` only (no test leakage)."""
+                     popularity_buckets: int = 3, train_counts: pd.Series | None = None) -> pd.DataFrame:
+    """Attribute table for ``items``; popularity is counted on ``train_interactions`` only (no test leakage),
+    or given as ``train_counts`` (item_id -> interactions; the streamed data stage counts them on its pass)."""
     out = pd.DataFrame({"item_id": items["item_id"].astype("int64").to_numpy()})
     out["title"] = items["title"].astype(str).to_numpy()
     genres = list(items["genres"])
@@ -41,8 +42,10 @@ def build_attributes(items: pd.DataFrame, train_interactions: pd.DataFrame | Non
     for c in items.columns:
         if c not in BASE_COLUMNS and pd.api.types.is_bool_dtype(items[c]) and c not in cols:
             cols[c] = items[c].to_numpy(dtype=bool)
-    if train_interactions is not None and popularity_buckets > 0:
-        counts = train_interactions["item_id"].value_counts()
+    if train_counts is None and train_interactions is not None:
+        train_counts = train_interactions["item_id"].value_counts()
+    if train_counts is not None and popularity_buckets > 0:
+        counts = train_counts
         n = out["item_id"].map(counts).fillna(0).to_numpy()
         levels = POPULARITY_LEVELS if popularity_buckets == 3 else tuple(f"q{i + 1}" for i in range(popularity_buckets))
         # equal-size buckets over items ranked by train count (rank breaks ties deterministically)

@@ -31,6 +31,7 @@ NO_GENRES = {"(no genres listed)", "unknown", ""}
 _YEAR_RE = re.compile(r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 
 RATING_FIELDS = ("user_id", "item_id", "rating", "timestamp")
+CSV_BLOCK = 32 << 20          # bytes per streamed ratings.csv block: about 1M ML-20M rating lines
 
 
 def parse_year(title: str) -> int | None:
@@ -178,9 +179,39 @@ def load_movielens_csv(folder: Path) -> Dataset:
     """MovieLens-20M / ml-latest(-small) CSV layout: ratings.csv, movies.csv (UTF-8, quoted titles)."""
     ratings_path, movies_path = folder / "ratings.csv", folder / "movies.csv"
     _check_header(ratings_path, ["userId", "movieId", "rating", "timestamp"])
-    df = _read_table(ratings_path, ",", RATING_FIELDS,
-                     {"user_id": int, "item_id": int, "rating": float, "timestamp": int}, header=True)
-    return Dataset(folder.name, _ratings(df, str(ratings_path)), read_movies_csv(movies_path), str(folder))
+    chunks = [df for df, _ in csv_rating_chunks(ratings_path)]
+    df = pd.concat(chunks, ignore_index=True) if chunks else \
+        check_interactions(pd.DataFrame({c: pd.Series(dtype="int64") for c in RATING_FIELDS}), str(ratings_path))
+    return Dataset(folder.name, df, read_movies_csv(movies_path), str(folder))
+
+
+def csv_rating_chunks(path: Path):
+    """A MovieLens ``ratings.csv`` (header checked by the caller) as checked interaction frames of
+    ``CSV_BLOCK`` bytes each, with the byte position reached (MB, for progress). Any parse failure or
+    empty numeric field raises the bad line's one-line error (:func:`_diagnose`), as a whole-file
+    read does: the streamed data stage and :func:`load_folder` share this reader."""
+    numeric = {"user_id": int, "item_id": int, "rating": float, "timestamp": int}
+    types = {n: (pa.int64() if k is int else pa.float64()) for n, k in numeric.items()}
+    failures = (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError)
+    with pa.OSFile(str(path)) as fh:
+        try:
+            reader = pacsv.open_csv(
+                fh, read_options=pacsv.ReadOptions(column_names=list(RATING_FIELDS), skip_rows=1, block_size=CSV_BLOCK),
+                parse_options=pacsv.ParseOptions(delimiter=",", quote_char='"'),
+                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False))
+        except failures:
+            raise _diagnose(path, ",", RATING_FIELDS, numeric, "utf-8", True) from None
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except failures:
+                raise _diagnose(path, ",", RATING_FIELDS, numeric, "utf-8", True) from None
+            df = batch.to_pandas()
+            if any(df[name].isna().any() for name in numeric):   # an empty numeric field parses as null
+                raise _diagnose(path, ",", RATING_FIELDS, numeric, "utf-8", True)
+            yield _ratings(df, str(path)), fh.tell() / 1e6
 
 
 def read_movies_csv(path: Path) -> pd.DataFrame:
@@ -231,6 +262,13 @@ def load_parquet(folder: Path) -> Dataset:
     """The generic schema (see :mod:`saerec.data.schema`)."""
     path = folder / "interactions.parquet"
     interactions = check_interactions(_read_parquet(path), str(path))
+    return Dataset(folder.name, interactions, parquet_items(folder, lambda: interactions["item_id"].to_numpy()),
+                   str(folder))
+
+
+def parquet_items(folder: Path, item_ids: Callable[[], np.ndarray]) -> pd.DataFrame:
+    """The generic schema's items: ``items.parquet``, else one bare row per id that ``item_ids()``
+    returns (the log's items; a callable so that a streamed reader counts them only when needed)."""
     items_path = folder / "items.parquet"
     if items_path.exists():
         items = _read_parquet(items_path)
@@ -247,10 +285,9 @@ def load_parquet(folder: Path) -> Dataset:
             items["genres"] = [[] for _ in range(len(items))]
         if "year" not in items.columns:
             items["year"] = pd.array([parse_year(t) for t in items["title"]], dtype="Int64")
-    else:
-        ids = np.unique(interactions["item_id"].to_numpy())
-        items = _items_frame(ids, [str(i) for i in ids], [[] for _ in ids], str(path))
-    return Dataset(folder.name, interactions, items.reset_index(drop=True), str(folder))
+        return items.reset_index(drop=True)
+    ids = np.unique(item_ids())
+    return _items_frame(ids, [str(i) for i in ids], [[] for _ in ids], str(folder / "interactions.parquet"))
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

@@ -13,17 +13,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from ..atomic import write_parquet
 from ..config import RunConfig
 from ..rundir import A, RunDir
-from .attributes import build_attributes
-from .download import resolve
-from .loaders import apply_filters, load_folder
-from .paper_shape import PaperShapeConfig
-from .schema import Dataset
+from .schema import INTERACTION_COLUMNS, Dataset
 from .sequences import ItemIndex, Sequences, build_sequences, eval_pairs
-from .split import PARTS, Split, split
-from .synthetic import SyntheticConfig, generate
+from .split import PARTS, Split
 
 log = logging.getLogger("saerec.data")
 
@@ -53,96 +47,96 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 def load_dataset(cfg: RunConfig) -> Dataset:
-    d = cfg.data
-    if d.dataset == "synthetic" and not d.data_dir:
-        if d.synthetic_preset == "ml-20m":
-            synth = PaperShapeConfig.ml20m(d.synthetic_scale, seed=d.synthetic_seed)
-        else:
-            synth = SyntheticConfig(users=max(1, round(d.synthetic_users * d.synthetic_scale)), items=d.synthetic_items,
-                                    genres=d.synthetic_genres, seed=d.synthetic_seed)
-        return apply_filters(generate(synth), d.min_rating)
-    folder = resolve(d.dataset, d.data_dir)
-    return load_folder(folder, d.min_rating)
+    """The configured dataset in memory, filtered (small logs, tests): the data stage's chunks, joined."""
+    from .chunks import open_source
+
+    src = open_source(cfg)
+    chunks = [df for df, _ in src.chunks]
+    ints = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=list(INTERACTION_COLUMNS))
+    return Dataset(src.name, ints, src.items, src.source, src.dropped)
 
 
-def prepare(run: RunDir, cfg: RunConfig, force: bool = False) -> Prepared:
+def prepare_files(run: RunDir, cfg: RunConfig, force: bool = False) -> dict:
+    """Write ``RUN/data`` with bounded memory (:mod:`saerec.data.stream`) unless it holds this
+    data/split config already; returns the split meta (split.json). Never loads the log whole."""
+    from .stream import stream_data
+
     h = config_hash(cfg)
     if not force and run.has(A.SPLIT) and run.read_json(A.SPLIT).get("config_hash") == h:
         log.info("data: reusing %s (same data/split config)", run.data)
-        return load_prepared(run)
-    ds = load_dataset(cfg)
-    sp = split(ds.interactions, cfg.split)
-    items = build_attributes(ds.items, sp.part("rec"), cfg.data.popularity_buckets)
-    run.data.mkdir(parents=True, exist_ok=True)
-    write_parquet(sp.interactions, run.path(A.INTERACTIONS))
-    write_sequences(sp, run.path(A.SEQUENCES))
-    write_parquet(items, run.path(A.ITEMS))
-    meta = {"config_hash": h, "dataset": ds.name, "source": ds.source, "loader_dropped": ds.dropped,
-            **sp.meta()}
-    run.write_json(A.SPLIT, meta)
-    return Prepared(sp, items, ItemIndex.from_ids(sp.train()["item_id"]), meta)
+        return run.read_json(A.SPLIT)
+    return stream_data(run, cfg, h)[0]
 
 
-def read_sequences(run: RunDir, part: str, index: ItemIndex) -> Sequences:
-    """One part's sequences straight from ``RUN/data/sequences.parquet`` (a row filter, not the whole
-    interaction log): what ``Prepared.sequences(part)`` returns, for the streamed stages, whose memory
-    must not grow with the log. Ids the model does not know map to 0, as there."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(run.path(A.SEQUENCES), columns=["user_id", "items"], filters=[("part", "=", part)])
-    items = table.column("items").combine_chunks() if table.num_rows else None
-    lens = items.value_lengths().to_numpy(zero_copy_only=False) if items is not None else np.zeros(0, np.int64)
-    flat = items.flatten().to_numpy() if items is not None else np.zeros(0, np.int64)
-    return Sequences(table.column("user_id").to_numpy(), np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-                     index.to_index(flat).astype(np.int32))
+def prepare(run: RunDir, cfg: RunConfig, force: bool = False) -> Prepared:
+    """:func:`prepare_files`, then the whole prepared data in memory (small runs, tests, tools)."""
+    prepare_files(run, cfg, force)
+    return load_prepared(run)
 
 
-def item_counts(run: RunDir, batch_users: int = 4096) -> tuple[ItemIndex, np.ndarray]:
-    """The training items' index (rec + sae parts, what ``Prepared.index`` is) and each item's count
-    in the rec part (dense order), from ``RUN/data/sequences.parquet`` read ``batch_users`` users at a
-    time: memory grows with the catalog, not with the log."""
+SEQ_BATCH_USERS = 512
+
+
+def _part_batches(run: RunDir, parts: tuple[str, ...], columns: list[str], users=None,
+                  batch_users: int = SEQ_BATCH_USERS):
+    """``(part name, record batch)`` for each of ``parts`` in ``RUN/data/sequences.parquet``, read
+    ``batch_users`` rows at a time and filtered per batch (``users``: only those user ids), so what a
+    reader holds at once is one batch, never the whole file.
+
+    Why 512 users, one thread and no pre-buffering: the file's row groups hold 4,096 users, and
+    reading a whole row group at once (the reader's default) peaked pyarrow's pool at 22 MB at
+    scale 0.1 of the ML-20M preset, against under 5 MB this way, whatever the row groups hold
+    (``benchmarks/read_memory.py``; docs/benchmarks.md, "Paper scale")."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    wanted = pa.array(np.asarray(users, dtype=np.int64)) if users is not None else None
+    cols = ["part", *columns] + (["user_id"] if wanted is not None and "user_id" not in columns else [])
+    reader = pq.ParquetFile(run.path(A.SEQUENCES), pre_buffer=False, buffer_size=1 << 20)
+    for batch in reader.iter_batches(batch_size=batch_users, columns=cols, use_threads=False):
+        part = batch.column("part").cast(pa.string())
+        mine = pc.is_in(batch.column("user_id"), value_set=wanted) if wanted is not None else None
+        for name in parts:
+            keep = pc.equal(part, name) if mine is None else pc.and_(pc.equal(part, name), mine)
+            yield name, batch.filter(keep)
+
+
+def read_sequences(run: RunDir, part: str, index: ItemIndex, users=None,
+                   batch_users: int = SEQ_BATCH_USERS) -> Sequences:
+    """One part's sequences straight from ``RUN/data/sequences.parquet``, ``batch_users`` rows at a
+    time (``users``: only those, in file order): what ``Prepared.sequences(part)`` returns, for the
+    streamed stages, whose memory must not grow with the log. Each batch's items are mapped to dense
+    int32 indices at once, so only the selected sequences are kept. Ids the model does not know map
+    to 0, as there."""
+    ids, lens, items = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int32)]
+    for _, batch in _part_batches(run, (part,), ["user_id", "items"], users, batch_users):
+        col = batch.column("items")
+        ids.append(batch.column("user_id").to_numpy())
+        lens.append(col.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64))
+        items.append(index.to_index(col.flatten().to_numpy()).astype(np.int32))
+    lens_all = np.concatenate(lens)
+    return Sequences(np.concatenate(ids).astype(np.int64), np.concatenate([[0], np.cumsum(lens_all)]).astype(np.int64),
+                     np.concatenate(items))
+
+
+def item_counts(run: RunDir, batch_users: int = SEQ_BATCH_USERS) -> tuple[ItemIndex, np.ndarray]:
+    """The training items' index (rec + sae parts, what ``Prepared.index`` is) and each item's count
+    in the rec part (dense order), from ``RUN/data/sequences.parquet`` read ``batch_users`` users at a
+    time: memory grows with the catalog, not with the log."""
     ids, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)            # rec-part ids and their counts
     train_ids = np.zeros(0, np.int64)
-    for batch in pq.ParquetFile(run.path(A.SEQUENCES)).iter_batches(batch_size=batch_users, columns=["part", "items"]):
-        part = batch.column("part").cast(pa.string())
-        for name in ("rec", "sae"):
-            flat = pc.filter(batch.column("items"), pc.equal(part, name)).flatten().to_numpy()
-            if name == "rec":
-                ids, inv = np.unique(np.concatenate([ids, flat]), return_inverse=True)
-                w = np.concatenate([counts, np.ones(len(flat), np.int64)])
-                counts = np.bincount(inv, weights=w, minlength=len(ids)).astype(np.int64)
-            train_ids = np.union1d(train_ids, flat)
+    for name, batch in _part_batches(run, ("rec", "sae"), ["items"], batch_users=batch_users):
+        flat = batch.column("items").flatten().to_numpy()
+        if name == "rec":
+            ids, inv = np.unique(np.concatenate([ids, flat]), return_inverse=True)
+            w = np.concatenate([counts, np.ones(len(flat), np.int64)])
+            counts = np.bincount(inv, weights=w, minlength=len(ids)).astype(np.int64)
+        train_ids = np.union1d(train_ids, flat)
     index = ItemIndex(train_ids.astype(np.int64))
     dense = np.zeros(index.size, np.int64)
     dense[index.to_index(ids) - 1] = counts
     return index, dense
-
-
-def write_sequences(sp: Split, path, row_group_users: int = 4096) -> None:
-    """One row per user: ``user_id``, ``part``, ``items`` (dataset item ids in time order).
-
-    Later stages stream this file with Ray Data (a user never spans two rows), so they never have
-    to regroup the interaction log in memory.
-    """
-    import pyarrow as pa
-
-    ints = sp.interactions
-    order = np.lexsort((np.arange(len(ints)), ints["timestamp"].to_numpy(), ints["user_id"].to_numpy()))
-    users = ints["user_id"].to_numpy()[order]
-    items = ints["item_id"].to_numpy()[order]
-    parts = ints["part"].astype(str).to_numpy()[order]
-    uniq, starts = np.unique(users, return_index=True)
-    offsets = np.append(starts, len(users)).astype(np.int32)
-    table = pa.table({
-        "user_id": pa.array(uniq, pa.int64()),
-        "part": pa.array(parts[starts]),
-        "items": pa.ListArray.from_arrays(pa.array(offsets), pa.array(items, pa.int64())),
-    })
-    write_parquet(table, path, row_group_size=row_group_users)
 
 
 def load_prepared(run: RunDir) -> Prepared:

@@ -43,8 +43,9 @@ class Dataset:
         }
 
 
-def check_interactions(df: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Ensure the interaction columns exist with integer types; return a normalised copy."""
+def check_interactions(df: pd.DataFrame, where: str, first_row: int = 0) -> pd.DataFrame:
+    """Ensure the interaction columns exist with integer types; return a normalised copy.
+    ``first_row``: the file row of ``df``'s first row (a chunk of a streamed file), for errors."""
     missing = [c for c in INTERACTION_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{where}: missing column(s) {', '.join(missing)} "
@@ -55,15 +56,15 @@ def check_interactions(df: pd.DataFrame, where: str) -> pd.DataFrame:
     if pd.api.types.is_datetime64_any_dtype(out["timestamp"]):
         out["timestamp"] = out["timestamp"].astype("datetime64[s]").astype("int64")
     for c in INTERACTION_COLUMNS:
-        out[c] = integer_column(out[c], where)
+        out[c] = integer_column(out[c], where, first_row)
     return out.reset_index(drop=True)
 
 
-def integer_column(col: pd.Series, where: str) -> pd.Series:
+def integer_column(col: pd.Series, where: str, first_row: int = 0) -> pd.Series:
     """``col`` as int64 (whole floats pass: a Parquet writer may have widened ints), else a DataError
     naming the first null row or the column's type."""
     if col.isna().any():
-        row = int(np.flatnonzero(col.isna().to_numpy())[0])
+        row = first_row + int(np.flatnonzero(col.isna().to_numpy())[0])
         raise DataError(f"{where}: row {row}: null {col.name}")
     whole_floats = pd.api.types.is_float_dtype(col) and np.all(np.mod(col.to_numpy(), 1) == 0)
     if not (pd.api.types.is_integer_dtype(col) or whole_floats):

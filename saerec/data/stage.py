@@ -14,10 +14,13 @@ OUTPUTS = (A.INTERACTIONS, A.SEQUENCES, A.ITEMS, A.SPLIT)
 
 
 def run_data(run: RunDir, cfg: RunConfig) -> dict:
-    from .prepare import prepare
+    from dataclasses import asdict
 
-    meta = prepare(run, cfg, force=True).meta
-    return {k: v for k, v in meta.items() if k != "val_users"}
+    from .prepare import config_hash
+    from .stream import stream_data
+
+    meta, report = stream_data(run, cfg, config_hash(cfg))
+    return {**{k: v for k, v in meta.items() if k != "val_users"}, "streaming": asdict(report)}
 
 
 # inputs: the dataset's own files, which the pipeline hashes itself (saerec.pipeline.data_source)

@@ -85,7 +85,7 @@ def import_model(run: RunDir, cfg: RunConfig, weights: Path, items: Path) -> dic
     tmp = Path(tempfile.mkdtemp(prefix=".recommender-", dir=run.root))
     try:
         save_model(tmp, model, {"model_items": ids, "imported_from": str(weights)}, cfg=cfg.model)
-        prepared.items.merge(pd_index_frame(prepared), on="item_id").to_parquet(tmp / "items.parquet", index=False)
+        prepared.items.merge(pd_index_frame(prepared.index), on="item_id").to_parquet(tmp / "items.parquet", index=False)
         (tmp / "split.json").write_text(json.dumps(prepared.meta, indent=2, default=str))
         if run.recommender.exists():
             shutil.rmtree(run.recommender)

@@ -25,6 +25,7 @@ import torch
 from ..atomic import write_parquet
 from ..config import ModelConfig, RunConfig, TrainConfig
 from ..data.prepare import Prepared
+from ..data.sequences import ItemIndex, eval_pairs
 from ..errors import RunError
 from ..eval.metrics import ranking_metrics
 from ..eval.ranking import recommend
@@ -35,6 +36,7 @@ from ..precision import compute_dtype
 from ..progress import Progress, fmt_seconds, print_line
 from ..rundir import A, RunDir
 from .batching import bucket_batches, make_windows, shard_batches
+from .inputs import TrainInput, read_train_input
 from .loop import train_epoch, unwrap
 from .objective import patience_for
 
@@ -192,9 +194,12 @@ def worker_loop(config: dict) -> None:
             break
 
 
-def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: bool = False,
+def train_recommender(run: RunDir, cfg: RunConfig, data: TrainInput | Prepared | None = None, resume: bool = False,
                       t_start: float | None = None) -> dict:
-    """Train the recommender (``model.arch``) with Ray Train and write ``RUN/recommender/`` (best weights + history)."""
+    """Train the recommender (``model.arch``) with Ray Train and write ``RUN/recommender/`` (best weights + history).
+
+    ``data``: None reads it from ``RUN/data`` in bounded batches (:func:`~saerec.train.inputs.read_train_input`);
+    a ``Prepared`` the caller already holds is converted in memory."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -205,16 +210,18 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
     mc, tc = cfg.model, cfg.train
     if tc.num_workers < 1:
         raise RunError("train.num_workers must be >= 1")
-    rec = prepared.sequences("rec")
+    data = read_train_input(run) if data is None else TrainInput.of(data) if isinstance(data, Prepared) else data
+    rec = data.rec
     windows = make_windows(rec, mc.max_len, tc.windows)
-    val_users, val_inputs, val_targets = prepared.eval_set("sae", mc.max_len, users=prepared.split.val_users)
+    val_users = data.val.users
+    val_inputs, val_targets = eval_pairs(data.val, mc.max_len)
     log_q = None
     if tc.loss == "sampled" and tc.negatives == "inbatch":
-        counts = np.bincount(rec.items, minlength=prepared.index.size + 1)[1:].astype(np.float64) + 1.0
+        counts = np.bincount(rec.items, minlength=data.index.size + 1)[1:].astype(np.float64) + 1.0
         log_q = np.log(counts / counts.sum()).astype(np.float32)
     ensure_ray()
     data_ref = ray.put({"windows": _pack(windows), "val_inputs": _pack(val_inputs), "val_targets": val_targets,
-                        "n_items": prepared.index.size, "log_q": log_q})
+                        "n_items": data.index.size, "log_q": log_q})
     use_gpu = tc.use_gpu if tc.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     cpus = tc.cpus_per_worker or cpus_per_worker(tc.num_workers)
     storage, pid_dir = train_storage(run, "recommender/ray", EXPERIMENT, resume)
@@ -240,9 +247,9 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
         state = json.loads(Path(d, "state.json").read_text())
         out = run.recommender
         best, _ = load_model(d, weights_name="best.safetensors")   # the checkpoint's config.json + best weights
-        save_model(out, best, {"best_epoch": state["best_epoch"], "dataset": prepared.meta.get("dataset")}, cfg=mc)
-    write_parquet(prepared.items.merge(pd_index_frame(prepared), on="item_id"), run.path(A.CATALOGUE))
-    run.write_json(A.REC_SPLIT, prepared.meta)
+        save_model(out, best, {"best_epoch": state["best_epoch"], "dataset": data.meta.get("dataset")}, cfg=mc)
+    write_parquet(data.items.merge(pd_index_frame(data.index), on="item_id"), run.path(A.CATALOGUE))
+    run.write_json(A.REC_SPLIT, data.meta)
     run.write_json(A.REC_HISTORY, state["history"])
     tps = state["train_tokens"] / max(state["train_seconds"], 1e-9)
     return {"best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
@@ -251,8 +258,8 @@ def train_recommender(run: RunDir, cfg: RunConfig, prepared: Prepared, resume: b
             "num_workers": tc.num_workers, "use_gpu": bool(use_gpu)}
 
 
-def pd_index_frame(prepared: Prepared):
+def pd_index_frame(index: ItemIndex):
+    """The catalogue's (item_id, dense index) columns."""
     import pandas as pd
 
-    return pd.DataFrame({"item_id": prepared.index.item_ids,
-                         "index": np.arange(1, prepared.index.size + 1, dtype=np.int64)})
+    return pd.DataFrame({"item_id": index.item_ids, "index": np.arange(1, index.size + 1, dtype=np.int64)})

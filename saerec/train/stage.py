@@ -23,22 +23,21 @@ def record_metrics(run: RunDir, cfg: RunConfig, extra: dict) -> dict:
     return metrics
 
 
-def train_and_evaluate(run: RunDir, cfg: RunConfig, prep, resume: bool = False,
+def train_and_evaluate(run: RunDir, cfg: RunConfig, prep=None, resume: bool = False,
                        t_start: float | None = None) -> dict:
     """Ray Train fits the recommender (``resume`` continues an interrupted training from its last
-    checkpoint), then it is evaluated (``record_metrics``)."""
+    checkpoint), then it is evaluated (``record_metrics``). ``prep``: see ``train_recommender``'s
+    ``data`` (None: read from ``RUN/data`` in bounded batches, never the whole log)."""
     from .ray_train import train_recommender
 
     return record_metrics(run, cfg, train_recommender(run, cfg, prep, resume=resume, t_start=t_start))
 
 
 def run_train(run: RunDir, cfg: RunConfig, resume: bool = False) -> dict:
-    from ..data.prepare import load_prepared
-
-    return train_and_evaluate(run, cfg, load_prepared(run), resume=resume)
+    return train_and_evaluate(run, cfg, resume=resume)
 
 
-STAGE = Stage("train", ("model", "train"), (A.INTERACTIONS, A.SEQUENCES, A.ITEMS, A.SPLIT),
+STAGE = Stage("train", ("model", "train"), (A.SEQUENCES, A.ITEMS, A.SPLIT),
               (A.WEIGHTS, A.REC_METRICS), run_train)
 
 

@@ -1,0 +1,52 @@
+"""What training reads from ``RUN/data``: the rec part's sequences, the validation users' SAE-part
+sequences, the item index, the items table and the split's meta.
+
+Read from ``RUN/data/sequences.parquet`` in bounded batches (:func:`~saerec.data.prepare.read_sequences`,
+:func:`~saerec.data.prepare.item_counts`), never from the whole interaction log, so the train
+stage's driver does not hold the log next to the windows it builds from it (issue 21: every stage
+after ``data`` streams).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..config import RunConfig
+from ..data.prepare import SEQ_BATCH_USERS, Prepared, config_hash, item_counts, read_sequences
+from ..data.sequences import ItemIndex, Sequences
+from ..rundir import A, RunDir
+
+
+@dataclass
+class TrainInput:
+    rec: Sequences            # the rec part (training windows, in-batch negatives' log_q)
+    val: Sequences            # the validation users' SAE-part sequences, in split.json's val_users order
+    index: ItemIndex          # dense indices over the training items (rec + sae parts)
+    items: pd.DataFrame       # attribute table (saerec.data.attributes)
+    meta: dict                # RUN/data/split.json
+
+    @classmethod
+    def of(cls, prep: Prepared) -> "TrainInput":
+        """From a ``Prepared`` a caller already holds (the data stage's own result): no file read."""
+        return cls(prep.sequences("rec"), prep.sequences("sae").select(prep.split.val_users),
+                   prep.index, prep.items, prep.meta)
+
+
+def read_train_input(run: RunDir, batch_users: int = SEQ_BATCH_USERS) -> TrainInput:
+    """The train stage's input from ``RUN/data`` (sequences.parquet read ``batch_users`` users at a
+    time, items.parquet, split.json)."""
+    meta = run.read_json(A.SPLIT)
+    index, _ = item_counts(run, batch_users)
+    val_users = np.asarray(meta["val_users"], dtype=np.int64)
+    val = read_sequences(run, "sae", index, val_users, batch_users).select(val_users)   # -> val_users order
+    return TrainInput(read_sequences(run, "rec", index, batch_users=batch_users), val, index,
+                      run.read_parquet(A.ITEMS), meta)
+
+
+def data_current(run: RunDir, cfg: RunConfig) -> bool:
+    """Whether ``RUN/data`` was prepared with ``cfg``'s data/split config (what ``prepare`` reuses):
+    then ``saerec train`` skips ``prepare``, which would load the whole log to return it."""
+    return run.has(A.SPLIT) and run.read_json(A.SPLIT).get("config_hash") == config_hash(cfg)
