@@ -9,7 +9,17 @@ both), 1 process, fp32, batch 256, dictionary 2048, ReLU + L1 0.1, Adam lr 1e-3:
   (fetched separately, never vendored; it needs ``pip install einops``)
 - ``saerec_relu_autograd``: the same SAE with ``forward`` + autograd instead of its hand-written
   gradients (what the Ray Train path falls back to under DDP with several workers)
-- ``saerec_topk`` / ``saerec_batchtopk``: for reference
+- ``saerec_topk`` / ``saerec_batchtopk`` / ``saerec_matryoshka``: the TopK kinds (k 32) with their
+  hand-written gradients, sparse in k (``saerec/sae/sparse_grads.py``); ``saerec_topk_autograd``:
+  TopK through ``forward`` + autograd on the dense code matrix
+- ``sparsify_topk``: EleutherAI/sparsify's ``SparseCoder`` TopK (k 32), loaded from a checkout you
+  point to with ``--sparsify`` (fetched separately, never vendored; it needs einops,
+  simple-parsing, natsort and, for its default optimiser, schedulefree). The step loop repeats its
+  ``Trainer``'s per-step work (b_dec at the first batch's mean, decoder renormalisation, forward
+  without AuxK as its default ``auxk_alpha`` 0, the fired mask, ``float(fvu)``, backward, parallel
+  gradient removal, optimiser step, dead counters) with its default optimiser (signum: SignSGD in
+  schedule-free's wrapper); ``sparsify_topk_adam``: the same with torch Adam. Without Triton it
+  decodes with ``F.embedding_bag`` (its eager path, the one a CPU takes).
 
 Rounds are interleaved (round r of every trainer, then round r + 1), so a slow spell of a shared
 machine hits all of them alike.
@@ -19,6 +29,8 @@ otherwise a Gaussian mixture shaped like them. Reports the median over ``--round
 ``--steps`` steps each (after warm-up) and writes JSON.
 
     python benchmarks/sae_throughput.py --run runs/main --dl-path /path/to/dictionary_learning
+    python benchmarks/sae_throughput.py --sparsify /path/to/sparsify \
+        --impls saerec_topk saerec_topk_autograd sparsify_topk --out benchmarks/results/sae_topk_vs_sparsify.json
 """
 
 from __future__ import annotations
@@ -75,6 +87,70 @@ def import_dictionary_learning(path: str):
     return mod.StandardTrainer
 
 
+def import_sparsify(path: str):
+    """sparsify's SparseCoder, its config and SignSGD from a checkout, skipping the package __init__
+    (its trainer imports transformers and datasets). Modules imported only for hub loading and model
+    hooks (huggingface_hub, transformers, accelerate) get empty stand-ins when not installed; none of
+    their code runs in a training step."""
+    os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
+    stand_ins = {"huggingface_hub": {"snapshot_download": None}, "transformers": {"PreTrainedModel": object},
+                 "accelerate": {}, "accelerate.utils": {"send_to_device": None}}
+    missing = {n for n in ("huggingface_hub", "transformers", "accelerate") if importlib.util.find_spec(n) is None}
+    for name, attrs in stand_ins.items():
+        if name.split(".")[0] in missing:
+            sys.modules[name] = mod = types.ModuleType(name)
+            mod.__dict__.update(attrs)
+    pkg = types.ModuleType("sparsify")
+    pkg.__path__ = [str(Path(path) / "sparsify")]
+    sys.modules["sparsify"] = pkg
+    coder = importlib.import_module("sparsify.sparse_coder")
+    config = importlib.import_module("sparsify.config")
+    sign_sgd = importlib.import_module("sparsify.sign_sgd")
+    return coder.SparseCoder, config.SparseCoderConfig, sign_sgd.SignSGD
+
+
+def sparsify_runner(mods, pool, args, optimizer="signum"):
+    """Rounds of sparsify TopK steps, with its Trainer's per-step work (sparsify/trainer.py)."""
+    SparseCoder, Config, SignSGD = mods
+    torch.manual_seed(0)
+    sae = SparseCoder(pool.shape[1], Config(k=32, num_latents=args.dict_size), "cpu", dtype=torch.float32)
+    scale = (sae.num_latents / 2 ** 14) ** 0.5              # its default learning rates
+    if optimizer == "signum":
+        from schedulefree import ScheduleFreeWrapper
+        opt = ScheduleFreeWrapper(SignSGD([dict(params=sae.parameters(), lr=5e-3 / scale)]), momentum=0.95)
+        opt.train()
+    else:
+        opt = torch.optim.Adam(sae.parameters(), lr=2e-4 / scale)
+    since_fired = torch.zeros(sae.num_latents, dtype=torch.long)
+    did_fire = torch.zeros(sae.num_latents, dtype=torch.bool)
+    state = {"step": 0}
+
+    def step(x):
+        if state["step"] == 0:
+            sae.b_dec.data = x.mean(0)
+        sae.set_decoder_norm_to_unit_norm()
+        out = sae(x=x, y=x, dead_mask=None)
+        did_fire[out.latent_indices.flatten()] = True
+        float(out.fvu.detach())
+        (out.fvu + 0.0 * out.auxk_loss + out.multi_topk_fvu / 8).backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad()
+        with torch.no_grad():
+            since_fired.add_(x.shape[0])
+            since_fired[did_fire] = 0
+            did_fire.zero_()
+        state["step"] += 1
+
+    for x in batches(pool, args.batch, args.warmup, 0):
+        step(x)
+
+    def round_(r):
+        for x in batches(pool, args.batch, args.steps, args.warmup + r * args.steps):
+            step(x)
+    return round_
+
+
 def batches(pool, batch, steps, offset):
     n = len(pool)
     for i in range(steps):
@@ -113,55 +189,85 @@ def dl_runner(Trainer, pool, args):
     return round_
 
 
+ALL = ["saerec_relu", "dictionary_learning", "saerec_relu_autograd", "saerec_topk", "saerec_topk_autograd",
+       "sparsify_topk", "sparsify_topk_adam", "saerec_batchtopk", "saerec_matryoshka"]
+
+
+def add_ratios(out: dict, results: dict, base: str, key: str) -> None:
+    """Each implementation's rate over ``base``'s: of the medians, and the median of per-round ratios
+    (paired: round r of each ran right after round r of the others)."""
+    b = results[base]["activations_per_second_median"]
+    out[f"ratio_vs_{base}"] = {k: v["activations_per_second_median"] / b for k, v in results.items()}
+    out[f"paired_ratio_median{key}"] = {k: statistics.median(x / y for x, y in zip(v["rounds"], results[base]["rounds"]))
+                                        for k, v in results.items()}
+    out[f"paired_cpu_ratio_median{key}"] = {
+        k: statistics.median(x / y for x, y in zip(v["cpu_rounds"], results[base]["cpu_rounds"]))
+        for k, v in results.items()}
+    print(f"ratio vs {base} per CPU second (median of per-round ratios): "
+          + ", ".join(f"{k} {v:.2f}x" for k, v in out[f"paired_cpu_ratio_median{key}"].items()))
+    print(f"ratio vs {base} (of medians): " + ", ".join(f"{k} {v:.2f}x" for k, v in out[f"ratio_vs_{base}"].items()))
+    print(f"ratio vs {base} (median of per-round ratios): "
+          + ", ".join(f"{k} {v:.2f}x" for k, v in out[f"paired_ratio_median{key}"].items()))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run")
     ap.add_argument("--dl-path", default=os.environ.get("DICTIONARY_LEARNING_PATH"))
+    ap.add_argument("--sparsify", default=os.environ.get("SPARSIFY_PATH"), help="EleutherAI/sparsify checkout")
+    ap.add_argument("--impls", nargs="+", choices=ALL, default=ALL, help="implementations to run (default: all)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--dict-size", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pool-rows", type=int, default=1 << 20, help="synthetic pool size (without --run)")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", default="benchmarks/results/sae_throughput.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pool, src = load_pool(args.run)
-    order = ["saerec_relu", "dictionary_learning", "saerec_relu_autograd", "saerec_topk", "saerec_batchtopk"]
-    Trainer = import_dictionary_learning(args.dl_path) if args.dl_path else None
-    if Trainer is None:
+    pool, src = load_pool(args.run, args.pool_rows)
+    order = list(args.impls)
+    Trainer = import_dictionary_learning(args.dl_path) if args.dl_path and "dictionary_learning" in order else None
+    if Trainer is None and "dictionary_learning" in order:
         print("skipping dictionary_learning (no --dl-path)")
         order.remove("dictionary_learning")
-    runners = {name: dl_runner(Trainer, pool, args) if name == "dictionary_learning"
-               else saerec_runner(name.split("_")[1], pool, args, manual_grads=not name.endswith("autograd"))
-               for name in order}
+    sparsify = import_sparsify(args.sparsify) if args.sparsify else None
+    if sparsify is None and any(n.startswith("sparsify") for n in order):
+        print("skipping sparsify (no --sparsify)")
+        order = [n for n in order if not n.startswith("sparsify")]
+    runners = {}
+    for name in order:
+        if name == "dictionary_learning":
+            runners[name] = dl_runner(Trainer, pool, args)
+        elif name.startswith("sparsify"):
+            runners[name] = sparsify_runner(sparsify, pool, args, "adam" if name.endswith("adam") else "signum")
+        else:
+            runners[name] = saerec_runner(name.split("_")[1], pool, args, manual_grads=not name.endswith("autograd"))
     # rounds interleaved across trainers: a slow spell of the shared machine hits all of them
     rates: dict[str, list[float]] = {name: [] for name in order}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in order}    # per CPU second of this process
     for r in range(args.rounds):
         for name, run_round in runners.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             run_round(r)
             rates[name].append(args.steps * args.batch / (time.perf_counter() - t))
+            cpu_rates[name].append(args.steps * args.batch / (time.process_time() - c))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {rates[n][-1]:,.0f}" for n in order), flush=True)
-    results = {name: {"activations_per_second_median": statistics.median(v), "rounds": v} for name, v in rates.items()}
+    results = {name: {"activations_per_second_median": statistics.median(v), "rounds": v,
+                      "activations_per_cpu_second_median": statistics.median(cpu_rates[name]),
+                      "cpu_rounds": cpu_rates[name]} for name, v in rates.items()}
     for name, v in results.items():
         print(f"{name:<22}{v['activations_per_second_median']:>12,.0f} act/s  "
-              f"(rounds: {', '.join(f'{r:,.0f}' for r in v['rounds'])})")
+              f"(rounds: {', '.join(f'{r:,.0f}' for r in v['rounds'])}); "
+              f"{v['activations_per_cpu_second_median']:,.0f} act per CPU s")
     out = {"benchmark": "sae_train_throughput", "activations": src, "pool_rows": len(pool), "batch": args.batch,
            "dict_size": args.dict_size, "steps_per_round": args.steps, "rounds": args.rounds, "threads": args.threads,
            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
            "results": results}
-    if "dictionary_learning" in results:
-        base = results["dictionary_learning"]["activations_per_second_median"]
-        out["ratio_vs_dictionary_learning"] = {k: v["activations_per_second_median"] / base for k, v in results.items()}
-        # paired: round r of each trainer ran right after round r of the others
-        dl = results["dictionary_learning"]["rounds"]
-        out["paired_ratio_median"] = {k: statistics.median(a / b for a, b in zip(v["rounds"], dl))
-                                      for k, v in results.items()}
-        print("ratio vs dictionary_learning (of medians): "
-              + ", ".join(f"{k} {v:.2f}x" for k, v in out["ratio_vs_dictionary_learning"].items()))
-        print("ratio vs dictionary_learning (median of per-round ratios): "
-              + ", ".join(f"{k} {v:.2f}x" for k, v in out["paired_ratio_median"].items()))
+    for base, key in (("dictionary_learning", ""), ("sparsify_topk", "_sparsify_topk")):
+        if base in results:
+            add_ratios(out, results, base, key)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")

@@ -53,12 +53,17 @@ def test_each_kind_recovers_planted_directions(kind, kw):
     assert stats.result()["explained_variance"] > 0.6
 
 
-@pytest.mark.parametrize("l1", [0.1, 3.0])
-def test_relu_hand_written_gradients_equal_autograd(l1):
-    """ReLU-L1 trains with hand-written gradients (faster); they must be autograd's, and so must the
-    loss parts and the dead-latent counters."""
+@pytest.mark.parametrize("kind, kw", [
+    ("relu", {"l1": 0.1}), ("relu", {"l1": 3.0}),
+    ("topk", {"k": 8}), ("topk", {"k": 100}),        # k 100: some rows keep zeros (no gradient through them)
+    ("batchtopk", {"k": 8}), ("matryoshka", {"k": 8}),
+])
+def test_hand_written_gradients_equal_autograd(kind, kw):
+    """ReLU-L1 and the TopK kinds train with hand-written gradients (faster; sparse in k for TopK);
+    they must be autograd's, and so must the loss parts (AuxK and Matryoshka's prefixes included),
+    the dead-latent counters and BatchTopK's threshold."""
     torch.manual_seed(0)
-    cfg = SAEConfig(n_latents=128, l1=l1, dead_window=100)
+    cfg = SAEConfig(kind=kind, n_latents=128, dead_window=64, **kw)      # unfired in the batch: dead, so AuxK runs
     a, b = build_sae(16, cfg), build_sae(16, cfg)
     x = torch.randn(64, 16) * 2
     a.init_from_sample(x)
@@ -70,14 +75,17 @@ def test_relu_hand_written_gradients_equal_autograd(l1):
     out.loss.backward()
     parts = b.loss_and_grads(x)
     assert b.has_manual_grads()
-    for k in ("recon", "l1"):
+    assert parts.keys() == out.parts.keys() and ("auxk" in parts) == (kind != "relu")
+    for k in parts:
         assert torch.allclose(parts[k], out.parts[k].detach(), rtol=1e-5), k
     for (name, p), q in zip(a.named_parameters(), b.parameters()):
         assert torch.allclose(q.grad, p.grad, rtol=1e-4, atol=1e-6 * float(p.grad.abs().max())), name
-    assert torch.equal(a.since_fired, b.since_fired) and 0 < int((a.since_fired == 0).sum()) < 128
+    for (name, u), v in zip(a.named_buffers(), b.buffers()):
+        assert torch.equal(u, v), name
+    assert 0 < int((a.since_fired == 0).sum()) < 128
     for p, q in zip(a.parameters(), b.parameters()):
         assert q.grad.stride() == p.stride()        # laid out as the weight (fused Adam needs it)
-    assert not build_sae(16, SAEConfig(recon="l2")).has_manual_grads()      # falls back to autograd
+    assert not build_sae(16, SAEConfig(kind=kind, recon="l2")).has_manual_grads()      # falls back to autograd
 
 
 def test_batchtopk_inference_is_batch_independent():

@@ -42,6 +42,9 @@ class MatryoshkaSAE(BatchTopKSAE):
             lo = m
         return total
 
+    def prefix_bounds(self) -> list[int] | None:
+        return self.prefixes if len(self.prefixes) > 1 else None
+
 
 def prefix_sizes(n_latents: int, fractions: list[float]) -> list[int]:
     """Latent counts of the nested prefixes: each fraction of ``n_latents`` rounded, at least 1,

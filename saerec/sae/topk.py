@@ -10,12 +10,32 @@ from __future__ import annotations
 import torch
 
 from .base import SparseAutoencoder
+from .sparse_grads import sparse_loss_and_grads
 
 
 class TopKSAE(SparseAutoencoder):
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         vals, idx = torch.relu(pre).topk(self.cfg.k, dim=-1)
         return torch.zeros_like(pre).scatter(-1, idx, vals)
+
+    def train_select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The training codes as (row, latent, value) triples (the non-zeros of ``train_codes``)."""
+        vals, idx = torch.relu(pre).topk(self.cfg.k, dim=-1)
+        rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(self.cfg.k)
+        return rows, idx.flatten(), vals.flatten()
+
+    def has_manual_grads(self) -> bool:
+        return self.cfg.recon == "squared"
+
+    def prefix_bounds(self) -> list[int] | None:
+        return None
+
+    @torch.no_grad()
+    def loss_and_grads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss parts with gradients written to ``.grad``, on the active codes only (sparse_grads.py)."""
+        pre = self.pre_acts(x).to(self.W_dec.dtype)
+        rows, cols, vals = self.train_select(pre)
+        return sparse_loss_and_grads(self, x, pre, rows, cols, vals, self.prefix_bounds())
 
     def aux_loss(self, x, x_hat, pre):
         dead = self.dead_mask()
@@ -37,18 +57,25 @@ class BatchTopKSAE(TopKSAE):
         super().__init__(d_in, cfg)
         self.register_buffer("threshold", torch.tensor(-1.0))   # < 0: not yet estimated
 
-    def train_codes(self, pre: torch.Tensor) -> torch.Tensor:
-        acts = torch.relu(pre)
-        flat = acts.flatten()
-        n_keep = min(self.cfg.k * pre.shape[0], flat.numel())
-        vals, idx = flat.topk(n_keep)
-        f = torch.zeros_like(flat).scatter(0, idx, vals).view_as(acts)
+    def _batch_topk(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k * batch`` largest activations of the batch (values, flat indices); updates the threshold."""
+        flat = torch.relu(pre).flatten()
+        vals, idx = flat.topk(min(self.cfg.k * pre.shape[0], flat.numel()))
         with torch.no_grad():
             positive = vals[vals > 0]
             if positive.numel():
                 m = positive.min()
                 self.threshold.copy_(m if self.threshold < 0 else 0.99 * self.threshold + 0.01 * m)
-        return f
+        return vals, idx
+
+    def train_codes(self, pre: torch.Tensor) -> torch.Tensor:
+        vals, idx = self._batch_topk(pre)
+        return pre.new_zeros(pre.numel()).scatter(0, idx, vals).view_as(pre)
+
+    def train_select(self, pre):
+        vals, idx = self._batch_topk(pre)
+        idx, order = idx.sort()                      # by row (then latent): the decoder's bags
+        return idx // pre.shape[1], idx % pre.shape[1], vals[order]
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """Inference: JumpReLU at the learned global threshold (batch-independent)."""
