@@ -72,3 +72,21 @@ def test_bad_spec_exits_2_before_the_run_is_touched(text, line, tmp_path, capsys
     assert main(["tune", "--run", str(tmp_path / "run"), "--spec", str(spec)]) == 2
     assert capsys.readouterr().err.strip() == f"saerec: error: {spec}: {line}"
     assert not (tmp_path / "run").exists()
+
+
+def test_trial_follows_the_step_budget_when_epochs_is_unset(own_interpreted_run):
+    """A trial (saerec tune's, and the kinds suite's) with ``sae.epochs: null`` trains the step budget's
+    epochs, as the SAE stage does, instead of failing on ``range(None)``."""
+    from dataclasses import replace
+
+    from saerec.activations.store import count_rows
+    from saerec.sae.base import planned_epochs
+    from saerec.sae.ray_train import norm_and_init
+    from saerec.tuning.trial import run_trial
+
+    run, cfg = own_interpreted_run
+    acts = run.root / "activations"
+    norm, init, _, d_in = norm_and_init(acts / "sae", cfg.sae.normalization)
+    base = replace(cfg.sae, epochs=None, steps=2 * count_rows(acts / "sae") // cfg.sae.batch_size + 1, n_latents=16)
+    res = run_trial(run.root, base, {"seed": 0}, norm, init, d_in, None, run.read_parquet("recommender/items.parquet"))
+    assert res.metrics["epoch"] == planned_epochs(base, count_rows(acts / "sae")) == 3

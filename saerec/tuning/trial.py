@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..activations.store import iter_batches, to_tensor
+from ..activations.store import count_rows, iter_batches, to_tensor
 from ..errors import RunError
 from ..data.attributes import genre_columns
 from ..interpret.stats import StreamedAttributeStats
-from ..sae.base import SAEConfig, SparseAutoencoder, build_sae
+from ..sae.base import SAEConfig, SparseAutoencoder, build_sae, planned_epochs
 from ..sae.trainer import make_optimizer, train_steps
 
 log = logging.getLogger("saerec.tune")
@@ -94,6 +94,7 @@ def run_trial(run_root: Path, base: SAEConfig, params: dict, norm, init_sample: 
     sae.init_from_sample(torch.tensor(np.asarray(init_sample), dtype=torch.float32))   # copy: read-only in the object store
     opt = make_optimizer(sae)
     acts = Path(run_root) / "activations"
+    cfg = replace(cfg, epochs=planned_epochs(cfg, count_rows(acts / "sae")))    # the step budget, as the SAE stage
     for epoch in range(cfg.epochs):
         parts = train_steps(sae, opt, local_minibatches(acts / "sae", cfg, epoch, norm))
         if report is not None and epoch + 1 < cfg.epochs:
