@@ -126,13 +126,11 @@ def cmd_data(args) -> int:
 
 def cmd_train(args) -> int:
     from ..data.prepare import prepare_files
-    from ..train.inputs import data_current
     from ..train.stage import train_and_evaluate
 
     t0 = time.time()
     run, cfg = _new_run(args)
-    if not data_current(run, cfg):       # reused data is read in bounded batches, never as the whole log
-        prepare_files(run, cfg)          # streamed, and not loaded back whole
+    prepare_files(run, cfg)              # streamed, or reused as is; training reads it in bounded batches
     print_train(run, train_and_evaluate(run, cfg, resume=args.resume, t_start=t0))
     return 0
 

@@ -45,8 +45,7 @@ def build_attributes(items: pd.DataFrame, train_interactions: pd.DataFrame | Non
     if train_counts is None and train_interactions is not None:
         train_counts = train_interactions["item_id"].value_counts()
     if train_counts is not None and popularity_buckets > 0:
-        counts = train_counts
-        n = out["item_id"].map(counts).fillna(0).to_numpy()
+        n = out["item_id"].map(train_counts).fillna(0).to_numpy()
         levels = POPULARITY_LEVELS if popularity_buckets == 3 else tuple(f"q{i + 1}" for i in range(popularity_buckets))
         # equal-size buckets over items ranked by train count (rank breaks ties deterministically)
         rank = pd.Series(n).rank(method="first").to_numpy() - 1

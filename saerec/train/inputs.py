@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..config import RunConfig
-from ..data.prepare import SEQ_BATCH_USERS, Prepared, config_hash, item_counts, read_sequences
+from ..data.prepare import SEQ_BATCH_USERS, Prepared, item_counts, read_sequences
 from ..data.sequences import ItemIndex, Sequences
 from ..rundir import A, RunDir
 
@@ -45,8 +44,3 @@ def read_train_input(run: RunDir, batch_users: int = SEQ_BATCH_USERS) -> TrainIn
     return TrainInput(read_sequences(run, "rec", index, batch_users=batch_users), val, index,
                       run.read_parquet(A.ITEMS), meta)
 
-
-def data_current(run: RunDir, cfg: RunConfig) -> bool:
-    """Whether ``RUN/data`` was prepared with ``cfg``'s data/split config (what ``prepare`` reuses):
-    then ``saerec train`` skips ``prepare``, which would load the whole log to return it."""
-    return run.has(A.SPLIT) and run.read_json(A.SPLIT).get("config_hash") == config_hash(cfg)
