@@ -75,7 +75,7 @@ function confidenceSection(c, s) {
     el("div", {class: "grid2"}, el("div", {}, barChart(labels, h.counts, {xlabel: "live features (below the threshold in red)", left: 90,
       digits: 0, highlight: labels.filter((_, i) => h.edges[i + 1] <= c.threshold)})),
       el("div", {}, el("div", {class: "controls"}, el("label", {}, "unlabelled features, ", sort),
-        el("span", {class: "muted", text: c.low.length > 50 ? `first 50 of ${c.low.length}` : `${c.low.length}`})),
+        el("span", {class: "muted", text: c.low.length > 50 ? `first 50 of ${c.low.length}` : `${c.low.length} features`})),
         el("table", {}, el("thead", {}, headRow(["feature", "best-guess label", "confidence", "label corr.", "fires on"], 2)), body)))];
 }
 
