@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from saerec.browse.data import site_data
+from saerec.browse.evaluation import images
 from saerec.browse.site import write_site
 from saerec.rundir import RunDir
 
@@ -61,7 +62,7 @@ def main() -> None:
         t = time.time()
         files = site_data(run, users=args.users)
         prep_s = time.time() - t
-        info = write_site(tmp / "site", files, str(run.root))
+        info = write_site(tmp / "site", files, str(run.root), images(run))
         write_s = time.time() - t - prep_s
         attrs = {a["name"]: a for a in files["attributes"]}
         feature = attrs["Sci-Fi"]["sae"]["feature"] if "Sci-Fi" in attrs else 0

@@ -1,6 +1,7 @@
 """SAE kinds side by side on one run's cached activations: EV, L0, dead fraction (test users),
-sae-eval's k=1 sparse probing (SAE vs neurons), mean absorption and, on the synthetic data, the
-recovery of the planted genre directions. Writes JSON.
+sae-eval's k=1 sparse probing (SAE vs neurons), the paper's mean top-genre correlation (SAE vs
+neurons), mean absorption and, on the synthetic data, the recovery of the planted genre directions.
+Writes JSON.
 
 Each kind trains in this process with saerec's trainer (``saerec.tuning.trial.run_trial``: the
 ``saerec tune`` trial, no Ray), from the same normaliser and init sample, then goes through the
@@ -66,6 +67,7 @@ def main() -> None:
                                                   ("explained_variance", "l0", "dead_fraction", "rmse")},
                    "k1_auc_sae": float(k1["sae"].mean()), "k1_auc_neurons": float(k1["neurons"].mean()),
                    "k1_sae_beats_neurons_genres": float((gk1["sae"] > gk1["neurons"]).mean()) if len(gk1) else None,
+                   **top_correlation(sums, attrs, genres),
                    "mean_absorption_fraction": float(absorb["absorption_fraction"].mean()),
                    "mean_full_absorption_rate": float(absorb["full_absorption_rate"].mean()),
                    "train_seconds": train_s}
@@ -75,6 +77,17 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
             write(args, run, cfg, base, n_train, d_in, rows)          # after every kind: a long run keeps its rows
+
+
+def top_correlation(sums, attrs: list[str], genres: list[str]) -> dict:
+    """The paper's score as ``saerec interpret`` computes it: per genre, the largest Pearson
+    correlation of any SAE latent (any raw neuron) with the genre over all test positions, averaged."""
+    g = [attrs.index(x) for x in genres if x in attrs]
+    if not g:
+        return {}
+    sae, neurons = sums.correlation()[:, g].max(0).mean(), sums.correlation(neurons=True)[:, g].max(0).mean()
+    return {"mean_top_correlation_sae": float(sae), "mean_top_correlation_neurons": float(neurons),
+            "top_correlation_ratio": float(sae / neurons) if neurons > 0 else None}
 
 
 def write(args, run, cfg, base, n_train, d_in, rows) -> None:

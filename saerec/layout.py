@@ -43,6 +43,8 @@ class A:
     PROBES = "steer/probes.safetensors"
     SWEEP = "steer/sweep.parquet"
     STEER_SUMMARY = "steer/summary.json"
+    ISOLATION = "steer/isolation.json"
+    ISOLATION_PLOT = "steer/isolation.png"
     # steer: popularity steering (saerec popsteer): the curve, its summary, per-feature effect sizes
     POPSTEER = "steer/popsteer.parquet"
     POPSTEER_SUMMARY = "steer/popsteer.json"
@@ -53,6 +55,7 @@ class A:
     EVAL_ATTRIBUTES = "saeeval/attributes.parquet"
     EVAL_FEATURES = "saeeval/features.parquet"
     EVAL_SUMMARY = "saeeval/summary.json"
+    EVAL_PLOT = "saeeval/sparse_probing.png"
     # browse: the feature browser's site (saerec browse)
     BROWSE = "browse"
     # tune: the grid's results

@@ -8,6 +8,10 @@ in-process service answers the playground's API), drives Debian's headless ``chr
 so the steered list differs from the unsteered one.
 
     python scripts/screenshots.py --run runs/main --out docs/img --attribute Sci-Fi --value 6
+    python scripts/screenshots.py --run runs/main --out docs/img --pages evaluation   # one page type only
+
+It writes ``RUN/browse/`` (the site it serves) when that is missing or stale, so point it at a copy
+of a run you must not change.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from pathlib import Path
 
 from saerec.browse.server import open_server
 from saerec.rundir import A, RunDir
+
+
+PAGES = ("index", "feature", "attributes", "attribute", "users", "user", "evaluation", "playground")
 
 
 def driver(width: int, height: int):
@@ -66,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--value", type=float, default=6.0, help="the playground slider's value")
     ap.add_argument("--users", type=int, default=20, help="test users on the site's user pages")
     ap.add_argument("--size", default="1280x1000", help="window size, WIDTHxHEIGHT")
+    ap.add_argument("--pages", nargs="+", choices=PAGES, default=list(PAGES), help="page types to save (default all)")
     args = ap.parse_args(argv)
     run = RunDir(args.run)
     out = Path(args.out)
@@ -77,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     feature = int(attrs.at[args.attribute, "sae_feature"])
     users = (run.path(A.BROWSE) / "data" / "users.js").read_text()      # data["users"]=[{"user": ...}, ...];
     user = json.loads(users[users.index("]=") + 2: users.rindex(";")])[0]["user"]
-    pages = [("index", "index.html"), ("feature", f"feature.html?id={feature}"), ("attributes", "attribute.html"),
-             ("attribute", f"attribute.html?name={args.attribute}"), ("users", "user.html"),
-             ("user", f"user.html?id={user}"), ("playground", "playground.html")]
+    urls = {"index": "index.html", "feature": f"feature.html?id={feature}", "attributes": "attribute.html",
+            "attribute": f"attribute.html?name={args.attribute}", "users": "user.html",
+            "user": f"user.html?id={user}", "evaluation": "evaluation.html", "playground": "playground.html"}
+    pages = [(name, urls[name]) for name in PAGES if name in args.pages]
     width, height = (int(v) for v in args.size.split("x"))
     browser = driver(width, height)
     try:

@@ -154,9 +154,12 @@ def test_every_page_type_loads_from_file_with_no_console_errors_and_search_filte
     user = read_data(site / "data" / "users.js")[0]["user"]
     pages = [("index.html", "index"), (f"feature.html?id={top}", "feature"), ("attribute.html", "attributes"),
              ("attribute.html?name=Sci-Fi", "attribute"), ("user.html", "users"), (f"user.html?id={user}", "user"),
-             ("playground.html", None)]
+             ("evaluation.html", None), ("playground.html", None)]
     for page, shot in pages:
         open_page(browser, f"{base}/{page}", shot)
+        if page == "evaluation.html":          # this run has no RUN/saeeval: the page says what to run
+            assert f"saerec sae-eval --run {swept_run.root}" in browser.find_element(By.ID, "missing").text
+            assert not browser.find_elements(By.ID, "probing")
     # the playground needs the service: from file:// it says how to start it
     assert "saerec browse" in browser.find_element(By.ID, "offline").text
     # feature page: charts drawn, the shaded history's last item is the top-activating one
@@ -183,6 +186,68 @@ def test_every_page_type_loads_from_file_with_no_console_errors_and_search_filte
                            "s.dispatchEvent(new Event('input'))")
     labels = {r.find_elements(By.TAG_NAME, "td")[1].text.replace(" dead", "") for r in rows()}
     assert labels == {"Western"}
+
+
+@pytest.fixture(scope="module")
+def evaluated(own_interpreted_run, swept_run, site, tmp_path_factory):
+    """A copy of the swept run whose ``RUN/browse/`` is the export built before sae-eval ran, then
+    ``saerec sae-eval`` on it (k = 1 and 2 only: seconds)."""
+    from saerec.saeeval.stage import sae_eval_stage
+
+    from conftest import copy_run
+
+    run, cfg = copy_run((swept_run, own_interpreted_run[1]), tmp_path_factory.mktemp("evaluated") / "run",
+                        drop=("browse", "saeeval"))
+    shutil.copytree(site, run.root / "browse")
+    cfg.sae_eval.k_values = [1, 2]
+    sae_eval_stage(run, cfg)
+    return run
+
+
+def test_evaluation_page_shows_sae_eval_and_rebuilds_when_it_reruns(evaluated, browser):
+    """``saerec browse`` rebuilds a site older than RUN/saeeval; its evaluation page shows the
+    summary's probing numbers and the per-attribute k=1 AUCs, and its low-confidence list links to
+    feature pages that load and show the feature's label confidence from features.parquet."""
+    import pandas as pd
+    from selenium.webdriver.common.by import By
+
+    from saerec.browse.server import open_server, stale
+
+    site = evaluated.root / "browse"
+    assert stale(evaluated, site)                          # sae-eval ran after the site was built
+    server = open_server(evaluated, port=0, users=2, progress=False)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert not stale(evaluated, site)
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        open_page(browser, f"{base}/index.html")
+        browser.find_element(By.LINK_TEXT, "SAE evaluation").click()
+        open_page(browser, browser.current_url, "evaluation")
+        s = evaluated.read_json("saeeval/summary.json")
+        cells = lambda k: [td.text for td in browser.find_elements(By.CSS_SELECTOR, f'#probing tr[data-k="{k}"] td')]  # noqa: E731
+        for k in ("1", "2"):
+            assert cells(k)[1:] == [f"{s['probing'][src][k][m]:.3f}" for m in ("auc", "f1") for src in ("sae", "neurons")]
+        full = next(iter(s["probing"]["full_probe"].values()))
+        assert cells("full")[1:] == [f"{full['auc']:.3f}", f"{full['f1']:.3f}"]
+        probing = evaluated.read_parquet("saeeval/probing.parquet").set_index(["attribute", "source", "k"])
+        row = [td.text for td in browser.find_elements(By.CSS_SELECTOR, '#k1 tr[data-attribute="Sci-Fi"] td')]
+        sae, neurons = probing.at[("Sci-Fi", "sae", 1), "auc"], probing.at[("Sci-Fi", "neurons", 1), "auc"]
+        assert row[1] == f"#{probing.at[('Sci-Fi', 'sae', 1), 'units'][0]}" and row[2] == f"{sae:.3f}"
+        assert row[4] == f"{neurons:.3f}" and row[5] == ("SAE" if sae > neurons else "neuron" if neurons > sae else "tie")
+        assert browser.find_elements(By.CSS_SELECTOR, "#plots img")[0].get_attribute("naturalWidth") != "0"
+        # a feature shown unlabelled: its link opens its page, which gives sae-eval's confidence
+        link = browser.find_element(By.CSS_SELECTOR, "#low-confidence tr a")
+        j = int(link.text.lstrip("#"))
+        link.click()
+        open_page(browser, browser.current_url)
+        assert browser.current_url.endswith(f"feature.html?id={j}")
+        feats = pd.read_parquet(evaluated.root / "saeeval" / "features.parquet").set_index("feature")
+        assert not feats.at[j, "labelled"] and browser.find_element(By.ID, "unlabelled")
+        conf = browser.find_element(By.XPATH, "//table[@id='metrics']//tr[th='label confidence']/td").text
+        assert conf == f"{feats.at[j, 'label_confidence']:.3f}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ mapping, so a static user page and the live JSON API render through the same cod
 Files (keys of :func:`site_data`'s result, written as ``data/<key>.js``):
 ``meta``, ``index`` (one compact row per feature), ``items`` (titles and genres), ``attributes``,
 ``users`` (sample users with recommendations and explanations), ``histories`` (test users'
-histories for the playground), ``features/<id>`` (one per feature).
+histories for the playground), ``features/<id>`` (one per feature), ``evaluation`` (what
+``saerec sae-eval`` wrote, see :mod:`.evaluation`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def site_data(run: RunDir, users: int = 20, bins: int = 24, window: int = 12, pr
     from ..data.attributes import attribute_columns, genre_columns
     from ..serving.service import RecommenderService
     from .activity import measure_activity
+    from .evaluation import evaluation_data
 
     check_run(run)
     service = service or RecommenderService(run)
@@ -115,7 +117,9 @@ def site_data(run: RunDir, users: int = 20, bins: int = 24, window: int = 12, pr
         files[f"features/{j}"] = {
             "id": j, "label": str(c["label"]), "dead": dead, "top_of": top_of.get(j, []),
             "metrics": {k: _f(c[k]) for k in ("label_correlation", "label_auc", "label_sensitivity",
-                                              "label_precision", "firing_frequency", "max_activation") if k in c},
+                                              "label_precision", "firing_frequency", "max_activation",
+                                              "label_confidence") if k in c},
+            "labelled": bool(c["labelled"]),          # False: shown as unlabelled (sae-eval's label confidence)
             "correlation": [_f(x) for x in corr[j]],
             "histogram": {"max": _f(act.edges_max[j]), "bins": bins, "absent": act.active[j, 0].tolist(),
                           "present": act.active[j, 1].tolist(), "zero_absent": float(act.inactive[j, 0]),
@@ -143,6 +147,8 @@ def site_data(run: RunDir, users: int = 20, bins: int = 24, window: int = 12, pr
                                              "curves": list(dict.fromkeys(sweep["curve"])),
                                              "attributes": list(dict.fromkeys(sweep["attribute"]))},
     }
+    files["evaluation"] = evaluation_data(run)
+    files["meta"]["label_threshold"] = files["evaluation"].get("summary", {}).get("min_label_confidence")
     return files
 
 

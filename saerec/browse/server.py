@@ -1,7 +1,7 @@
 """``saerec browse``: the feature browser and the JSON API from one stdlib HTTP server.
 
 GET serves the static site (the same folder ``saerec report --html`` writes, built into
-``RUN/browse/`` and rebuilt when the run's interpretation or sweep is newer); POST
+``RUN/browse/`` and rebuilt when the run's interpretation, sweep or SAE evaluation is newer); POST
 ``/saerec/v1/<method>`` is the JSON API (:mod:`saerec.serving.jsonapi`) over an in-process
 :class:`~saerec.serving.service.RecommenderService`, which is what the playground calls. One process,
 no Ray: a product person's laptop runs it. With ``--service URL`` the API calls go instead to a running
@@ -24,11 +24,12 @@ from ..layout import A
 from ..serving.jsonapi import MAX_BODY, PREFIX, JsonApi, error, service_calls
 
 log = logging.getLogger("saerec.browse")
-SOURCES = (A.FEATURES, A.ATTRIBUTES, A.SWEEP, A.SAE_WEIGHTS)
+SOURCES = (A.FEATURES, A.ATTRIBUTES, A.SWEEP, A.SAE_WEIGHTS, A.EVAL_FEATURES, A.EVAL_SUMMARY, A.ISOLATION)
 
 
 def stale(run, site: Path) -> bool:
-    """Whether ``site`` is missing or older than an artifact it shows."""
+    """Whether ``site`` is missing or older than an artifact it shows (a re-run of ``saerec sae-eval``
+    or ``steer-eval`` rewrites theirs, so the next ``saerec browse`` rebuilds)."""
     marker = site / "saerec-site.json"
     if not marker.exists():
         return True
@@ -120,6 +121,7 @@ def open_server(run, host: str = "127.0.0.1", port: int = 8080, users: int = 20,
     from ..errors import SaerecError
     from ..serving.service import RecommenderService
     from .data import check_run, site_data
+    from .evaluation import images
     from .site import write_site
 
     check_run(run)
@@ -128,7 +130,8 @@ def open_server(run, host: str = "127.0.0.1", port: int = 8080, users: int = 20,
     build = rebuild or stale(run, site)
     service = RecommenderService(run) if build or api is None else None
     if build:
-        write_site(site, site_data(run, users=users, bins=bins, service=service, progress=progress), str(run.root))
+        write_site(site, site_data(run, users=users, bins=bins, service=service, progress=progress), str(run.root),
+                   images(run))
     try:
         return make_server(site, api or JsonApi(service_calls(service)), host, port)
     except OSError as e:

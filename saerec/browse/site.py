@@ -2,9 +2,11 @@
 
 Layout::
 
-    OUT/index.html feature.html attribute.html user.html playground.html   page shells (one per page type)
-    OUT/assets/app.js style.css        the whole front end (no external library, no CDN)
+    OUT/index.html feature.html attribute.html user.html playground.html evaluation.html   page shells
+    OUT/assets/app.js style.css        the whole front end (no external library, no CDN); evaluation.js
+                                       the evaluation page's own part (app.js's helpers, one more page)
     OUT/data/<name>.js                 data: ``SAEREC.data["<name>"] = {...}`` (see saerec.browse.data)
+    OUT/img/*.png                      the stages' plots the evaluation page embeds (copied from RUN/)
     OUT/saerec-site.json               what wrote it (marks the folder as a site it may replace)
 
 Data files are JavaScript, not JSON, because a page opened from file:// may load a ``<script>`` but
@@ -29,18 +31,22 @@ PAGES = {   # page -> (title, data files its shell loads up front)
     "attribute": ("Attributes", ["meta", "items", "index", "attributes"]),
     "user": ("Users", ["meta", "items", "index", "users"]),
     "playground": ("Playground", ["meta", "items", "index", "histories"]),
+    "evaluation": ("SAE evaluation", ["meta", "items", "index", "evaluation"]),
 }
+SCRIPTS = {"evaluation": ["evaluation.js"]}     # page -> its own script beside app.js
+ASSETS = ("app.js", "evaluation.js", "style.css")
 MARKER = "saerec-site.json"
 
 
 def shell(page: str) -> str:
     title, data = PAGES[page]
-    scripts = "\n".join(f'<script src="data/{d}.js"></script>' for d in data)
+    scripts = "\n".join([f'<script src="data/{d}.js"></script>' for d in data] +
+                        [f'<script src="assets/{js}"></script>' for js in ["app.js", *SCRIPTS.get(page, [])]])
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f'<title>{title} - saerec</title>\n<link rel="icon" href="data:,">\n'
             f'<link rel="stylesheet" href="assets/style.css">\n{scripts}\n'
-            f'<script src="assets/app.js"></script>\n</head>\n<body data-page="{page}"></body></html>\n')
+            f'</head>\n<body data-page="{page}"></body></html>\n')
 
 
 def data_js(name: str, obj) -> str:
@@ -48,12 +54,16 @@ def data_js(name: str, obj) -> str:
     return f"(window.SAEREC=window.SAEREC||{{data:{{}}}}).data[{json.dumps(name)}]={body};\n"
 
 
-def write_tree(root: Path, files: dict) -> None:
-    """The pages, the assets and ``files`` (name -> data) under ``root``."""
+def write_tree(root: Path, files: dict, images: dict | None = None) -> None:
+    """The pages, the assets, ``files`` (name -> data) and ``images`` (name in the site -> file to
+    copy) under ``root``."""
     (root / "assets").mkdir(parents=True)
     static = resources.files("saerec.browse") / "static"
-    for name in ("app.js", "style.css"):
+    for name in ASSETS:
         (root / "assets" / name).write_text(static.joinpath(name).read_text())
+    for name, src in (images or {}).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, root / name)
     for page in PAGES:
         (root / f"{page}.html").write_text(shell(page))
     for name, obj in files.items():
@@ -70,14 +80,15 @@ def check_out(out: str | Path) -> Path:
     return out
 
 
-def write_site(out: str | Path, files: dict, source: str) -> dict:
+def write_site(out: str | Path, files: dict, source: str, images: dict | None = None) -> dict:
     """Build the site beside ``out`` and move it into place; replaces an earlier site, never another folder.
-    Returns what was written: files and bytes."""
+    ``images``: PNGs to copy in (:func:`saerec.browse.evaluation.images`). Returns what was written:
+    files and bytes."""
     out = check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        write_tree(tmp, files)
+        write_tree(tmp, files, images)
         size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
         count = sum(1 for p in tmp.rglob("*") if p.is_file()) + 1
         info = {"source": source, "files": count, "bytes": size, "features": files["meta"]["features"]}

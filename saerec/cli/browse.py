@@ -49,6 +49,7 @@ def _check(args) -> None:
 
 def cmd_report(args) -> int:
     from ..browse.data import check_run, site_data
+    from ..browse.evaluation import images
     from ..browse.site import check_out, write_site
     from ..rundir import RunDir
 
@@ -57,7 +58,7 @@ def cmd_report(args) -> int:
     run = RunDir(args.run)
     check_run(run)
     t = time.time()
-    info = write_site(args.html, site_data(run, users=args.users, bins=args.bins), str(run.root))
+    info = write_site(args.html, site_data(run, users=args.users, bins=args.bins), str(run.root), images(run))
     print(f"wrote {args.html}: {info['files']} files, {info['bytes'] / 1e6:.1f} MB, {info['features']} features "
           f"in {time.time() - t:.0f}s; open {args.html}/index.html (file:// works)")
     return 0

@@ -43,7 +43,8 @@ const featureLink = (j, text) => el("a", {href: "feature.html?id=" + j, text: te
 
 function nav(page) {
   const links = [["index.html", "Features", "index"], ["attribute.html", "Attributes", "attribute"],
-                 ["user.html", "Users", "user"], ["playground.html", "Playground", "playground"]];
+                 ["user.html", "Users", "user"], ["playground.html", "Playground", "playground"],
+                 ["evaluation.html", "SAE evaluation", "evaluation"]];
   const m = S.data.meta;
   return el("header", {}, el("span", {class: "brand", text: "saerec"}),
             links.map(([h, t, p]) => el("a", {href: h, class: p === page ? "here" : null, text: t})),
@@ -67,7 +68,7 @@ function barChart(labels, values, opts = {}) {
     g.append(sv("text", {x: left - 6, y: y + 11, "text-anchor": "end"}, lab));
     g.append(sv("rect", {x: Math.min(x(0), x(v)), y, width: Math.abs(x(v) - x(0)), height: row - 4,
                          fill: (opts.highlight || []).includes(lab) ? "#c8451e" : (v < 0 ? "#9db3d6" : "#2463b5")}));
-    g.append(sv("text", {x: Math.max(x(0), x(v)) + 4, y: y + 11}, fmt(values[i], 3)));
+    g.append(sv("text", {x: Math.max(x(0), x(v)) + 4, y: y + 11}, fmt(values[i], opts.digits ?? 3)));
   });
   g.append(sv("text", {x: left, y: H - 4}, opts.xlabel || ""));
   return g;
@@ -171,10 +172,13 @@ PAGES.feature = async function (root) {
   document.title = `#${j} ${f.label} – saerec`;
   const m = f.metrics, order = meta.attributes.map((a, i) => [a, f.correlation[i]]).sort((a, b) => (b[1] ?? -2) - (a[1] ?? -2));
   root.append(el("h1", {}, `Feature #${j}: ${f.label} `, f.dead ? el("span", {class: "badge dead", text: "dead"}) : null,
+                 f.labelled === false ? el("span", {class: "badge dead", id: "unlabelled", text: "shown unlabelled"}) : null,
                  ...f.top_of.map((a) => el("span", {class: "badge", text: "top feature of " + a}))),
     el("table", {id: "metrics"}, [["correlation with " + f.label, fmt(m.label_correlation)], ["ROC AUC", fmt(m.label_auc)],
       ["sensitivity", fmt(m.label_sensitivity)], ["precision", fmt(m.label_precision)], ["fires on", pct(m.firing_frequency)],
-      ["max activation", fmt(m.max_activation)]].map(([k, v]) => el("tr", {}, el("th", {text: k}), el("td", {class: "num", text: v})))),
+      ["max activation", fmt(m.max_activation)], ["label confidence", fmt(m.label_confidence)]].map(([k, v]) =>
+      el("tr", {}, el("th", {text: k}), el("td", {class: "num", text: v})))),
+    confidenceNote(f, meta.label_threshold),
     el("p", {}, el("a", {href: "playground.html?feature=" + j, text: "steer this feature in the playground"})),
     el("div", {class: "grid2"},
       el("div", {}, el("h2", {text: "Correlation with every attribute"}),
@@ -195,6 +199,17 @@ PAGES.feature = async function (root) {
     el("div", {}, el("p", {text: `Sweep of ${a}'s top feature: share of ${a} in the top 10 and NDCG@10`}), curveCharts(f.steering[a], a + " share"))))
     : el("p", {class: "muted", text: "not in the steering sweep (saerec steer-eval sweeps the attributes' top features)"}));
 };
+
+/* sae-eval's verdict on the label: held-out F1 of "fires on items with it", against the run's threshold */
+function confidenceNote(f, threshold) {
+  const c = f.metrics.label_confidence, link = el("a", {href: "evaluation.html", text: "SAE evaluation"});
+  if (c === null || c === undefined)
+    return el("p", {id: "confidence", class: "muted"}, "Label confidence not measured (run `saerec sae-eval`; see ", link, ").");
+  return el("p", {id: "confidence"}, f.labelled
+    ? `Shown as ${f.label}: label confidence ${fmt(c)} reaches the threshold ${fmt(threshold, 2)}. `
+    : `Shown as unlabelled (saerec features, explain, the gRPC catalog): label confidence ${fmt(c)} is below the threshold ` +
+      `${fmt(threshold, 2)}, so "${f.label}" is its best guess only. `, "See ", link, ".");
+}
 
 PAGES.attribute = function (root) {
   const all = S.data.attributes, name = param("name");
