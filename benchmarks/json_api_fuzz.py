@@ -108,16 +108,15 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from saerec.data.prepare import load_prepared
+    from saerec.model.checkpoint import model_index, test_pairs
     from saerec.rundir import RunDir
     from saerec.sae.base import load_sae
     from saerec.serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
     from serve_latency import free_port, write_report
 
     run = RunDir(args.run)
-    prep = load_prepared(run)
-    _, inputs, _ = prep.eval_set("test", 1)
-    history = prep.index.to_ids(inputs[0][-8:]).tolist()
+    index = model_index(run.recommender)
+    history = index.to_ids(test_pairs(run, 1, index=index).inputs[0][-8:]).tolist()
     n_features = load_sae(run.root / "sae")[0].cfg.n_latents
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, logging_level="ERROR",
              log_to_driver=False)

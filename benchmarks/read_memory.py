@@ -12,7 +12,11 @@ after the imports, pyarrow's pool peak, and the seconds. Pieces:
 - ``forward256``, ``forward64``: ``recommend`` over the test users with an untrained default GPTRec,
   256 and 64 rows per batch (what ``train.eval_batch_size`` sets);
 - ``load_prepared``: the train stage's input from the whole log (``TrainInput.of(load_prepared(run))``);
-  ``read_train_input``: from ``sequences.parquet`` now.
+  ``read_train_input``: from ``sequences.parquet`` now (the rec part read through once, batch by batch);
+- ``windows_list``: the training windows as the driver held them before (the rec part's sequences,
+  ``make_windows``' list of arrays and the flat copy it put in the object store; each worker then
+  held its own list); ``windows_file``: :func:`saerec.train.windows.write_windows` from the rec part's
+  512-user batches, then one worker's epoch of reads (every window once, through ``WindowFile``).
 
     python benchmarks/paper_scale.py --scales 0.01 0.1 --stages data --keep --workdir /tmp/ps
     python benchmarks/read_memory.py /tmp/ps/run_0.01 /tmp/ps/run_0.1 --out read_memory.json
@@ -28,7 +32,7 @@ import sys
 import time
 
 PIECES = ("item_counts_rowgroup", "item_counts", "test_read_table", "test_rowgroup", "test_read_sequences",
-          "forward256", "forward64", "load_prepared", "read_train_input")
+          "forward256", "forward64", "load_prepared", "read_train_input", "windows_list", "windows_file")
 
 
 def rss_mb() -> float:
@@ -94,11 +98,43 @@ def piece(run_path: str, name: str) -> dict:
         before, t = rss_mb(), time.perf_counter()
         recommend(model, inputs, k=10, batch_size=int(name.removeprefix("forward")))
         out.update(test_users=len(inputs), items=index.size)
-    else:
+    elif name in ("load_prepared", "read_train_input"):
         data = TrainInput.of(load_prepared(run)) if name == "load_prepared" else read_train_input(run)
-        out["rec_tokens"] = int(len(data.rec.items))
+        out["rec_tokens"] = sum(len(b.items) for b in data.rec_batches())
+    else:
+        windows_piece(run, name, out)
     return {**out, "seconds": time.perf_counter() - t, "pool_peak_mb": pa.default_memory_pool().max_memory() / 1e6,
             "peak_rss_growth_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3 - before}
+
+
+def windows_piece(run, name: str, out: dict) -> None:
+    """The training windows of the default config (``train.windows: all``, ``model.max_len``)."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from saerec.config import RunConfig
+    from saerec.data.prepare import item_counts, read_sequences, sequence_batches
+    from saerec.train.batching import make_windows
+    from saerec.train.windows import WindowFile, write_windows
+
+    cfg = RunConfig()
+    index = item_counts(run)[0]
+    if name == "windows_list":
+        rec = read_sequences(run, "rec", index)
+        windows = make_windows(rec, cfg.model.max_len, cfg.train.windows)
+        flat = np.concatenate(windows).astype(np.int32)
+        out.update(windows=len(windows), tokens=len(flat))
+        return
+    folder = tempfile.mkdtemp(prefix="read-memory-windows-")
+    try:
+        write_windows(sequence_batches(run, "rec", index), folder, cfg.model.max_len, cfg.train.windows, index.size)
+        windows = WindowFile(folder)
+        out.update(windows=len(windows), tokens=sum(len(windows[i]) for i in range(len(windows))))
+        windows.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def main() -> None:

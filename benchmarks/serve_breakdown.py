@@ -67,8 +67,8 @@ def main() -> None:
     import torch
     from ray import serve
 
-    from saerec.data.prepare import load_prepared
     from saerec.model.traced import trace_blocks
+    from saerec.model.checkpoint import model_index, test_pairs
     from saerec.rundir import RunDir
     from saerec.serving.deployment import QUIET, Echo, start_grpc
     from saerec.serving.service import RecommenderService
@@ -100,9 +100,8 @@ def main() -> None:
             return out
 
     run = RunDir(args.run)
-    prep = load_prepared(run)
-    _, inputs, _ = prep.eval_set("test", 200)
-    histories = [prep.index.to_ids(h).tolist() for h in inputs]
+    index = model_index(run.recommender)
+    histories = [index.to_ids(h).tolist() for h in test_pairs(run, 200, index=index).inputs]
 
     def make(i: int):
         return pb.RecommendRequest(history=histories[i % len(histories)], k=10)

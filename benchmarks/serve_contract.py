@@ -40,7 +40,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from saerec.data.prepare import load_prepared
+    from saerec.model.checkpoint import model_index, test_pairs
     from saerec.rundir import RunDir
     from saerec.serving.client import to_steering
     from saerec.serving.deployment import APP_NAME, ROUTE, app_builder, start_grpc
@@ -48,9 +48,8 @@ def main() -> None:
     from saerec.v1 import recommender_pb2_grpc as pb_grpc
 
     run = RunDir(args.run)
-    prep = load_prepared(run)
-    _, inputs, _ = prep.eval_set("test", 200)
-    histories = [prep.index.to_ids(h).tolist() for h in inputs]
+    index = model_index(run.recommender)
+    histories = [index.to_ids(h).tolist() for h in test_pairs(run, 200, index=index).inputs]
     items = run.read_parquet("recommender/items.parquet")
     ids = items["item_id"].tolist()
     genres = [c for c in ("Drama", "Comedy", "Action", "Horror", "Children", "Western") if c in items.columns]

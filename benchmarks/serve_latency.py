@@ -98,7 +98,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from saerec.data.prepare import load_prepared
+    from saerec.model.checkpoint import model_index, test_pairs
     from saerec.rundir import RunDir
     from saerec.serving.client import to_steering
     from saerec.serving.deployment import APP_NAME, ROUTE, Echo, app_builder, start_grpc
@@ -106,9 +106,8 @@ def main() -> None:
     from saerec.v1 import recommender_pb2_grpc as pb_grpc
 
     run = RunDir(args.run)
-    prep = load_prepared(run)
-    _, inputs, _ = prep.eval_set("test", 200)
-    histories = [prep.index.to_ids(h).tolist() for h in inputs]
+    index = model_index(run.recommender)
+    histories = [index.to_ids(h).tolist() for h in test_pairs(run, 200, index=index).inputs]
     steer = [to_steering("Sci-Fi=add:3")]
     mixed = [[], steer, [to_steering("Western=4")], [to_steering("Action=add:2"), to_steering("Drama=add:-2")]]
 

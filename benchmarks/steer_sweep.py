@@ -30,8 +30,7 @@ import numpy as np
 import torch
 
 from saerec.config import SteerConfig
-from saerec.data.prepare import load_prepared
-from saerec.data.sequences import eval_pairs, eval_points
+from saerec.model.checkpoint import test_pairs
 from saerec.rundir import RunDir
 from saerec.steer import Edit, Steerer
 
@@ -63,9 +62,8 @@ def main() -> None:
     if not run.has("steer/probes.safetensors"):
         raise SystemExit(f"{run.root}: no probes; run `saerec steer-eval --run {args.run}` first")
     steerer = Steerer.from_run(run)
-    seqs = load_prepared(run).sequences("test")
-    inputs, _ = eval_pairs(seqs, steerer.model.max_len)
-    points, _, _ = eval_points(seqs, steerer.model.max_len, args.eval_positions)
+    inputs = test_pairs(run, steerer.model.max_len).inputs
+    points = test_pairs(run, steerer.model.max_len, args.eval_positions).inputs
     values = np.arange(-10, 11, 1.0)
     lists = len(ATTRIBUTES) * len(CURVES) * len(values) * len(inputs)
     lists_points = lists // len(inputs) * len(points)

@@ -6,6 +6,7 @@ Recommend with steering, unchanged. Plus the import's bad inputs (exit 2, nothin
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,13 @@ def test_imported_model_runs_every_stage_and_is_served_with_steering(exported, t
     from test_serving import genre_count, serving
 
     run = RunDir(tmp_path / "run")
+    # RUN/data current (the same data/split config) but without the log: import-model reuses it and
+    # reads only sequences.parquet, as `saerec train` does; the checks below load the log back
+    shutil.copytree(exported / "scratch" / "data", run.data)
+    (run.data / "interactions.parquet").rename(tmp_path / "log.parquet")
     assert _import(run.root, exported) == 0
+    assert not (run.data / "interactions.parquet").exists()                 # reused, not re-prepared
+    (tmp_path / "log.parquet").rename(run.data / "interactions.parquet")
     model, meta = load_model(run.recommender)
     assert type(model).__name__ == "ReindexedRecommender" and meta["model"]["arch"] == "test_byo_model:make_model"
     metrics = run.read_json("recommender/metrics.json")

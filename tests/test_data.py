@@ -525,8 +525,9 @@ def test_ml20m_shaped_synthetic_preset_statistics(tmp_path):
 
 
 def test_read_sequences_equals_the_in_memory_sequences(tmp_path):
-    """The streamed stages read one part from sequences.parquet; it must be exactly what the full
-    interaction log gives, unknown items (0) included."""
+    """The streamed stages read one part from sequences.parquet (and the test users' predictions
+    from it, test_pairs); it must be exactly what the full interaction log gives, unknown items (0)
+    included."""
     from saerec.config import RunConfig
     from saerec.data.prepare import prepare, read_sequences
     from saerec.rundir import RunDir
@@ -544,6 +545,20 @@ def test_read_sequences_equals_the_in_memory_sequences(tmp_path):
                 np.testing.assert_array_equal(a.offsets, b.offsets)
                 np.testing.assert_array_equal(a.items, b.items)
     assert (read_sequences(run, "test", small).items == 0).any()
+    # test_pairs (every test-user scorer's reader) in batches of 7 users, keeping each sequence's tail:
+    # exactly eval_points on the whole in-memory part, each point's user and sequence number included
+    from saerec.data.sequences import eval_points
+    from saerec.model.checkpoint import test_pairs
+
+    whole = build_sequences(prep.split.part("test"), prep.index)
+    assert whole.lengths().max() > 5 + 4 and len(whole) > 7       # tails cut, several batches
+    for max_len, last in ((5, 1), (5, 4), (200, 3)):
+        x, t, o = eval_points(whole, max_len, last)
+        got = test_pairs(run, max_len, last, index=prep.index, batch_users=7)
+        assert len(got.inputs) == len(x) > 0 and all(np.array_equal(a, b) for a, b in zip(x, got.inputs))
+        np.testing.assert_array_equal(t, got.targets)
+        np.testing.assert_array_equal(o, got.owner)
+        np.testing.assert_array_equal(whole.users[o], got.users)
     some = prep.split.val_users[::3][::-1]                # a user filter: those users only, in file order
     a = build_sequences(prep.split.part("sae"), prep.index).select(np.sort(some))
     b = read_sequences(run, "sae", prep.index, users=some, batch_users=7)

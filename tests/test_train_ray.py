@@ -89,7 +89,7 @@ def test_train_input_equals_load_prepared(trained_run, tmp_path):
 
     from conftest import LATER_STAGES, copy_run
     from saerec.data.prepare import load_prepared
-    from saerec.data.sequences import eval_pairs
+    from saerec.data.sequences import concat_sequences, eval_pairs
     from saerec.train.batching import make_windows
     from saerec.train.inputs import TrainInput, read_train_input
 
@@ -101,8 +101,10 @@ def test_train_input_equals_load_prepared(trained_run, tmp_path):
     (run.data / "interactions.parquet").unlink()
     for got in (read_train_input(run, batch_users=7), TrainInput.of(prep)):   # many batches; the in-memory path
         assert np.array_equal(got.index.item_ids, prep.index.item_ids)
-        assert np.array_equal(got.rec.items, prep.sequences("rec").items)
-        windows = make_windows(got.rec, max_len, cfg.train.windows)
+        rec = concat_sequences(list(got.rec_batches()))
+        assert np.array_equal(rec.users, prep.sequences("rec").users)
+        assert np.array_equal(rec.items, prep.sequences("rec").items)
+        windows = make_windows(rec, max_len, cfg.train.windows)
         assert len(windows) == len(want_windows) > 0
         assert all(np.array_equal(a, b) for a, b in zip(windows, want_windows))
         inputs, targets = eval_pairs(got.val, max_len)
@@ -110,3 +112,39 @@ def test_train_input_equals_load_prepared(trained_run, tmp_path):
         assert np.array_equal(targets, want_targets)
         assert all(np.array_equal(a, b) for a, b in zip(inputs, want_inputs)) and len(inputs) == len(want_inputs)
         assert got.items.equals(prep.items) and got.meta == prep.meta
+
+
+def test_window_file_gives_make_windows_batches(tmp_path):
+    """The training windows written batch by batch to a flat file (what each Train worker reads,
+    saerec/train/windows.py) are make_windows' windows over the whole rec part, in the same order:
+    the same lengths, so a seed gives the same length-bucketed batches and the same collated
+    tensors (same losses); the item counts are in-batch log_q's. Read from a folder and from a URI."""
+    import numpy as np
+    import torch
+
+    from saerec.data.sequences import Sequences
+    from saerec.train.batching import bucket_batches, collate, make_windows
+    from saerec.train.windows import WindowFile, open_windows, write_windows
+
+    rng = np.random.default_rng(0)
+    lens = rng.integers(1, 40, 60)            # length-1 sequences (no window) and longer than max_len + 1
+    items = rng.integers(1, 31, int(lens.sum())).astype(np.int32)
+    seqs = Sequences(np.arange(60) * 3, np.concatenate([[0], np.cumsum(lens)]), items)
+    parts = [seqs.select(u) for u in np.array_split(seqs.users, 7)]       # batches, as sequence_batches reads
+    for mode in ("all", "last"):
+        want = make_windows(seqs, 9, mode)
+        offsets, counts = write_windows(iter(parts), tmp_path / mode, 9, mode, 30)
+        np.testing.assert_array_equal(counts, np.bincount(items, minlength=31))
+        for got in (WindowFile(tmp_path / mode), open_windows((tmp_path / mode).as_uri())):
+            assert len(got) == len(want) == len(offsets) - 1 == ((lens >= 2).sum() if mode == "last" else
+                                                                  -(-(lens[lens >= 2] - 1) // 9).sum())
+            assert all(np.array_equal(got[i], w) for i, w in enumerate(want))
+            lengths = np.array([len(w) - 1 for w in want])
+            np.testing.assert_array_equal(got.lengths() - 1, lengths)
+            a = bucket_batches(lengths, 64, np.random.default_rng([0, 1]))
+            b = bucket_batches(got.lengths() - 1, 64, np.random.default_rng([0, 1]))
+            assert len(a) == len(b) > 1 and all(np.array_equal(x, y) for x, y in zip(a, b))
+            for idx in a:
+                assert all(torch.equal(x, y) for x, y in zip(collate(want, idx), collate(got, idx)))
+            got.close()
+            assert got.folder.exists() != got.owned                 # a node-local copy is deleted

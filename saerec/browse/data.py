@@ -166,13 +166,11 @@ def _users(run: RunDir, service, n: int) -> tuple[list, dict]:
     (their held-out item is the next one), and every test user's history for the playground."""
     from google.protobuf.json_format import MessageToDict
 
-    from ..data.prepare import read_sequences
-    from ..data.sequences import eval_pairs
-    from ..model.checkpoint import model_index
+    from ..model.checkpoint import test_pairs
     from ..v1 import recommender_pb2 as pb
 
-    test = read_sequences(run, "test", model_index(run.recommender))     # the test users only, not the log
-    users, (inputs, targets) = test.users, eval_pairs(test, service.steerer.model.max_len)
+    test = test_pairs(run, service.steerer.model.max_len)     # the test users only, not the log
+    users, inputs, targets = test.users, test.inputs, test.targets
     ids = service.items.item_ids
     out = []
     for u, x, t in list(zip(users, inputs, targets))[:n]:
@@ -186,12 +184,10 @@ def _users(run: RunDir, service, n: int) -> tuple[list, dict]:
 
 def _demoted(run: RunDir, steerer, catalog: pd.DataFrame) -> dict:
     """Demoted items for a catalog written before ``saerec interpret`` kept them (same computation)."""
-    from ..data.prepare import read_sequences
-    from ..data.sequences import eval_pairs
     from ..interpret.stage import promoted_items
-    from ..model.checkpoint import model_index
+    from ..model.checkpoint import test_pairs
 
-    inputs, _ = eval_pairs(read_sequences(run, "test", model_index(run.recommender)), steerer.model.max_len)
+    inputs = test_pairs(run, steerer.model.max_len).inputs
     alive = np.flatnonzero(catalog["firing_frequency"].to_numpy() > 0)
     promo = promoted_items(steerer.model, steerer.sae, steerer.layer, inputs, alive, 5.0)
     ids = steerer.items.item_ids

@@ -65,12 +65,10 @@ def _steerer_and_history(args):
         raise UsageError(f"--k must be in 1..1000, got {args.k}")
     info: dict = {}
     if args.user is not None:
-        from ..data.prepare import read_sequences
-        from ..data.sequences import eval_pairs
-        from ..model.checkpoint import model_index
+        from ..model.checkpoint import test_pairs
 
-        test = read_sequences(run, "test", model_index(run.recommender))   # the test users only, not the log
-        users, (inputs, targets) = test.users, eval_pairs(test, steerer.model.max_len)
+        test = test_pairs(run, steerer.model.max_len)   # the test users only, not the log
+        users, inputs, targets = test.users, test.inputs, test.targets
         hit = np.flatnonzero(users == args.user)
         if not len(hit):
             raise UsageError(f"--user {args.user} is not a test user (test users: {len(users)}, "

@@ -16,7 +16,7 @@ import pandas as pd
 from ..config import RunConfig
 from ..rundir import A, RunDir
 from .schema import INTERACTION_COLUMNS, Dataset
-from .sequences import ItemIndex, Sequences, build_sequences, eval_pairs
+from .sequences import ItemIndex, Sequences, build_sequences, concat_sequences, eval_pairs
 from .split import PARTS, Split
 
 log = logging.getLogger("saerec.data")
@@ -102,6 +102,19 @@ def _part_batches(run: RunDir, parts: tuple[str, ...], columns: list[str], users
             yield name, batch.filter(keep)
 
 
+def sequence_batches(run: RunDir, part: str, index: ItemIndex, users=None,
+                     batch_users: int = SEQ_BATCH_USERS):
+    """One part's sequences from ``RUN/data/sequences.parquet`` as one :class:`Sequences` per batch of
+    ``batch_users`` rows (``users``: only those, in file order), items mapped to dense int32 indices at
+    once (ids the model does not know map to 0): for readers that keep only part of each sequence."""
+    for _, batch in _part_batches(run, (part,), ["user_id", "items"], users, batch_users):
+        col = batch.column("items")
+        lens = col.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+        yield Sequences(batch.column("user_id").to_numpy().astype(np.int64),
+                        np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                        index.to_index(col.flatten().to_numpy()).astype(np.int32))
+
+
 def read_sequences(run: RunDir, part: str, index: ItemIndex, users=None,
                    batch_users: int = SEQ_BATCH_USERS) -> Sequences:
     """One part's sequences straight from ``RUN/data/sequences.parquet``, ``batch_users`` rows at a
@@ -109,15 +122,7 @@ def read_sequences(run: RunDir, part: str, index: ItemIndex, users=None,
     streamed stages, whose memory must not grow with the log. Each batch's items are mapped to dense
     int32 indices at once, so only the selected sequences are kept. Ids the model does not know map
     to 0, as there."""
-    ids, lens, items = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros(0, np.int32)]
-    for _, batch in _part_batches(run, (part,), ["user_id", "items"], users, batch_users):
-        col = batch.column("items")
-        ids.append(batch.column("user_id").to_numpy())
-        lens.append(col.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64))
-        items.append(index.to_index(col.flatten().to_numpy()).astype(np.int32))
-    lens_all = np.concatenate(lens)
-    return Sequences(np.concatenate(ids).astype(np.int64), np.concatenate([[0], np.cumsum(lens_all)]).astype(np.int64),
-                     np.concatenate(items))
+    return concat_sequences(list(sequence_batches(run, part, index, users, batch_users)))
 
 
 def item_counts(run: RunDir, batch_users: int = SEQ_BATCH_USERS) -> tuple[ItemIndex, np.ndarray]:

@@ -60,6 +60,24 @@ class Sequences:
                          np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32))
 
 
+def tails(seqs: Sequences, keep: int) -> Sequences:
+    """Each sequence's last ``keep`` items, copied into one array: what :func:`eval_points` with
+    ``max_len + last <= keep`` reads, so a reader can drop the rest of a batch's (long) sequences."""
+    lens = np.minimum(seqs.lengths(), keep)
+    ends = seqs.offsets[1:]
+    starts = np.repeat(ends - lens, lens)
+    within = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
+    return Sequences(seqs.users, np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), seqs.items[starts + within])
+
+
+def concat_sequences(parts: list[Sequences]) -> Sequences:
+    """The sequences of ``parts`` one after another (none: empty)."""
+    lens = np.concatenate([np.zeros(0, np.int64), *(p.lengths() for p in parts)]).astype(np.int64)
+    return Sequences(np.concatenate([np.zeros(0, np.int64), *(p.users for p in parts)]).astype(np.int64),
+                     np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                     np.concatenate([np.zeros(0, np.int32), *(p.items for p in parts)]))
+
+
 def build_sequences(interactions: pd.DataFrame, index: ItemIndex) -> Sequences:
     """Sort by (user, time) keeping file order among equal timestamps; map ids to dense indices."""
     df = interactions[["user_id", "item_id", "timestamp"]]

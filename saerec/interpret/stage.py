@@ -142,12 +142,10 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
     # catalog ---------------------------------------------------------------------------
     label = S.correlation.argmax(1)
     model, _ = load_model(run.recommender)
-    from ..data.prepare import read_sequences
-    from ..data.sequences import eval_pairs
-    from ..model.checkpoint import model_index
+    from ..model.checkpoint import model_index, test_pairs
     # the test users' sequences only, not the whole log: this stage's memory must not grow with it
     index = model_index(run.recommender)
-    inputs, _ = eval_pairs(read_sequences(run, "test", index), model.max_len)
+    inputs = test_pairs(run, model.max_len, index=index).inputs
     alive = np.flatnonzero(S.firing > 0)
     promo = promoted_items(model, sae, layer, inputs, alive, promote_value)
     ids = index.item_ids

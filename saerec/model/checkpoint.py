@@ -6,9 +6,10 @@ runs written before ``arch`` existed are GPTRec) and ``n_items``."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 
@@ -57,8 +58,6 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu",
 def to_model_index(dataset_ids, model_ids) -> torch.Tensor:
     """(V + 1,) dataset dense index -> the model's own index (both 1-based, 0 = padding). Every
     dataset item must be in the model's catalogue."""
-    import numpy as np
-
     position = {int(i): j + 1 for j, i in enumerate(model_ids)}
     missing = [int(i) for i in dataset_ids if int(i) not in position]
     if missing:
@@ -90,3 +89,42 @@ def model_index(folder: str | Path):
 
     items = pd.read_parquet(Path(folder) / "items.parquet", columns=["item_id", "index"])
     return ItemIndex(items.sort_values("index")["item_id"].to_numpy())
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The test users' last next-item predictions in the model's index (:func:`test_pairs`)."""
+
+    users: np.ndarray               # each point's user id
+    inputs: list[np.ndarray]        # the items before each target, most recent ``max_len``
+    targets: np.ndarray
+    owner: np.ndarray               # each point's test sequence (file order): a user's points are contiguous, oldest first
+
+
+def test_pairs(run, max_len: int, last: int = 1, index=None, batch_users: int | None = None) -> HeldOut:
+    """The test users' last ``last`` predictions (:func:`saerec.data.sequences.eval_points`; ``last=1``
+    is :func:`~saerec.data.sequences.eval_pairs`) read from ``RUN/data/sequences.parquet`` in bounded
+    batches (``batch_users`` users each, default the readers'), in the model's item index (``index``,
+    default :func:`model_index`).
+
+    Why here: every stage and tool that scores the test users (sae, interpret, tune, steer-eval, the
+    browser, ``saerec steer --user``) reads them this one way. Why batches: each batch keeps only its
+    sequences' last ``max_len + last`` items, so memory grows with the test users times ``max_len``,
+    never with the log or the users' full histories."""
+    from ..data.prepare import SEQ_BATCH_USERS, sequence_batches
+    from ..data.sequences import eval_points, tails
+
+    index = model_index(run.recommender) if index is None else index
+    users, inputs, targets, owner, seen = [np.zeros(0, np.int64)], [], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], 0
+    for batch in sequence_batches(run, "test", index, batch_users=batch_users or SEQ_BATCH_USERS):
+        kept = tails(batch, max_len + last)
+        x, t, o = eval_points(kept, max_len, last)
+        inputs += x
+        targets.append(t)
+        owner.append(o + seen)
+        users.append(kept.users[o])
+        seen += len(kept)
+    return HeldOut(np.concatenate(users), inputs, np.concatenate(targets), np.concatenate(owner))
+
+
+test_pairs.__test__ = False     # a library function, not a pytest test, wherever a test module imports it

@@ -4,8 +4,10 @@ Inputs: ``model.arch`` (a built-in architecture or a factory ``package.module:fu
 ``model.factory_kwargs``), the trained weights as safetensors (no pickle: convert a ``.pth`` or a
 Lightning ``.ckpt`` first, docs/models.md), and the model's item list (JSON list, or one id per
 line: the dataset item id of the model's index 1, 2, ...). The run's data stage is prepared first
-(``RUN/data``) so that every later stage reads the same split. Each check fails with one line
-before anything is written; the folder is written beside ``RUN/recommender`` and renamed into place.
+(``RUN/data``, streamed or reused as ``saerec train`` does) so that every later stage reads the same
+split; the item index is then read from ``sequences.parquet`` in bounded batches, never the whole
+log. Each check fails with one line before anything is written; the folder is written beside
+``RUN/recommender`` and renamed into place.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 
 from ..config import RunConfig
 from ..errors import UsageError
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 
 
 def read_item_list(path: Path) -> list[int]:
@@ -55,7 +57,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def import_model(run: RunDir, cfg: RunConfig, weights: Path, items: Path) -> dict:
     """Check the model against the run's data and write ``RUN/recommender/``; returns a summary."""
-    from ..data.prepare import prepare
+    from ..data.prepare import item_counts, prepare_files
     from ..train.ray_train import pd_index_frame
     from .checkpoint import load_weights, save_model, to_model_index
     from .registry import build_model
@@ -78,20 +80,21 @@ def import_model(run: RunDir, cfg: RunConfig, weights: Path, items: Path) -> dic
     if tuple(scores.shape) != (2, len(ids)):
         raise UsageError(f"model.arch {cfg.model.arch!r}: scores have shape {tuple(scores.shape)}, "
                          f"expected (batch, {len(ids)}) for {len(ids)} items in --items")
-    prepared = prepare(run, cfg)                   # the model is sound: now check it against the data
-    to_model = to_model_index(prepared.index.item_ids, ids)
+    prepare_files(run, cfg)                       # the model is sound: now check it against the data
+    index, _ = item_counts(run)                   # the training items (rec + sae), read in bounded batches
+    to_model = to_model_index(index.item_ids, ids)
 
     run.root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".recommender-", dir=run.root))
     try:
         save_model(tmp, model, {"model_items": ids, "imported_from": str(weights)}, cfg=cfg.model)
-        prepared.items.merge(pd_index_frame(prepared.index), on="item_id").to_parquet(tmp / "items.parquet", index=False)
-        (tmp / "split.json").write_text(json.dumps(prepared.meta, indent=2, default=str))
+        run.read_parquet(A.ITEMS).merge(pd_index_frame(index), on="item_id").to_parquet(tmp / "items.parquet", index=False)
+        (tmp / "split.json").write_text(json.dumps(run.read_json(A.SPLIT), indent=2, default=str))
         if run.recommender.exists():
             shutil.rmtree(run.recommender)
         tmp.rename(run.recommender)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"arch": cfg.model.arch, "model_items": len(ids), "dataset_items": prepared.index.size,
-            "unscored_model_items": len(ids) - prepared.index.size, "states": model.state_names,
-            "reindexed": not np.array_equal(to_model.numpy(), np.arange(prepared.index.size + 1))}
+    return {"arch": cfg.model.arch, "model_items": len(ids), "dataset_items": index.size,
+            "unscored_model_items": len(ids) - index.size, "states": model.state_names,
+            "reindexed": not np.array_equal(to_model.numpy(), np.arange(index.size + 1))}

@@ -13,9 +13,7 @@ import time
 from ..activations.stage import extract_stage
 from ..config import RunConfig
 from ..contract import Stage
-from ..data.prepare import read_sequences
-from ..data.sequences import eval_pairs
-from ..model.checkpoint import load_model, model_index
+from ..model.checkpoint import load_model, test_pairs
 from ..rundir import A, RunDir
 from .base import save_sae
 
@@ -38,7 +36,8 @@ def sae_stage(run: RunDir, cfg: RunConfig) -> dict:
     recon, feats = reconstruction_metrics(sae, run.path(A.ACT_TEST))
     model, _ = load_model(run.recommender)
     # the test users' sequences only, not the whole log: this stage's memory must not grow with it
-    inputs, targets = eval_pairs(read_sequences(run, "test", model_index(run.recommender)), model.max_len)
+    test = test_pairs(run, model.max_len)
+    inputs, targets = test.inputs, test.targets
     down = downstream_metrics(model, sae, cfg.activations.layer, inputs, targets)
     save_sae(run.path(A.SAE), sae, {"layer": cfg.activations.layer, "feature_stats": feats})
     metrics = {

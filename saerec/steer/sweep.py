@@ -66,11 +66,10 @@ class Points:
     def of_test_users(cls, run, max_len: int, positions: int) -> "Points":
         """The test users' last ``positions`` predictions, read from the run's sequences file only
         (not the whole log), in the recommender's index."""
-        from ..data.prepare import read_sequences
-        from ..data.sequences import eval_points
-        from ..model.checkpoint import model_index
+        from ..model.checkpoint import test_pairs
 
-        return cls(*eval_points(read_sequences(run, "test", model_index(run.recommender)), max_len, positions))
+        test = test_pairs(run, max_len, positions)
+        return cls(test.inputs, test.targets, test.owner)
 
     @property
     def last(self) -> np.ndarray:

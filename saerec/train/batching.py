@@ -56,14 +56,15 @@ def shard_batches(batches: list[np.ndarray], rank: int, world: int) -> list[np.n
     return batches[rank:n:world]
 
 
-def collate(windows: list[np.ndarray], idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded inputs, targets (0 = ignore) and input lengths for windows[idx]."""
-    lens = np.array([len(windows[i]) - 1 for i in idx], dtype=np.int64)
+def collate(windows, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded inputs, targets (0 = ignore) and input lengths for windows[idx]. ``windows``: a
+    list of arrays, or a :class:`~saerec.train.windows.WindowFile` (each window is read once)."""
+    rows = [windows[i] for i in idx]
+    lens = np.array([len(w) - 1 for w in rows], dtype=np.int64)
     T = int(lens.max())
     inp = np.zeros((len(idx), T), dtype=np.int64)
     tgt = np.zeros((len(idx), T), dtype=np.int64)
-    for r, i in enumerate(idx):
-        w = windows[i]
+    for r, w in enumerate(rows):
         inp[r, : len(w) - 1] = w[:-1]
         tgt[r, : len(w) - 1] = w[1:]
     return torch.from_numpy(inp), torch.from_numpy(tgt), torch.from_numpy(lens)

@@ -31,11 +31,13 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
-def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, windows: list[np.ndarray],
+def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, windows,
                 batches: list[np.ndarray], cfg: TrainConfig, device: torch.device | str = "cpu",
                 log_q: torch.Tensor | None = None, progress: Progress | None = None,
                 objective: str = "causal", dtype: torch.dtype | None = None) -> EpochStats:
-    """One pass over ``batches``. ``dtype``: autocast dtype of the forward pass and loss (None: fp32).
+    """One pass over ``batches`` (indices into ``windows``: a list of arrays or a
+    :class:`~saerec.train.windows.WindowFile`). ``dtype``: autocast dtype of the forward pass and
+    loss (None: fp32).
 
     Nothing here waits for the device: the loss is summed on it and read once, at the end (a
     ``float(loss)`` per step would stall a GPU's queue every step); the causal objective's token

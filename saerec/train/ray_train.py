@@ -1,10 +1,12 @@
 """Recommender training (any ``model.arch``) on Ray Train: data-parallel workers (gloo on CPU, NCCL on GPU), a checkpoint
 every epoch, early stopping on validation NDCG@10, resume from the last checkpoint after a failure.
 
-The driver packs the training windows and validation set into the object store once; each worker
-builds the same length-bucketed batch list per epoch and takes its share (equal counts, so DDP
-steps stay in lockstep). Validation is sharded across workers and summed with all_reduce, so
-every worker takes the same early-stopping decision.
+The driver writes the training windows to a flat file as it reads the rec part in bounded batches
+(:mod:`saerec.train.windows`) and puts the validation set into the object store; each worker
+builds the same length-bucketed batch list per epoch from the windows' lengths, takes its share
+(equal counts, so DDP steps stay in lockstep) and reads those windows from the file. Validation is
+sharded across workers and summed with all_reduce, so every worker takes the same early-stopping
+decision.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict
@@ -35,10 +38,11 @@ from ..model.registry import build_model, objective
 from ..precision import compute_dtype
 from ..progress import Progress, fmt_seconds, print_line
 from ..rundir import A, RunDir
-from .batching import bucket_batches, make_windows, shard_batches
+from .batching import bucket_batches, shard_batches
 from .inputs import TrainInput, read_train_input
 from .loop import train_epoch, unwrap
 from .objective import patience_for
+from .windows import open_windows, write_windows
 
 log = logging.getLogger("saerec.train")
 
@@ -113,10 +117,21 @@ def worker_loop(config: dict) -> None:
     note_worker_pid(config.get("pid_dir"), rank)
     local_world = max(ctx.get_local_world_size(), 1)
     torch.set_num_threads(max(1, min(int(config["cpus_per_worker"]), (os.cpu_count() or 1) // local_world)))
-    mc, tc = ModelConfig(**config["model"]), TrainConfig(**config["train"])
     data = ray.get(config["data_ref"])
-    windows, val_inputs = _unpack(data["windows"]), _unpack(data["val_inputs"])
-    val_targets, lengths = data["val_targets"], np.array([len(w) - 1 for w in windows])
+    windows, val_inputs = open_windows(config["windows"]), _unpack(data["val_inputs"])
+    try:
+        _train(config, data, windows, val_inputs, rank, world)
+    finally:
+        windows.close()
+
+
+def _train(config: dict, data: dict, windows, val_inputs: list[np.ndarray], rank: int, world: int) -> None:
+    """The epochs of one worker: ``windows`` (a WindowFile) batched by length, validation on ``val_inputs``."""
+    import ray.train
+    import ray.train.torch
+
+    mc, tc = ModelConfig(**config["model"]), TrainConfig(**config["train"])
+    val_targets, lengths = data["val_targets"], windows.lengths() - 1
     log_q = torch.from_numpy(data["log_q"]) if data.get("log_q") is not None else None
 
     torch.manual_seed(tc.seed)
@@ -200,34 +215,53 @@ def train_recommender(run: RunDir, cfg: RunConfig, data: TrainInput | Prepared |
 
     ``data``: None reads it from ``RUN/data`` in bounded batches (:func:`~saerec.train.inputs.read_train_input`);
     a ``Prepared`` the caller already holds is converted in memory."""
+    t_start = t_start or time.time()
+    if cfg.train.num_workers < 1:
+        raise RunError("train.num_workers must be >= 1")
+    data = read_train_input(run) if data is None else TrainInput.of(data) if isinstance(data, Prepared) else data
+    run.recommender.mkdir(parents=True, exist_ok=True)
+    for stale in run.recommender.glob(".windows-*"):       # left by a driver that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=".windows-", dir=run.recommender))   # removed when training ends
+    try:
+        return _fit(run, cfg, data, folder, resume, t_start)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if run.remote:
+            run.remote.delete(f"recommender/{folder.name}")
+
+
+def _fit(run: RunDir, cfg: RunConfig, data: TrainInput, folder: Path, resume: bool, t_start: float) -> dict:
+    """``train_recommender`` with the training windows written to ``folder`` (:mod:`saerec.train.windows`)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from ..raycluster import cpus_per_worker, ensure_ray, train_storage
 
-    t_start = t_start or time.time()
     mc, tc = cfg.model, cfg.train
-    if tc.num_workers < 1:
-        raise RunError("train.num_workers must be >= 1")
-    data = read_train_input(run) if data is None else TrainInput.of(data) if isinstance(data, Prepared) else data
-    rec = data.rec
-    windows = make_windows(rec, mc.max_len, tc.windows)
+    t = time.time()
+    offsets, counts = write_windows(data.rec_batches(), folder, mc.max_len, tc.windows, data.index.size)
+    log.info("training windows: %d (%d tokens) written in %.1fs", len(offsets) - 1, offsets[-1], time.time() - t)
+    windows = str(folder)
+    if run.remote:                              # workers on other nodes read it from the run's URI
+        run.push(f"recommender/{folder.name}")
+        windows = run.ray_path(f"recommender/{folder.name}")
     val_users = data.val.users
     val_inputs, val_targets = eval_pairs(data.val, mc.max_len)
     log_q = None
     if tc.loss == "sampled" and tc.negatives == "inbatch":
-        counts = np.bincount(rec.items, minlength=data.index.size + 1)[1:].astype(np.float64) + 1.0
+        counts = counts[1:].astype(np.float64) + 1.0
         log_q = np.log(counts / counts.sum()).astype(np.float32)
     ensure_ray()
-    data_ref = ray.put({"windows": _pack(windows), "val_inputs": _pack(val_inputs), "val_targets": val_targets,
+    data_ref = ray.put({"val_inputs": _pack(val_inputs), "val_targets": val_targets,
                         "n_items": data.index.size, "log_q": log_q})
     use_gpu = tc.use_gpu if tc.use_gpu is not None else ray.cluster_resources().get("GPU", 0) > 0
     cpus = tc.cpus_per_worker or cpus_per_worker(tc.num_workers)
     storage, pid_dir = train_storage(run, "recommender/ray", EXPERIMENT, resume)
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"model": asdict(mc), "train": asdict(tc), "data_ref": data_ref,
+        train_loop_config={"model": asdict(mc), "train": asdict(tc), "data_ref": data_ref, "windows": windows,
                            "cpus_per_worker": cpus, "t_start": t_start, "pid_dir": str(pid_dir)},
         scaling_config=ScalingConfig(num_workers=tc.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus}),
@@ -238,7 +272,7 @@ def train_recommender(run: RunDir, cfg: RunConfig, data: TrainInput | Prepared |
                                 logging_config=ray.LoggingConfig(
                                     log_level=os.environ.get("SAEREC_RAY_LOG_LEVEL", "WARNING"))),
     )
-    log.info("training %s: %d windows, %d validation users, %d workers x %.1f CPU%s", mc.arch, len(windows),
+    log.info("training %s: %d windows, %d validation users, %d workers x %.1f CPU%s", mc.arch, len(offsets) - 1,
              len(val_users), tc.num_workers, cpus, " + GPU" if use_gpu else "")
     result = trainer.fit()
     if result.error:

@@ -109,9 +109,7 @@ def run_tune(run: RunDir, cfg: RunConfig, spec: TuneSpec, name: str = "sae_grid"
     folder of markers, and a trial without its marker fails once."""
     from ray import tune
 
-    from ..data.prepare import read_sequences
-    from ..data.sequences import eval_pairs
-    from ..model.checkpoint import load_model, model_index
+    from ..model.checkpoint import load_model, test_pairs
     from ..raycluster import cluster_cpus, ensure_ray
     from ..sae.ray_train import norm_and_init
     from ..storage import clear_storage
@@ -122,7 +120,8 @@ def run_tune(run: RunDir, cfg: RunConfig, spec: TuneSpec, name: str = "sae_grid"
     meta = run.read_json(A.ACT_META)
     norm, init_sample, _, d_in = norm_and_init(run.path(A.ACT_SAE), cfg.sae.normalization)
     model, _ = load_model(run.recommender)
-    inputs, targets = eval_pairs(read_sequences(run, "test", model_index(run.recommender)), model.max_len)
+    test = test_pairs(run, model.max_len)
+    inputs, targets = test.inputs, test.targets
     shared = {"run_root": str(run.root), "base": cfg.sae, "norm": norm, "init_sample": init_sample, "d_in": d_in,
               "items": run.read_parquet(A.CATALOGUE), "inputs": inputs, "targets": targets,
               "layer": meta["layer"], "epochs": spec.epochs, "downstream": spec.downstream,
