@@ -75,17 +75,19 @@ function barChart(labels, values, opts = {}) {
 }
 
 function lineChart(series, opts = {}) {
-  const W = opts.width || 420, H = opts.height || 230, L = 46, B = 34, T = 10, R = 10;
+  // opts.zero === false: the y axis spans the data only (AUCs near 0.8 would sit flat on a 0-1 axis)
+  const W = opts.width || 420, H = opts.height || 230, L = 46, B = 34, T = opts.ylabel ? 24 : 10, R = 18;
   const xs = series.flatMap((s) => s.x), ys = series.flatMap((s) => s.y).filter((v) => v !== null);
   if (!xs.length || !ys.length) return el("p", {class: "muted", text: "no data"});
-  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(0, ...ys), y1 = Math.max(...ys, 1e-9);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), y1 = Math.max(...ys, 1e-9);
+  const y0 = opts.zero === false ? Math.min(...ys) : Math.min(0, ...ys);
   const px = (v) => L + ((v - x0) / (x1 - x0 || 1)) * (W - L - R), py = (v) => H - B - ((v - y0) / (y1 - y0 || 1)) * (H - B - T);
   const g = sv("svg", {width: W, height: H, role: "img"});
   g.append(sv("line", {x1: L, x2: W - R, y1: H - B, y2: H - B, stroke: "#999"}), sv("line", {x1: L, x2: L, y1: T, y2: H - B, stroke: "#999"}));
   for (const t of [y0, (y0 + y1) / 2, y1]) g.append(sv("text", {x: L - 4, y: py(t) + 4, "text-anchor": "end"}, fmt(t, 2)));
   for (const t of [x0, (x0 + x1) / 2, x1]) g.append(sv("text", {x: px(t), y: H - B + 14, "text-anchor": "middle"}, fmt(t, 1)));
   g.append(sv("text", {x: (L + W) / 2, y: H - 4, "text-anchor": "middle"}, opts.xlabel || ""));
-  g.append(sv("text", {x: 12, y: T + 8}, opts.ylabel || ""));
+  g.append(sv("text", {x: 4, y: 12}, opts.ylabel || ""));
   series.forEach((s, i) => {
     const pts = s.x.map((v, k) => (s.y[k] === null ? null : px(v) + "," + py(s.y[k]))).filter(Boolean).join(" ");
     g.append(sv("polyline", {points: pts, fill: "none", stroke: COLORS[i % COLORS.length], "stroke-width": 2}));

@@ -24,7 +24,7 @@ function probingSection(p) {
       "positions with and without it, chosen on users with even ids; a logistic regression on them, scored on users with odd ids. " +
       "Mean held-out ROC AUC and F1 over the attributes."}),
     el("div", {class: "grid2"}, el("table", {id: "probing"}, headRow(["k", "SAE AUC", "neurons AUC", "SAE F1", "neurons F1"], 1), rows),
-       lineChart(series, {xlabel: "k", ylabel: "mean AUC"}))];
+       lineChart(series, {xlabel: "k", ylabel: "mean AUC", zero: false}))];
 }
 
 function k1Section(attrs) {
