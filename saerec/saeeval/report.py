@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import save_figure, write_text
+from ..layout import A
 
 
 def fmt(v) -> str:
@@ -48,9 +49,10 @@ def plot(out: Path, probing: pd.DataFrame, absorb: pd.DataFrame, feats: pd.DataF
     ax[2].legend()
     ax[2].set_title("metadata prediction")
     fig.tight_layout()
-    save_figure(fig, out / "sparse_probing.png", dpi=110)
+    name = Path(A.EVAL_PLOT).name        # the browser copies A.EVAL_PLOT
+    save_figure(fig, out / name, dpi=110)
     plt.close(fig)
-    return "sparse_probing.png"
+    return name
 
 
 def write_report(out: Path, s: dict, probing: pd.DataFrame, absorb: pd.DataFrame, feats: pd.DataFrame) -> None:

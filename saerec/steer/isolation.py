@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..atomic import write_parquet, write_text
+from ..layout import A
 
 
 def isolation_matrix(table: pd.DataFrame, unsteered: dict, genres: list[str], curve: str,
@@ -69,10 +70,10 @@ def write_isolation(table: pd.DataFrame, base: dict, genres: list[str], out: Pat
     write_parquet(pd.DataFrame(long, columns=["curve", "attribute", "genre", "value", "share_change"]),
                   out / "isolation.parquet")
     summary = {"value": value, "main_curve": main, "curves": per_curve}
-    write_text(out / "isolation.json", json.dumps(summary, indent=2))
+    write_text(out / Path(A.ISOLATION).name, json.dumps(summary, indent=2))   # the browser reads A.ISOLATION
     if main in per_curve:
         heatmap(pd.DataFrame.from_dict(per_curve[main]["matrix"], orient="index")[genres],
-                out / "isolation.png", f"Share change at value {value:g} ({main})")
+                out / Path(A.ISOLATION_PLOT).name, f"Share change at value {value:g} ({main})")
     return summary
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -103,8 +104,8 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     plots = write_plots(table, base, steerer.items.genres, sc.k, out)
     main = next((c.name for c in curves if c.method == "sae" and c.splice == "delta"), curves[0].name)
     isolation = write_isolation(table, base, steerer.items.genres, out, main)
-    if (out / "isolation.png").exists():
-        plots.append("isolation.png")
+    if run.has(A.ISOLATION_PLOT):
+        plots.append(Path(A.ISOLATION_PLOT).name)
     summary = {
         "users": points.users, "points": len(points.targets), "eval_positions": sc.eval_positions,
         "values": values.tolist(), "curves": list(dict.fromkeys(c.name for c in curves)),
