@@ -30,9 +30,9 @@ import numpy as np
 import torch
 
 from saerec.config import SteerConfig
-from saerec.model.checkpoint import test_pairs
 from saerec.rundir import RunDir
 from saerec.steer import Edit, Steerer
+from saerec.steer.sweep import Points
 
 ATTRIBUTES = ["Action", "Children", "Fantasy", "Sci-Fi", "Western"]
 CURVES = [("sae", "set"), ("probe", "add")]
@@ -62,8 +62,9 @@ def main() -> None:
     if not run.has("steer/probes.safetensors"):
         raise SystemExit(f"{run.root}: no probes; run `saerec steer-eval --run {args.run}` first")
     steerer = Steerer.from_run(run)
-    inputs = test_pairs(run, steerer.model.max_len).inputs
-    points = test_pairs(run, steerer.model.max_len, args.eval_positions).inputs
+    held = Points.of_test_users(run, steerer.model.max_len, args.eval_positions)   # one read of the test users
+    points = held.inputs
+    inputs = [x for x, keep in zip(held.inputs, held.last) if keep]     # each user's last prediction, as steer-eval
     values = np.arange(-10, 11, 1.0)
     lists = len(ATTRIBUTES) * len(CURVES) * len(values) * len(inputs)
     lists_points = lists // len(inputs) * len(points)
