@@ -145,3 +145,12 @@ def test_unreadable_config_files_are_usage_errors(text, needle, tmp_path, capsys
     assert main(["train", "--run", str(tmp_path / "run"), "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_float_fields_take_exponent_notation_without_a_dot():
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; ``--set train.lr=1e-4`` must still mean 0.0001,
+    and a word is still refused with the field's name."""
+    cfg = apply_overrides(RunConfig(), ["train.lr=1e-4", "sae.l1=3E-1"])
+    assert cfg.train.lr == 1e-4 and cfg.sae.l1 == 0.3
+    with pytest.raises(UsageError, match="train.lr must be float, got 'fast'"):
+        apply_overrides(RunConfig(), ["train.lr=fast"])

@@ -171,3 +171,23 @@ def test_train_resumes_after_a_killed_driver(ray_session, tmp_path):
     history = json.loads((run / "recommender" / "history.json").read_text())
     assert_resumed_from_checkpoint(history, killed)
     assert len(history) == 3 and (run / "recommender" / "metrics.json").exists()
+
+
+def test_resume_after_early_stop_trains_nothing_more(ray_session, tmp_path):
+    """A run that already stopped early, resumed: its saved patience count says it is done, so no epoch
+    runs and the recommender written is the stopped run's best. (A learning rate too small to move fp32
+    weights makes validation flat, so patience 1 stops it after epoch 2 of 6 every time.)"""
+    cfg = apply_overrides(RunConfig(), [
+        "data.dataset=synthetic", "data.synthetic_users=300", "data.synthetic_items=100", "model.n_layers=1",
+        "model.d_model=16", "model.max_len=30", "train.epochs=6", "train.patience=1", "train.lr=1e-12",
+        "train.batch_tokens=512"])
+    run = RunDir(tmp_path / "run")
+    prep = prepare(run, cfg)
+    first = train_recommender(run, cfg, prep)
+    history = run.read_json("recommender/history.json")
+    assert first["epochs_run"] == len(history) == 2 and first["best_epoch"] == 1, (first, history)
+    weights = weights_digest(load_file(str(run.recommender / "model.safetensors")))
+    again = train_recommender(run, cfg, prep, resume=True)
+    assert run.read_json("recommender/history.json") == history               # no epoch trained or lost
+    assert again["epochs_run"] == 2 and again["best_epoch"] == 1, again
+    assert weights_digest(load_file(str(run.recommender / "model.safetensors"))) == weights

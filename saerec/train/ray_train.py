@@ -161,6 +161,9 @@ def _train(config: dict, data: dict, windows, val_inputs: list[np.ndarray], rank
 
     start = worker_start(rank, world, state, core.state_dict())
     say = print_line if rank == 0 else (lambda m: None)
+    if state["bad_epochs"] >= patience:   # resumed after an early stop: done; the driver reads the checkpoint
+        say(f"[saerec] already stopped early after epoch {state['epoch']} (best @ {state['best_epoch']})")
+        return
     epoch_times: list[float] = []
     for epoch in range(state["epoch"], tc.epochs):
         rng = np.random.default_rng([tc.seed, epoch])
