@@ -189,15 +189,18 @@ class SparseAutoencoder(nn.Module):
         fire at init and the reconstruction starts ~m/(2d) times too large; the first epochs would
         only shrink it. ReLU-type codes scale linearly with W_enc, so one factor fixes it (as in
         openai/sparse_autoencoder).
+
+        The factor is measured on the codes training starts from (``train_codes``), not the
+        inference ones: BatchTopK's inference threshold is not yet estimated (a plain ReLU, half
+        the latents), so sizing on it left its encoder ~5x too small for its k per row; the few
+        latents that won the first batches grew their encoder columns first and kept winning,
+        and most of the dictionary never fired (ML-1M: 74% dead).
         """
         if self.cfg.b_dec_init == "geometric_median":
             self.b_dec.copy_(geometric_median(x))
         else:
             self.b_dec.copy_(x.mean(0))
-        was = self.training
-        self.eval()
-        x_hat = self.decode(self.encode(x))
-        self.train(was)
+        x_hat = self.decode(self.train_codes(self.pre_acts(x)))
         got = (x_hat - self.b_dec).norm(dim=1).mean()
         want = (x - self.b_dec).norm(dim=1).mean()
         if got > 0:

@@ -68,6 +68,11 @@ class BatchTopKSAE(TopKSAE):
                 self.threshold.copy_(m if self.threshold < 0 else 0.99 * self.threshold + 0.01 * m)
         return vals, idx
 
+    @torch.no_grad()
+    def init_from_sample(self, x: torch.Tensor) -> None:
+        super().init_from_sample(x)
+        self.threshold.fill_(-1.0)              # sizing the encoder ran train_codes: estimate afresh in training
+
     def train_codes(self, pre: torch.Tensor) -> torch.Tensor:
         vals, idx = self._batch_topk(pre)
         return pre.new_zeros(pre.numel()).scatter(0, idx, vals).view_as(pre)
