@@ -107,6 +107,25 @@ def test_topk_kinds_start_with_reconstructions_at_the_inputs_size(kind):
     assert float(got / want) == pytest.approx(1.0, rel=1e-3)
 
 
+def test_matryoshka_auxk_weight_counts_its_reconstruction_losses():
+    """Hand-made case: the same weights, dead latents and batch through BatchTopK and a 3-prefix
+    Matryoshka. Matryoshka's loss sums 3 reconstruction losses, so its AuxK term must weigh 3x
+    BatchTopK's (autograd and hand-written paths), or its dead latents are pulled back 3x weaker."""
+    cfg = dict(n_latents=64, k=4, dead_window=32, auxk_alpha=0.5)
+    b = build_sae(8, SAEConfig(kind="batchtopk", **cfg))
+    m = build_sae(8, SAEConfig(kind="matryoshka", matryoshka_prefixes=[0.25, 0.5, 1.0], **cfg))
+    m.load_state_dict(b.state_dict())
+    x = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
+    for sae in (b, m):
+        sae.since_fired[::2] = 1000                           # half the latents dead before the batch
+    with torch.no_grad():
+        pre = b.pre_acts(x)
+        x_hat = b.decode(b.train_codes(pre))
+        ratio = m.aux_loss(x, x_hat, pre) / b.aux_loss(x, x_hat, pre)
+    assert float(ratio) == pytest.approx(3.0, rel=1e-6)
+    assert float(m.loss_and_grads(x)["auxk"] / b.loss_and_grads(x)["auxk"]) == pytest.approx(3.0, rel=1e-5)
+
+
 def test_batchtopk_inference_is_batch_independent():
     x, _ = planted(n=8000)
     sae = fit("batchtopk", x, epochs=2, k=3)

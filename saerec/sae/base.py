@@ -49,11 +49,17 @@ class SAEConfig:
     l1: NonNegativeFloat = 0.1                 # relu: L1 weight (paper: 0.1)
     recon: Literal["squared", "l2"] = "squared"     # "squared": ||x - x_hat||^2 (paper); "l2": ||x - x_hat|| (authors' library)
     k: Positive = 32                     # topk / batchtopk: active latents per activation (mean, for batchtopk)
-    auxk_alpha: NonNegativeFloat = 1 / 32      # topk kinds: weight of the AuxK loss
+    # topk kinds: weight of the AuxK loss (Matryoshka: times its number of prefixes). 2, not the
+    # paper's 1/32: at 1/32 BatchTopK left 74% of 2048 latents dead on ML-1M (docs/sae-eval.md);
+    # at 1 (SAELens' default) 4%, at 2 BatchTopK and Matryoshka both stay under 10%
+    auxk_alpha: NonNegativeFloat = 2.0
     k_aux: Positive | None = None        # default: d_in // 2
     # matryoshka: nested dictionary prefixes as fractions of n_latents (2048 -> 128, 512, 2048)
     matryoshka_prefixes: Annotated[list[float], _prefix_fractions] = field(default_factory=lambda: [0.0625, 0.25, 1.0])
-    dead_window: Positive = 200_000      # activations without firing before a latent counts as dead
+    # activations without firing before a latent counts as dead (and AuxK trains it). Sized to the
+    # data, not the papers' 10M tokens: 200,000 was more than an epoch of ML-1M (150,775), so a latent
+    # firing once an epoch got no AuxK and still never fired on the 44k test positions (37% dead)
+    dead_window: Positive = 20_000
     jump_bandwidth: PositiveFloat = 0.001   # jumprelu: straight-through rectangle width
     jump_init_threshold: NonNegativeFloat = 0.001
     l0: NonNegativeFloat = 0.01                # jumprelu: L0 penalty weight

@@ -106,7 +106,7 @@ def _auxk(sae, pre, residual):
     Wa = sae.W_dec.index_select(0, aidx.flatten()).view(B, k_aux, d)
     e = torch.bmm(avals[:, None, :], Wa)[:, 0].sub_(residual)           # recon - residual
     denom = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
-    alpha = sae.cfg.auxk_alpha
+    alpha = sae.auxk_weight()
     loss = alpha * e.pow(2).sum(-1).mean() / denom
     d_e = e.mul_(2.0 * alpha / B / denom)                                # (B, d)
     g_a = torch.bmm(Wa, d_e[:, :, None])[..., 0].mul_(avals > 0)         # (B, k_aux)

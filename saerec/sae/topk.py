@@ -37,6 +37,10 @@ class TopKSAE(SparseAutoencoder):
         rows, cols, vals = self.train_select(pre)
         return sparse_loss_and_grads(self, x, pre, rows, cols, vals, self.prefix_bounds())
 
+    def auxk_weight(self) -> float:
+        """The AuxK loss's weight against the reconstruction loss (Matryoshka scales it)."""
+        return self.cfg.auxk_alpha
+
     def aux_loss(self, x, x_hat, pre):
         dead = self.dead_mask()
         n_dead = int(dead.sum())
@@ -49,7 +53,7 @@ class TopKSAE(SparseAutoencoder):
         aux_f = torch.zeros_like(pre).scatter(-1, idx, vals)
         recon = aux_f @ self.W_dec          # no b_dec: the target is a residual
         denom = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
-        return self.cfg.auxk_alpha * (residual - recon).pow(2).sum(-1).mean() / denom
+        return self.auxk_weight() * (residual - recon).pow(2).sum(-1).mean() / denom
 
 
 class BatchTopKSAE(TopKSAE):
