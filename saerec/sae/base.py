@@ -49,10 +49,10 @@ class SAEConfig:
     l1: NonNegativeFloat = 0.1                 # relu: L1 weight (paper: 0.1)
     recon: Literal["squared", "l2"] = "squared"     # "squared": ||x - x_hat||^2 (paper); "l2": ||x - x_hat|| (authors' library)
     k: Positive = 32                     # topk / batchtopk: active latents per activation (mean, for batchtopk)
-    # topk kinds: weight of the AuxK loss (Matryoshka: times its number of prefixes). 2, not the
-    # paper's 1/32: at 1/32 BatchTopK left 74% of 2048 latents dead on ML-1M (docs/sae-eval.md);
-    # at 1 (SAELens' default) 4%, at 2 BatchTopK and Matryoshka both stay under 10%
-    auxk_alpha: NonNegativeFloat = 2.0
+    # topk kinds: weight of the AuxK loss (Matryoshka: times its number of prefixes). 4, not the
+    # paper's 1/32: at 1/32 BatchTopK left 74% of 2048 latents dead on ML-1M; Matryoshka needs an
+    # effective 12 (3 prefixes x 4) to stay under 10% there (docs/sae-eval.md, dead latents)
+    auxk_alpha: NonNegativeFloat = 4.0
     k_aux: Positive | None = None        # default: d_in // 2
     # matryoshka: nested dictionary prefixes as fractions of n_latents (2048 -> 128, 512, 2048)
     matryoshka_prefixes: Annotated[list[float], _prefix_fractions] = field(default_factory=lambda: [0.0625, 0.25, 1.0])

@@ -45,8 +45,8 @@ class MatryoshkaSAE(BatchTopKSAE):
     def auxk_weight(self) -> float:
         """``auxk_alpha`` times the number of reconstruction losses (one per prefix): the training
         loss sums them, so an unscaled AuxK pulls dead latents back a third as hard as in BatchTopK
-        against the same reconstruction gradient (ML-1M GPTRec, auxk_alpha 1: 61% dead on the test
-        users against BatchTopK's 4%; x3: docs/sae-eval.md)."""
+        against the same reconstruction gradient (ML-1M GPTRec, weight 1: 61% dead on the test
+        users against BatchTopK's 4%; docs/sae-eval.md)."""
         return self.cfg.auxk_alpha * len(self.prefixes)
 
     def prefix_bounds(self) -> list[int] | None:
