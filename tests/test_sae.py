@@ -103,7 +103,7 @@ def test_topk_kinds_start_with_reconstructions_at_the_inputs_size(kind):
         assert float(sae.threshold) == -1.0
     with torch.no_grad():
         got = (sae.decode(sae.train_codes(sae.pre_acts(x))) - sae.b_dec).norm(dim=1).mean()
-    want = (x - sae.b_dec).norm(dim=1).mean()
+        want = (x - sae.b_dec).norm(dim=1).mean()
     assert float(got / want) == pytest.approx(1.0, rel=1e-3)
 
 
