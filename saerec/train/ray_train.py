@@ -28,7 +28,7 @@ import torch
 from ..atomic import write_parquet
 from ..config import ModelConfig, RunConfig, TrainConfig
 from ..data.prepare import Prepared
-from ..data.sequences import ItemIndex, eval_pairs
+from ..data.sequences import ItemIndex, eval_pairs, offsets_of
 from ..errors import RunError
 from ..eval.metrics import ranking_metrics
 from ..eval.ranking import recommend
@@ -52,7 +52,7 @@ EXPERIMENT = "gptrec"
 def _pack(arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
     lens = np.array([len(a) for a in arrays], dtype=np.int64)
     flat = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
-    return {"flat": flat, "offsets": np.concatenate([[0], np.cumsum(lens)])}
+    return {"flat": flat, "offsets": offsets_of(lens)}
 
 
 def _unpack(p: dict[str, np.ndarray]) -> list[np.ndarray]:
