@@ -19,11 +19,12 @@ Projection of a full-quality run (``projected``): what the default config would 
 measured per-epoch times. Training: ``--full-epochs`` epochs (default 43: the default early
 stopping, patience 5, ended the ML-1M runs after their best epochs 37-39 (docs/results.md); no
 ML-20M-sized run has been trained to convergence, so the epoch count at this size is an assumption)
-x the measured seconds per training epoch; the SAE: ``sae.epochs`` (default 10) x the measured
-seconds per SAE epoch; every other stage once, as measured (a stage's fixed start-up cost is
-included, and counted again in each extrapolation). ``projected_ml20m`` scales the largest measured
-scale's projection linearly in interactions to the full ML-20M size (1.0), which assumes constant
-per-row time: the must-show check below is what says whether that holds.
+x the measured seconds per training epoch; the SAE: the epochs its default step budget gives that
+many activations (``sae.steps``; one epoch from about 1.5M activations up) x the measured seconds
+per SAE epoch; every other stage once, as measured (a stage's fixed start-up cost is included, and
+counted again in each extrapolation). ``projected_ml20m`` scales the largest measured scale's times
+linearly in interactions to the full ML-20M size (1.0), which assumes constant per-row time: the
+must-show check below is what says whether that holds.
 
 ``ratios`` (when two or more scales ran): for each stage, the largest scale's peak PSS and its
 seconds per row over the smallest scale's (the issue's must-show: at most 1.25x and 1.5x from 2M
@@ -86,29 +87,40 @@ def untrained_model(run: Path, sets: list[str]) -> None:
     from saerec.data.prepare import item_counts
     from saerec.model.checkpoint import save_model
     from saerec.model.registry import build_model
-    from saerec.rundir import RunDir
+    from saerec.rundir import A, RunDir
+    from saerec.train.ray_train import catalogue_frame
 
     cfg = apply_overrides(RunConfig(), sets[1::2])
-    index, _ = item_counts(RunDir(run))
+    rd = RunDir(run)
+    index, _ = item_counts(rd)
     save_model(run / "recommender", build_model(cfg.model, index.size))
+    catalogue_frame(rd.read_parquet(A.ITEMS), index).to_parquet(rd.path(A.CATALOGUE), index=False)
+    rd.write_json(A.REC_SPLIT, rd.read_json(A.SPLIT))
 
 
-def project(res: dict, args, sae_default_epochs: int) -> dict:
-    """Seconds of a full-quality run at this scale, from the measured stages (module docstring)."""
-    per_stage = {}
+def project(res: dict, args, factor: float = 1.0) -> dict:
+    """Seconds of a full-quality run at ``factor`` times this scale's size, from the measured stages
+    (module docstring; every time scales linearly in rows). The SAE's default budget is in steps, so
+    its epochs follow from the activations at the projected size (many at 0.01, one at 1.0), not
+    from the measured scale's."""
+    from saerec.config import SAEConfig
+    from saerec.sae.base import planned_epochs
+
+    per_stage, sae_epochs = {}, None
     for stage, r in res["stages"].items():
         if r.get("returncode"):
             continue
         if stage == "train":
             per_epoch = r["train_seconds"] / max(r["epochs_run"], 1)
-            per_stage[stage] = r["wall_seconds"] - r["train_seconds"] + args.full_epochs * per_epoch
+            per_stage[stage] = factor * (r["wall_seconds"] - r["train_seconds"] + args.full_epochs * per_epoch)
         elif stage == "sae":
             per_epoch = r["train_seconds"] / args.sae_epochs
-            per_stage[stage] = r["wall_seconds"] - r["train_seconds"] + sae_default_epochs * per_epoch
+            sae_epochs = planned_epochs(SAEConfig(), int(factor * r["rows"] / args.sae_epochs))
+            per_stage[stage] = factor * (r["wall_seconds"] - r["train_seconds"] + sae_epochs * per_epoch)
         elif stage != "evaluate":                      # already inside train
-            per_stage[stage] = r["wall_seconds"]
+            per_stage[stage] = factor * r["wall_seconds"]
     return {"seconds": per_stage, "total_seconds": sum(per_stage.values()), "train_epochs": args.full_epochs,
-            "sae_epochs": sae_default_epochs}
+            "sae_epochs": sae_epochs}
 
 
 def main() -> None:
@@ -182,10 +194,8 @@ def main() -> None:
 def save(results: dict, args) -> dict:
     """The report from the stages measured so far, written to ``--out`` (after every stage: a run cut
     short keeps what it measured)."""
-    from saerec.config import SAEConfig
-
     for res in results.values():
-        res["projected"] = project(res, args, SAEConfig().epochs)
+        res["projected"] = project(res, args)
     tags = list(results)
     report = {"benchmark": "paper_scale", "scales": tags, "epochs": args.epochs, "sae_epochs": args.sae_epochs,
               "sets": args.set, "results": results}
@@ -198,9 +208,9 @@ def save(results: dict, args) -> dict:
             "seconds_per_row": {s: hi["stages"][s]["seconds_per_million_rows"] / lo["stages"][s]["seconds_per_million_rows"]
                                 for s in both}}
     f = 1.0 / hi["scale"]
-    report["projected_ml20m"] = {"from_scale": hi["scale"], "factor": f,
-                                 "seconds": {k: v * f for k, v in hi["projected"]["seconds"].items()},
-                                 "total_hours": hi["projected"]["total_seconds"] * f / 3600}
+    full = project(hi, args, f)
+    report["projected_ml20m"] = {"from_scale": hi["scale"], "factor": f, "seconds": full["seconds"],
+                                 "sae_epochs": full["sae_epochs"], "total_hours": full["total_seconds"] / 3600}
     report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": os.getloadavg()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -1,7 +1,7 @@
 """SAE kinds side by side on one run's cached activations: EV, L0, dead fraction (test users),
 sae-eval's k=1 sparse probing (SAE vs neurons), the paper's mean top-genre correlation (SAE vs
-neurons), mean absorption and, on the synthetic data, the recovery of the planted genre directions.
-Writes JSON.
+neurons), mean absorption, NDCG@10 on the test users with the reconstruction spliced in (beside the
+model's own) and, on the synthetic data, the recovery of the planted genre directions. Writes JSON.
 
 Each kind trains in this process with saerec's trainer (``saerec.tuning.trial.run_trial``: the
 ``saerec tune`` trial, no Ray), from the same normaliser and init sample, then goes through the
@@ -25,10 +25,12 @@ import yaml
 
 from saerec.config import RunConfig
 from saerec.data.attributes import attribute_columns, genre_columns
-from saerec.rundir import RunDir
+from saerec.model.checkpoint import load_model, test_pairs
+from saerec.rundir import A, RunDir
 from saerec.sae.ray_train import norm_and_init
 from saerec.saeeval.stage import run_passes
 from saerec.saeeval.suite import planted_recovery
+from saerec.tuning.experiment import downstream_ndcg
 from saerec.tuning.trial import run_trial
 
 
@@ -52,11 +54,14 @@ def main() -> None:
     norm, init, n_train, d_in = norm_and_init(acts / "sae", base.normalization)
     items = run.read_parquet("recommender/items.parquet")
     attrs, genres = attribute_columns(items), genre_columns(items)
+    test = test_pairs(run, load_model(run.recommender)[0].max_len)
+    ndcg = downstream_ndcg(run.root, test.inputs, test.targets, run.read_json(A.ACT_META)["layer"])
+    ndcg_original = ndcg(None)
     rows = []
     for seed in args.seeds:
         for kind in args.kinds:
             t0 = time.perf_counter()
-            res = run_trial(run.root, base, {"kind": kind, "seed": seed}, norm, init, d_in, None, items)
+            res = run_trial(run.root, base, {"kind": kind, "seed": seed}, norm, init, d_in, ndcg, items)
             train_s = time.perf_counter() - t0
             sums, _, probing, _, absorb, _ = run_passes(acts / "test", res.sae, items, attrs, [1],
                                                         args.sample_rows, 8192, cfg.sae_eval.probe_c, 0,
@@ -65,6 +70,7 @@ def main() -> None:
             gk1 = k1.loc[[g for g in genres if g in k1.index]].dropna()
             row = {"kind": kind, "seed": seed, **{k: res.metrics[k] for k in
                                                   ("explained_variance", "l0", "dead_fraction", "rmse")},
+                   "ndcg@10_reconstructed": res.metrics["ndcg@10_reconstructed"], "ndcg@10_original": ndcg_original,
                    "k1_auc_sae": float(k1["sae"].mean()), "k1_auc_neurons": float(k1["neurons"].mean()),
                    "k1_sae_beats_neurons_genres": float((gk1["sae"] > gk1["neurons"]).mean()) if len(gk1) else None,
                    **top_correlation(sums, attrs, genres),

@@ -23,7 +23,7 @@ import pandas as pd
 from .errors import RunError
 from .layout import A
 
-__all__ = ["A", "RunDir"]          # A: the artifact names, importable beside RunDir
+__all__ = ["A", "RunDir", "json_ready"]          # A: the artifact names, importable beside RunDir
 
 
 class RunDir:
@@ -95,6 +95,29 @@ def _hint(rel: str) -> str:
     if rel.startswith("recommender/"):
         return "run `saerec train --run RUN` first"
     return "run the stage that writes it first"
+
+
+def json_ready(x):
+    """JSON-ready: numpy scalars and arrays to Python, NaN and infinities to None (JSON has neither;
+    ``json.dumps`` would write the invalid token ``NaN``), no rounding.
+
+    >>> json_ready({"a": [float("nan"), 1.5], 2: True})
+    {'a': [None, 1.5], '2': True}
+    """
+    import math
+
+    import numpy as np
+    if isinstance(x, dict):
+        return {str(k): json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [json_ready(v) for v in x]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x
 
 
 def _json_default(o):

@@ -21,28 +21,13 @@ import numpy as np
 import pandas as pd
 
 from ..layout import A
-from ..rundir import RunDir
+from ..rundir import RunDir, json_ready
 
 IMAGES = {   # name in the site -> (artifact, caption)
     "img/sparse_probing.png": (A.EVAL_PLOT, "saerec sae-eval: k-sparse probing, absorption, label confidence"),
     "img/isolation.png": (A.ISOLATION_PLOT, "saerec steer-eval: share change of every genre when one is steered"),
 }
 CONFIDENCE_BINS = 20
-
-
-def _clean(x):
-    """JSON-ready: numpy scalars to Python, NaN and infinities to None (JSON has neither), no rounding."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, np.ndarray)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    return x
 
 
 def images(run: RunDir) -> dict:
@@ -61,7 +46,7 @@ def evaluation_data(run: RunDir) -> dict:
     feats = run.read_parquet(A.EVAL_FEATURES)
     genres = set(genre_columns(run.read_parquet(A.CATALOGUE))) if run.has(A.CATALOGUE) else set()
     sae_time = run.path(A.SAE_WEIGHTS).stat().st_mtime if run.has(A.SAE_WEIGHTS) else 0.0
-    return _clean({
+    return json_ready({
         "available": True,
         "outdated": run.path(A.EVAL_SUMMARY).stat().st_mtime < sae_time,    # the SAE was retrained since
         "summary": {k: v for k, v in summary.items() if k != "probing"},

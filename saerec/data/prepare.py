@@ -16,7 +16,7 @@ import pandas as pd
 from ..config import RunConfig
 from ..rundir import A, RunDir
 from .schema import INTERACTION_COLUMNS, Dataset
-from .sequences import ItemIndex, Sequences, build_sequences, concat_sequences, eval_pairs
+from .sequences import ItemIndex, Sequences, build_sequences, concat_sequences, eval_pairs, offsets_of
 from .split import PARTS, Split
 
 log = logging.getLogger("saerec.data")
@@ -111,7 +111,7 @@ def sequence_batches(run: RunDir, part: str, index: ItemIndex, users=None,
         col = batch.column("items")
         lens = col.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
         yield Sequences(batch.column("user_id").to_numpy().astype(np.int64),
-                        np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                        offsets_of(lens),
                         index.to_index(col.flatten().to_numpy()).astype(np.int32))
 
 

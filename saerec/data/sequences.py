@@ -12,6 +12,15 @@ import numpy as np
 import pandas as pd
 
 
+def offsets_of(lengths) -> np.ndarray:
+    """CSR offsets (int64, one longer) of consecutive runs of ``lengths``.
+
+    >>> offsets_of([2, 0, 3]).tolist()
+    [0, 2, 2, 5]
+    """
+    return np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]).astype(np.int64)
+
+
 @dataclass
 class ItemIndex:
     item_ids: np.ndarray            # dense index i (1..V) -> item_ids[i - 1]
@@ -56,7 +65,7 @@ class Sequences:
         pos = np.searchsorted(self.users, np.asarray(user_ids))
         parts = [self.get(int(p)) for p in pos]
         lens = np.array([len(p) for p in parts], dtype=np.int64)
-        return Sequences(self.users[pos], np.concatenate([[0], np.cumsum(lens)]),
+        return Sequences(self.users[pos], offsets_of(lens),
                          np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32))
 
 
@@ -67,14 +76,14 @@ def tails(seqs: Sequences, keep: int) -> Sequences:
     ends = seqs.offsets[1:]
     starts = np.repeat(ends - lens, lens)
     within = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
-    return Sequences(seqs.users, np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), seqs.items[starts + within])
+    return Sequences(seqs.users, offsets_of(lens), seqs.items[starts + within])
 
 
 def concat_sequences(parts: list[Sequences]) -> Sequences:
     """The sequences of ``parts`` one after another (none: empty)."""
     lens = np.concatenate([np.zeros(0, np.int64), *(p.lengths() for p in parts)]).astype(np.int64)
     return Sequences(np.concatenate([np.zeros(0, np.int64), *(p.users for p in parts)]).astype(np.int64),
-                     np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                     offsets_of(lens),
                      np.concatenate([np.zeros(0, np.int32), *(p.items for p in parts)]))
 
 

@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..activations.store import iter_batches, to_tensor
+from ..activations.store import count_rows, iter_batches, to_tensor
 from ..atomic import write_parquet
 from ..data.attributes import attribute_columns, genre_columns
 from ..model.checkpoint import load_model
+from ..progress import Progress
 from ..contract import Stage
 from ..rundir import A, RunDir
 from ..sae.base import load_sae
@@ -70,6 +71,7 @@ def promoted_items(model, sae, layer: str, inputs: list[np.ndarray], features: n
     U = len(sample)
     per = max(1, max_scores // (U * model.n_items))               # features per replay: bounded score memory
     out = {}
+    bar = Progress("interpret: promoted items", len(feats), "features")
     with torch.no_grad():
         cache = model.prefill_last(items, lengths, layer)
         base = model.scores(model.replay_last(cache, cache.state[:, None])[:, 0])      # (U, V)
@@ -92,6 +94,7 @@ def promoted_items(model, sae, layer: str, inputs: list[np.ndarray], features: n
             low = (-delta).topk(top, dim=1)
             for r, j in enumerate(chunk.tolist()):
                 out[int(j)] = (idx[r].numpy() + 1, vals[r].numpy(), low.indices[r].numpy() + 1, -low.values[r].numpy())
+            bar.update(n)
     return out
 
 
@@ -109,8 +112,10 @@ def interpret_stage(run: RunDir, batch_rows: int = 8192, auc_sample: int = 200_0
     neuron_stats = StreamedAttributeStats(d, len(attrs), auc_sample)
     tops = TopActivations(m, top_k)
     folder = run.path(A.ACT_TEST)
+    bar = Progress("interpret: test activations", count_rows(folder), "positions")
     with torch.no_grad():
         for rb in iter_batches(folder, ("user_id", "position", "item_id", "activation"), batch_rows):
+            bar.update(rb.num_rows)
             h = to_tensor(rb.column("activation"))
             item_ids = rb.column("item_id").to_numpy()
             Y = Y_all[torch.from_numpy(lookup[item_ids].to_numpy().copy())]

@@ -58,7 +58,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 def import_model(run: RunDir, cfg: RunConfig, weights: Path, items: Path) -> dict:
     """Check the model against the run's data and write ``RUN/recommender/``; returns a summary."""
     from ..data.prepare import item_counts, prepare_files
-    from ..train.ray_train import pd_index_frame
+    from ..train.ray_train import catalogue_frame
     from .checkpoint import load_weights, save_model, to_model_index
     from .registry import build_model
 
@@ -88,7 +88,7 @@ def import_model(run: RunDir, cfg: RunConfig, weights: Path, items: Path) -> dic
     tmp = Path(tempfile.mkdtemp(prefix=".recommender-", dir=run.root))
     try:
         save_model(tmp, model, {"model_items": ids, "imported_from": str(weights)}, cfg=cfg.model)
-        run.read_parquet(A.ITEMS).merge(pd_index_frame(index), on="item_id").to_parquet(tmp / "items.parquet", index=False)
+        catalogue_frame(run.read_parquet(A.ITEMS), index).to_parquet(tmp / "items.parquet", index=False)
         (tmp / "split.json").write_text(json.dumps(run.read_json(A.SPLIT), indent=2, default=str))
         if run.recommender.exists():
             shutil.rmtree(run.recommender)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..atomic import write_parquet, write_text
 from ..layout import A
+from ..rundir import json_ready
 
 
 def isolation_matrix(table: pd.DataFrame, unsteered: dict, genres: list[str], curve: str,
@@ -66,7 +67,7 @@ def write_isolation(table: pd.DataFrame, base: dict, genres: list[str], out: Pat
         for a, row in M.iterrows():
             long += [{"curve": curve, "attribute": a, "genre": x, "value": value, "share_change": float(row[x])}
                      for x in genres]
-        per_curve[curve] = {"scores": _finite(S.to_dict("records")), "matrix": M.to_dict(orient="index")}
+        per_curve[curve] = {"scores": json_ready(S.to_dict("records")), "matrix": M.to_dict(orient="index")}
     write_parquet(pd.DataFrame(long, columns=["curve", "attribute", "genre", "value", "share_change"]),
                   out / "isolation.parquet")
     summary = {"value": value, "main_curve": main, "curves": per_curve}
@@ -75,11 +76,6 @@ def write_isolation(table: pd.DataFrame, base: dict, genres: list[str], out: Pat
         heatmap(pd.DataFrame.from_dict(per_curve[main]["matrix"], orient="index")[genres],
                 out / Path(A.ISOLATION_PLOT).name, f"Share change at value {value:g} ({main})")
     return summary
-
-
-def _finite(records: list[dict]) -> list[dict]:
-    """JSON has no inf/NaN: they become None."""
-    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in records]
 
 
 def heatmap(M: pd.DataFrame, path: Path, title: str) -> None:

@@ -28,7 +28,7 @@ import torch
 from ..atomic import write_parquet
 from ..config import ModelConfig, RunConfig, TrainConfig
 from ..data.prepare import Prepared
-from ..data.sequences import ItemIndex, eval_pairs
+from ..data.sequences import ItemIndex, eval_pairs, offsets_of
 from ..errors import RunError
 from ..eval.metrics import ranking_metrics
 from ..eval.ranking import recommend
@@ -52,7 +52,7 @@ EXPERIMENT = "gptrec"
 def _pack(arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
     lens = np.array([len(a) for a in arrays], dtype=np.int64)
     flat = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
-    return {"flat": flat, "offsets": np.concatenate([[0], np.cumsum(lens)])}
+    return {"flat": flat, "offsets": offsets_of(lens)}
 
 
 def _unpack(p: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -285,7 +285,7 @@ def _fit(run: RunDir, cfg: RunConfig, data: TrainInput, folder: Path, resume: bo
         out = run.recommender
         best, _ = load_model(d, weights_name="best.safetensors")   # the checkpoint's config.json + best weights
         save_model(out, best, {"best_epoch": state["best_epoch"], "dataset": data.meta.get("dataset")}, cfg=mc)
-    write_parquet(data.items.merge(pd_index_frame(data.index), on="item_id"), run.path(A.CATALOGUE))
+    write_parquet(catalogue_frame(data.items, data.index), run.path(A.CATALOGUE))
     run.write_json(A.REC_SPLIT, data.meta)
     run.write_json(A.REC_HISTORY, state["history"])
     tps = state["train_tokens"] / max(state["train_seconds"], 1e-9)
@@ -295,8 +295,10 @@ def _fit(run: RunDir, cfg: RunConfig, data: TrainInput, folder: Path, resume: bo
             "num_workers": tc.num_workers, "use_gpu": bool(use_gpu)}
 
 
-def pd_index_frame(index: ItemIndex):
-    """The catalogue's (item_id, dense index) columns."""
+def catalogue_frame(items, index: ItemIndex):
+    """``RUN/recommender/items.parquet``: the dataset's item attributes for the model's items, with
+    each one's dense ``index`` (what training, ``import-model`` and an untrained benchmark model write)."""
     import pandas as pd
 
-    return pd.DataFrame({"item_id": index.item_ids, "index": np.arange(1, index.size + 1, dtype=np.int64)})
+    dense = pd.DataFrame({"item_id": index.item_ids, "index": np.arange(1, index.size + 1, dtype=np.int64)})
+    return items.merge(dense, on="item_id")

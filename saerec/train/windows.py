@@ -26,7 +26,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..data.sequences import Sequences
+from ..data.sequences import Sequences, offsets_of
 from .batching import make_windows
 
 TOKENS, OFFSETS = "tokens.i32", "offsets.npy"
@@ -48,7 +48,7 @@ def write_windows(batches: Iterable[Sequences], folder: str | Path, max_len: int
             if windows:
                 f.write(np.concatenate(windows).astype("<i4", copy=False).tobytes())
             lengths.append(np.fromiter((len(w) for w in windows), np.int64, len(windows)))
-    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
+    offsets = offsets_of(np.concatenate(lengths))
     np.save(folder / OFFSETS, offsets)
     return offsets, counts
 

@@ -66,18 +66,19 @@ class TuneSpec(Section):
         return len(self.l1) * len(self.n_latents) * len(self.kind) * self.seeds
 
 
-def _downstream_ndcg(shared: dict):
-    """NDCG@10 on the test users with a trial's SAE reconstruction spliced in (the paper's splice)."""
+def downstream_ndcg(run_root, inputs, targets, layer: str):
+    """``ndcg(sae)``: NDCG@10 on the test users (``inputs``, ``targets``) with an SAE's reconstruction
+    spliced in at ``layer`` (the paper's splice); ``ndcg(None)``: the model's own, unspliced."""
     from ..eval.metrics import ranking_metrics
     from ..eval.ranking import recommend
     from ..model.checkpoint import load_model
     from ..sae.splice import splice
 
-    model, _ = load_model(Path(shared["run_root"]) / "recommender")
+    model, _ = load_model(Path(run_root) / "recommender")
 
     def ndcg(sae) -> float:
-        top = recommend(model, shared["inputs"], interventions={shared["layer"]: splice(sae, "reconstruction")})
-        return ranking_metrics(top, shared["targets"], model.n_items)["ndcg@10"]
+        edits = {layer: splice(sae, "reconstruction")} if sae is not None else None
+        return ranking_metrics(recommend(model, inputs, interventions=edits), targets, model.n_items)["ndcg@10"]
 
     return ndcg
 
@@ -96,7 +97,8 @@ def _trainable(config: dict, shared: dict) -> None:
             m.touch()
             raise RuntimeError("injected failure (fail_once)")
     torch.set_num_threads(max(1, int(shared["threads"])))
-    ndcg = _downstream_ndcg(shared) if shared["downstream"] else None
+    ndcg = downstream_ndcg(shared["run_root"], shared["inputs"], shared["targets"], shared["layer"]) \
+        if shared["downstream"] else None
     res = run_trial(Path(shared["run_root"]), shared["base"], {**config, "epochs": shared["epochs"]}, shared["norm"],
                     shared["init_sample"], shared["d_in"], ndcg, shared["items"], report=tune.report,
                     suite_rows=shared["suite_rows"])
