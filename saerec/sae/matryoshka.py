@@ -1,7 +1,7 @@
 """Matryoshka BatchTopK SAE (Bussmann et al. 2025; Nabeshima 2024): nested dictionary prefixes.
 
 The dictionary is cut into nested prefixes (``matryoshka_prefixes``, fractions of ``n_latents``:
-by default the first 1/16, the first 1/4, all of it). Training selects codes with BatchTopK over
+by default the first 1/64, 1/16 and 1/4, then all of it). Training selects codes with BatchTopK over
 the whole dictionary, then sums the reconstruction loss of every prefix: the first latents must
 reconstruct on their own, so they learn general directions, and later latents add detail instead
 of absorbing a general feature into a specific one (feature absorption, which this kind lowers).
