@@ -6,6 +6,7 @@ import contextlib
 import copy
 import hashlib
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -51,6 +52,16 @@ def missing(why: str) -> None:
     if os.environ.get("SAEREC_REQUIRE_TOOLS") == "1":
         pytest.fail(f"{why}; SAEREC_REQUIRE_TOOLS=1 says it must be", pytrace=False)
     pytest.skip(why)
+
+
+RAY_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)?\([^()]*pid=\d+[^()]*\)")   # "(PlacementGroupCleaner pid=7) ..."
+
+
+def error_lines(err: str) -> list[str]:
+    """The lines of a captured stderr that the code under test wrote: without the lines Ray's log
+    monitor forwards, at any moment, from the session cluster's own actors (a PlacementGroupCleaner
+    left by an earlier test's Train run, say), which made the one-line-error checks flaky."""
+    return [line for line in err.strip().splitlines() if not RAY_FORWARDED.match(line)]
 
 
 def data_folder(name: str) -> Path:

@@ -22,7 +22,7 @@ import pytest
 from saerec.cli import main
 from saerec.v1 import recommender_pb2 as pb
 
-from conftest import REPO, require_module, require_tool
+from conftest import REPO, error_lines, require_module, require_tool
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from json_api_fuzz import fuzz, post  # noqa: E402  (the fuzz generator, shared with the benchmark)
@@ -140,7 +140,7 @@ def test_report_refuses_a_folder_that_is_not_a_site(swept_run, tmp_path, capsys)
     (out / "notes.txt").write_text("keep me")
     assert main(["report", "--run", str(swept_run.root), "--html", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not an empty folder or a saerec site" in err
+    assert len(error_lines(err)) == 1 and "not an empty folder or a saerec site" in err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mine.")]      # no half-written site
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import error_lines
+
 from saerec.cli import main
 from saerec.config import RunConfig, apply_overrides
 from saerec.errors import UsageError
@@ -26,7 +28,7 @@ def test_usage_errors_exit_2_with_one_line(argv, needle, capsys, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and needle in err, err
+    assert len(error_lines(err)) == 1 and needle in err, err
 
 
 def test_yaml_config_and_overrides(tmp_path):

@@ -8,6 +8,8 @@ import typing
 
 import pytest
 
+from conftest import error_lines
+
 from saerec.cli import main
 from saerec.config import ModelConfig, RunConfig, TrainConfig, _hints, _is_choice, apply_overrides
 from saerec.errors import UsageError
@@ -144,7 +146,7 @@ def test_unreadable_config_files_are_usage_errors(text, needle, tmp_path, capsys
         path.write_text(text)
     assert main(["train", "--run", str(tmp_path / "run"), "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and needle in err, err
+    assert len(error_lines(err)) == 1 and needle in err, err
 
 
 def test_float_fields_take_exponent_notation_without_a_dot():

@@ -10,6 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import error_lines
+
 from saerec.cli import main
 from saerec.serving.client import RecommenderClient
 from saerec.serving.offline import OfflineActor, OfflineJob, long_rows, recommend_offline, request_of
@@ -105,5 +107,5 @@ def test_bad_input_exits_2_with_one_line_and_nothing_written(interpreted_run, tm
     out = tmp_path / "out.parquet"
     assert main(["recommend", "--run", str(run.root), "--out", str(out)] + args) == 2
     err = capsys.readouterr().err.strip()
-    assert needle in err and len(err.splitlines()) == 1, err
+    assert needle in err and len(error_lines(err)) == 1, err
     assert sorted(os.listdir(tmp_path)) == (["bad.parquet"] if "bad.parquet" in str(args) else [])

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
+from conftest import error_lines
 import torch
 
 from saerec.cli import main
@@ -356,7 +358,7 @@ def test_cli_steer_explain_features(steer_setup, capsys):
                          (["--edit", "Action=1", "--splice", "both"], "splice")]:
         assert main(["steer", "--run", str(run.root), "--user", u, *argv]) == 2
         err = capsys.readouterr().err.strip()
-        assert needle in err and len(err.splitlines()) == 1, err
+        assert needle in err and len(error_lines(err)) == 1, err
     assert main(["steer", "--run", str(run.root), "--user", "-7", "--edit", "Action=1"]) == 2
     assert "not a test user" in capsys.readouterr().err
 
