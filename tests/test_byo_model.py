@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import error_lines
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -189,6 +191,6 @@ def test_import_bad_inputs_are_one_line_and_write_nothing(exported, tmp_path, ca
     else:
         (exported / "junk.safetensors").write_bytes(b"not a safetensors file")
         rc = _import(run, exported, weights="junk.safetensors")
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert not (run / "recommender").exists()

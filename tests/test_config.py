@@ -79,7 +79,7 @@ def test_bad_choice_exits_2_before_any_work(key, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     value, line = BAD[key]
     assert main(["train", "--run", str(tmp_path / "run"), "--set", f"{key}={value}"]) == 2
-    assert capsys.readouterr().err.strip() == f"saerec: error: {line}"
+    assert error_lines(capsys.readouterr().err) == [f"saerec: error: {line}"]
     assert not (tmp_path / "run").exists()          # failed while resolving the config: no run directory
 
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from saerec.cli import main
-from conftest import require_module
+from conftest import error_lines, require_module
 from saerec.contrib import recbole as contrib
 
 HERE = Path(__file__).resolve().parent
@@ -169,6 +169,6 @@ def test_convert_bad_inputs_are_one_line_and_write_nothing(trained, tmp_path, ca
         pth = tmp_path / "bare.pth"
         torch.save(contrib.safe_state_dict(work / "out" / "recbole.pth"), pth)
     rc = contrib.main(["convert", str(pth), "--items", str(items), "--out", str(tmp_path / "conv")])
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert rc == 2 and len(err) == 1 and message in err[0], err
     assert not (tmp_path / "conv").exists()

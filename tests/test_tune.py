@@ -5,6 +5,8 @@ an experiment whose trials failed resumes and reruns only those."""
 import pandas as pd
 import pytest
 
+from conftest import error_lines
+
 from saerec.cli import main
 from saerec.tuning.experiment import TuneSpec, pareto_front, run_tune
 
@@ -70,7 +72,7 @@ def test_bad_spec_exits_2_before_the_run_is_touched(text, line, tmp_path, capsys
     spec = tmp_path / "spec.yaml"
     spec.write_text(text)
     assert main(["tune", "--run", str(tmp_path / "run"), "--spec", str(spec)]) == 2
-    assert capsys.readouterr().err.strip() == f"saerec: error: {spec}: {line}"
+    assert error_lines(capsys.readouterr().err) == [f"saerec: error: {spec}: {line}"]
     assert not (tmp_path / "run").exists()
 
 
