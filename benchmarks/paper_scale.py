@@ -85,10 +85,9 @@ def untrained_model(run: Path, sets: list[str]) -> None:
     forward pass costs the same memory and time whatever the weights)."""
     from saerec.config import RunConfig, apply_overrides
     from saerec.data.prepare import item_counts
-    from saerec.model.checkpoint import save_model
+    from saerec.model.checkpoint import catalogue_frame, save_model
     from saerec.model.registry import build_model
     from saerec.rundir import A, RunDir
-    from saerec.train.ray_train import catalogue_frame
 
     cfg = apply_overrides(RunConfig(), sets[1::2])
     rd = RunDir(run)

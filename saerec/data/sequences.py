@@ -73,10 +73,10 @@ def tails(seqs: Sequences, keep: int) -> Sequences:
     """Each sequence's last ``keep`` items, copied into one array: what :func:`eval_points` with
     ``max_len + last <= keep`` reads, so a reader can drop the rest of a batch's (long) sequences."""
     lens = np.minimum(seqs.lengths(), keep)
-    ends = seqs.offsets[1:]
-    starts = np.repeat(ends - lens, lens)
-    within = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens, lens)
-    return Sequences(seqs.users, offsets_of(lens), seqs.items[starts + within])
+    offsets = offsets_of(lens)
+    starts = np.repeat(seqs.offsets[1:] - lens, lens)
+    within = np.arange(int(offsets[-1]), dtype=np.int64) - np.repeat(offsets[:-1], lens)
+    return Sequences(seqs.users, offsets, seqs.items[starts + within])
 
 
 def concat_sequences(parts: list[Sequences]) -> Sequences:

@@ -91,6 +91,16 @@ def model_index(folder: str | Path):
     return ItemIndex(items.sort_values("index")["item_id"].to_numpy())
 
 
+def catalogue_frame(items, index):
+    """``RUN/recommender/items.parquet``, which :func:`model_index` reads back: the dataset's item
+    attributes for the model's items, each with its dense ``index`` (training, ``import-model`` and
+    an untrained benchmark model write it)."""
+    import pandas as pd
+
+    dense = pd.DataFrame({"item_id": index.item_ids, "index": np.arange(1, index.size + 1, dtype=np.int64)})
+    return items.merge(dense, on="item_id")
+
+
 @dataclass(frozen=True)
 class HeldOut:
     """The test users' last next-item predictions in the model's index (:func:`test_pairs`)."""

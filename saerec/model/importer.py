@@ -58,8 +58,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 def import_model(run: RunDir, cfg: RunConfig, weights: Path, items: Path) -> dict:
     """Check the model against the run's data and write ``RUN/recommender/``; returns a summary."""
     from ..data.prepare import item_counts, prepare_files
-    from ..train.ray_train import catalogue_frame
-    from .checkpoint import load_weights, save_model, to_model_index
+    from .checkpoint import catalogue_frame, load_weights, save_model, to_model_index
     from .registry import build_model
 
     ids = read_item_list(Path(items))

@@ -28,11 +28,11 @@ import torch
 from ..atomic import write_parquet
 from ..config import ModelConfig, RunConfig, TrainConfig
 from ..data.prepare import Prepared
-from ..data.sequences import ItemIndex, eval_pairs, offsets_of
+from ..data.sequences import eval_pairs, offsets_of
 from ..errors import RunError
 from ..eval.metrics import ranking_metrics
 from ..eval.ranking import recommend
-from ..model.checkpoint import WEIGHTS, load_model, save_model
+from ..model.checkpoint import WEIGHTS, catalogue_frame, load_model, save_model
 from ..model.interface import SequentialRecommender
 from ..model.registry import build_model, objective
 from ..precision import compute_dtype
@@ -294,11 +294,3 @@ def _fit(run: RunDir, cfg: RunConfig, data: TrainInput, folder: Path, resume: bo
             "seconds_to_best_checkpoint": state["seconds_to_best"], "train_seconds": state["train_seconds"],
             "num_workers": tc.num_workers, "use_gpu": bool(use_gpu)}
 
-
-def catalogue_frame(items, index: ItemIndex):
-    """``RUN/recommender/items.parquet``: the dataset's item attributes for the model's items, with
-    each one's dense ``index`` (what training, ``import-model`` and an untrained benchmark model write)."""
-    import pandas as pd
-
-    dense = pd.DataFrame({"item_id": index.item_ids, "index": np.arange(1, index.size + 1, dtype=np.int64)})
-    return items.merge(dense, on="item_id")
