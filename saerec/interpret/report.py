@@ -56,7 +56,7 @@ def bars_sae_vs_neurons(per_attr, genres, path) -> None:
 def histograms(stats, attrs, per_attr, names, path) -> None:
     """Figure 5: activation histograms of a genre's top feature, attribute present vs absent (AUC sample)."""
     plt = _plt()
-    f, y = stats.res_f.numpy(), stats.res_y.numpy()
+    f, y = (t.numpy() for t in stats.sample_rows())
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
     for ax, name in zip(axes[0], names):
         a = attrs.index(name)

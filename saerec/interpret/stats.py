@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..reservoir import Reservoir
+
 
 @dataclass
 class AttributeStats:
@@ -42,11 +44,7 @@ class StreamedAttributeStats:
         self.sfy = torch.zeros(m, A, dtype=torch.float64)
         self.active = torch.zeros(m, dtype=torch.float64)
         self.active_y = torch.zeros(m, A, dtype=torch.float64)
-        self.cap = auc_sample
-        self.rng = np.random.default_rng(seed)
-        self.res_f: torch.Tensor | None = None
-        self.res_y: torch.Tensor | None = None
-        self.res_keys: np.ndarray | None = None
+        self.sample = Reservoir(auc_sample, seed)
 
     @torch.no_grad()
     def update(self, f: torch.Tensor, y: torch.Tensor) -> None:
@@ -59,18 +57,11 @@ class StreamedAttributeStats:
         self.sfy += f64.T @ y64
         self.active += act.sum(0)
         self.active_y += act.T @ y64
-        # reservoir sample by random keys: keep the `cap` rows with the smallest keys
-        keys = self.rng.random(f.shape[0])
-        f32, yb = f.float(), y.bool()
-        if self.res_f is None:
-            self.res_f, self.res_y, self.res_keys = f32, yb, keys
-        else:
-            self.res_f = torch.cat([self.res_f, f32])
-            self.res_y = torch.cat([self.res_y, yb])
-            self.res_keys = np.concatenate([self.res_keys, keys])
-        if len(self.res_keys) > self.cap:
-            keep = np.argpartition(self.res_keys, self.cap)[: self.cap]
-            self.res_f, self.res_y, self.res_keys = self.res_f[keep], self.res_y[keep], self.res_keys[keep]
+        self.sample.add(f.float(), y.bool())
+
+    def sample_rows(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The AUC sample: codes (float32) and attributes (bool) of at most ``auc_sample`` positions."""
+        return self.sample.result() or (None, None)
 
     def result(self) -> AttributeStats:
         n = float(self.n)
@@ -81,9 +72,10 @@ class StreamedAttributeStats:
         corr = torch.where(denom > 0, cov / denom.clamp_min(1e-300), torch.zeros_like(cov))
         sens = self.active_y / self.sy.clamp_min(1)[None, :]
         prec = self.active_y / self.active.clamp_min(1)[:, None]
-        return AttributeStats(corr.numpy(), auc_matrix(self.res_f, self.res_y), sens.numpy(), prec.numpy(),
+        res_f, res_y = self.sample_rows()
+        return AttributeStats(corr.numpy(), auc_matrix(res_f, res_y), sens.numpy(), prec.numpy(),
                               (self.sy / max(n, 1)).numpy(), (self.active / max(n, 1)).numpy(), self.n,
-                              int(len(self.res_keys)) if self.res_keys is not None else 0)
+                              0 if res_f is None else len(res_f))
 
 
 def average_ranks(x: torch.Tensor) -> torch.Tensor:

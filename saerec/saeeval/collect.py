@@ -19,6 +19,7 @@ import torch
 
 from ..activations.store import count_rows, iter_batches, to_tensor
 from ..progress import Progress
+from ..reservoir import Reservoir as KeyReservoir
 
 COLUMNS = ("user_id", "item_id", "activation")
 
@@ -132,30 +133,15 @@ class Sample:
 
 
 class Reservoir:
-    """A uniform sample of at most ``cap`` rows by random keys (the rows with the smallest keys)."""
+    """A uniform sample of at most ``cap`` rows (saerec.reservoir) with only the ``latents`` kept."""
 
     def __init__(self, cap: int, latents: np.ndarray, seed: int = 0):
-        self.cap, self.latents = cap, torch.as_tensor(np.asarray(latents, dtype=np.int64))
-        self.rng = np.random.default_rng(seed)
-        self.parts: list[tuple] = []
-        self.rows = 0
+        self.latents = torch.as_tensor(np.asarray(latents, dtype=np.int64))
+        self.rows = KeyReservoir(cap, seed)
 
     def update(self, b: Batch) -> None:
-        keys = self.rng.random(len(b.fold))
-        self.parts.append((keys, b.fold, b.x.numpy().astype(np.float32), b.codes[:, self.latents].numpy(),
-                           b.y.numpy()))
-        self.rows += len(keys)
-        if self.rows > 2 * self.cap:
-            self._shrink()
-
-    def _shrink(self) -> None:
-        cat = [np.concatenate(c) for c in zip(*self.parts)]
-        if len(cat[0]) > self.cap:
-            keep = np.sort(np.argpartition(cat[0], self.cap)[: self.cap])
-            cat = [c[keep] for c in cat]
-        self.parts, self.rows = [tuple(cat)], len(cat[0])
+        self.rows.add(b.fold, b.x.numpy().astype(np.float32), b.codes[:, self.latents].numpy(), b.y.numpy())
 
     def result(self) -> Sample:
-        self._shrink()
-        _, fold, x, codes, y = self.parts[0]
+        fold, x, codes, y = self.rows.result()
         return Sample(fold, x, codes, y, self.latents.numpy())
