@@ -89,7 +89,7 @@ def sae_run(x_train, x_test, dtype, epochs: int, seed: int, device, n_latents: i
     stats.update(x_train)
     norm = stats.finish()
     torch.manual_seed(seed)
-    sae = build_sae(x_train.shape[1], SAEConfig(n_latents=n_latents, l1=0.05, seed=seed)).to(device)
+    sae = build_sae(x_train.shape[1], SAEConfig(kind="relu", n_latents=n_latents, l1=0.05, seed=seed)).to(device)
     xt = norm(x_train).to(device)
     sae.init_from_sample(xt[:20_000])
     opt = make_optimizer(sae)

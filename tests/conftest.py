@@ -99,7 +99,7 @@ def trained_run(ray_session, tmp_path_factory):
         "data.dataset=synthetic", "data.synthetic_users=500", "data.synthetic_items=120",
         "data.synthetic_genres=5", "model.n_layers=2", "model.d_model=32", "model.max_len=40",
         "train.epochs=3", "train.batch_tokens=2048", "train.lr=0.003",
-        "sae.n_latents=128", "sae.epochs=2", "sae.l1=0.05", "sae.dead_window=5000",
+        "sae.kind=relu", "sae.n_latents=128", "sae.epochs=2", "sae.l1=0.05", "sae.dead_window=5000",
     ])
     run = RunDir(tmp_path_factory.mktemp("sae") / "run")
     prep = prepare(run, cfg)

@@ -22,7 +22,7 @@ from saerec.model.adapter import HookedRecommender
 
 HERE = Path(__file__).resolve().parent
 SYNTH = ["data.dataset=synthetic", "data.synthetic_users=500", "data.synthetic_items=120", "data.synthetic_genres=5",
-         "sae.n_latents=128", "sae.epochs=2", "sae.l1=0.05", "sae.dead_window=5000"]
+         "sae.kind=relu", "sae.n_latents=128", "sae.epochs=2", "sae.l1=0.05", "sae.dead_window=5000"]
 
 
 class TinyRec(nn.Module):

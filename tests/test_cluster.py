@@ -93,7 +93,7 @@ def test_submit_runs_the_pipeline_on_two_nodes(two_nodes, tmp_path, capsys):
            "--set", "model.d_model=16", "--set", "model.max_len=30",
            # two workers of 2 CPUs each: one per node, so the job has to use both
            "--set", "train.num_workers=2", "--set", "train.cpus_per_worker=2",
-           "--set", "sae.n_latents=32", "--set", "sae.epochs=1", "--set", "sae.dead_window=2000",
+           "--set", "sae.n_latents=32", "--set", "sae.k=8", "--set", "sae.epochs=1", "--set", "sae.dead_window=2000",
            "--set", "steer.value_step=10", "--set", "steer.probe_rows=2000"]
     rc = main(["submit", "--address", two_nodes, "--working-dir", str(REPO), "--", *job])
     out = capsys.readouterr().out

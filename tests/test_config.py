@@ -94,7 +94,7 @@ def test_console_script_rejects_a_typo_in_train_loss(tmp_path):
 def test_every_listed_choice_is_accepted_and_defaults_are_unchanged(tmp_path):
     cfg = RunConfig()
     assert (cfg.train.loss, cfg.train.negatives, cfg.train.windows) == ("ce", "uniform", "all")
-    assert (cfg.sae.kind, cfg.sae.recon, cfg.sae.normalization, cfg.sae.b_dec_init) == ("relu", "squared", "global", "mean")
+    assert (cfg.sae.kind, cfg.sae.recon, cfg.sae.normalization, cfg.sae.b_dec_init) == ("topk", "squared", "global", "mean")
     assert (cfg.steer.mode, cfg.steer.positions, cfg.steer.splices) == ("set", "last", ["delta", "reconstruction"])
     assert (cfg.model.arch, cfg.model.dropout, cfg.model.attn_dropout, cfg.train.mask_prob) == ("gptrec", 0.1, 0.0, 0.2)
     for key in sorted(choice_keys() - FREE):

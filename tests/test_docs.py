@@ -32,7 +32,7 @@ PAGES = [README, *DOCS]
 # otherwise, except that the gRPC port is swapped for a free one (other tests may hold 9000).
 TINY = ["--epochs", "2", "--set", "data.synthetic_users=300", "--set", "data.synthetic_items=80",
         "--set", "model.n_layers=2", "--set", "model.d_model=16",
-        "--set", "model.max_len=30", "--set", "train.patience=2", "--set", "sae.n_latents=64",
+        "--set", "model.max_len=30", "--set", "train.patience=2", "--set", "sae.n_latents=64", "--set", "sae.k=8",
         "--set", "sae.epochs=1", "--set", "sae.dead_window=2000", "--set", "steer.value_step=5",
         "--set", "steer.attributes=Sci-Fi", "--set", "steer.splices=delta", "--set", "steer.probe=false",
         "--set", "steer.value_min=-5", "--set", "steer.value_max=5", "--set", "steer.eval_positions=2"]

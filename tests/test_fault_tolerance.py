@@ -130,7 +130,7 @@ def test_sae_training_survives_a_killed_worker(own_interpreted_run):
     run, _ = own_interpreted_run
     rows = pq.ParquetDataset(run.root / "activations" / "sae").read(columns=["user_id"]).num_rows
     # the budget in steps (no sae.epochs): train_sae turns it into 3 whole epochs over these rows
-    cfg = SAEConfig(n_latents=64, steps=(2 * rows) // 32 + 1, batch_size=32, l1=0.05, dead_window=5000)
+    cfg = SAEConfig(kind="relu", n_latents=64, steps=(2 * rows) // 32 + 1, batch_size=32, l1=0.05, dead_window=5000)
     assert cfg.epochs is None and planned_epochs(cfg, rows) == 3
     started = time.time()
     thread, out = run_in_thread(lambda: train_sae(run.root, cfg, max_failures=1))

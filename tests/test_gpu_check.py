@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--small", "--device", "cpu", "--scale", "0.001", "--steps", "1", "--batch-tokens", "512", "--train-seconds", "0",
         "--latency-calls", "2", "--sae-rows", "1000", "--sae-epochs", "1", "--eval-users", "10",
         "--set", "model.d_model=16", "--set", "model.n_layers=1", "--set", "model.max_len=20",
-        "--set", "sae.n_latents=32", "--set", "train.batch_tokens=512"]
+        "--set", "sae.n_latents=32", "--set", "sae.k=8", "--set", "train.batch_tokens=512"]
 
 
 def test_gpu_check_runs_ray_free_at_a_tiny_size(tmp_path):

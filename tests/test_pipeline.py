@@ -1,4 +1,4 @@
-"""`saerec run`: the whole pipeline on a tiny synthetic run, then resumed by content hash."""
+"""`saerec run`: the whole pipeline on a tiny synthetic run (the default SAE kind, TopK), then resumed by content hash."""
 
 import json
 
@@ -7,7 +7,7 @@ from saerec.cli import main
 TINY = ["--dataset", "synthetic", "--epochs", "2",
         "--set", "data.synthetic_users=300", "--set", "data.synthetic_items=80", "--set", "data.synthetic_genres=5",
         "--set", "model.n_layers=2", "--set", "model.d_model=16", "--set", "model.max_len=30",
-        "--set", "train.patience=2", "--set", "sae.n_latents=64", "--set", "sae.epochs=1",
+        "--set", "train.patience=2", "--set", "sae.n_latents=64", "--set", "sae.k=8", "--set", "sae.epochs=1",
         "--set", "sae.dead_window=2000", "--set", "steer.value_step=5", "--set", "steer.probe_rows=5000"]
 
 
@@ -24,12 +24,14 @@ def test_run_is_resumable_by_content_hash(ray_session, tmp_path, capsys):
     rec = json.loads((run / "pipeline.json").read_text())
     assert set(rec) == set(first) and (run / "steer" / "summary.json").exists()
     assert (run / "saeeval" / "summary.json").exists()
+    sae = json.loads((run / "sae" / "cfg.json").read_text())
+    assert sae["sae"]["kind"] == "topk" and 0 < json.loads((run / "sae" / "metrics.json").read_text())["l0"] <= 8
 
     assert main(["run", "--run", str(run)]) == 0                      # nothing changed: all skipped
     again = stage_lines(capsys.readouterr().out)
     assert set(again.values()) == {"up"}, again
 
-    assert main(["run", "--run", str(run), "--set", "sae.l1=0.2"]) == 0   # only what depends on the SAE
+    assert main(["run", "--run", str(run), "--set", "sae.k=4"]) == 0      # only what depends on the SAE
     changed = stage_lines(capsys.readouterr().out)
     assert changed == {"data": "up", "train": "up", "extract": "up", "sae": "running", "interpret": "running",
                        "steer": "running", "saeeval": "running"}, changed

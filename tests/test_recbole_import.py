@@ -28,7 +28,7 @@ from saerec.contrib import recbole as contrib
 
 HERE = Path(__file__).resolve().parent
 SYNTH = ["data.dataset=synthetic", "data.synthetic_users=500", "data.synthetic_items=120", "data.synthetic_genres=5",
-         "sae.n_latents=128", "sae.epochs=2", "sae.l1=0.05", "sae.dead_window=5000"]
+         "sae.kind=relu", "sae.n_latents=128", "sae.epochs=2", "sae.l1=0.05", "sae.dead_window=5000"]
 
 
 def require_recbole() -> None:
