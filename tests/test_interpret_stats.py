@@ -61,3 +61,18 @@ def test_top_activations_streamed_equal_direct_topk():
     ref = f.topk(5, dim=0)
     assert torch.equal(top.vals, ref.values)
     assert torch.equal(top.meta[:, :, 0], ref.indices) and torch.equal(top.meta[:, :, 2], ref.indices * 3)
+
+
+def test_auc_is_the_same_whatever_the_column_chunks():
+    """interpret ranks the AUC sample a few columns at a time (bounded memory); the chunking must not
+    change a value: one column per chunk, a ragged last chunk and all columns at once agree."""
+    from saerec.interpret.stats import auc_matrix
+
+    f, y = data(2, n=600)
+    ft, yt = torch.from_numpy(f), torch.from_numpy(y)
+    one = auc_matrix(ft, yt, chunk_bytes=8 * len(f))              # 1 column per chunk
+    ragged = auc_matrix(ft, yt, chunk_bytes=8 * len(f) * 4)        # 4 columns, then the other 2
+    whole = auc_matrix(ft, yt, chunk_bytes=1 << 40)
+    assert one.shape == (f.shape[1], y.shape[1])
+    assert np.array_equal(one, whole, equal_nan=True) and np.array_equal(ragged, whole, equal_nan=True)
+    assert abs(whole[1, 0] - roc_auc_score(y[:, 0], f[:, 1])) < 1e-12
