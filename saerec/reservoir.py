@@ -5,9 +5,9 @@ same whatever the batch sizes. Why a key threshold and not "concatenate, then ke
 once ``cap`` rows are kept, a row whose key is above the largest kept key can never enter the
 final sample, so it is dropped on arrival. The kept set grows to at most ``cap * (1 + slack)`` rows
 before it is cut back, and the rows that pass the threshold thin out as ``cap / rows seen``. The
-earlier form (a ``cat`` and a cut at every batch past ``cap``) copied the whole sample at every
-batch: 1.6 GB per batch for 200,000 positions x 2,048 latents, which made ``interpret`` on 2M
-interactions spend most of its 20 minutes copying and peak at 5.3 GB (docs/benchmarks.md).
+earlier form concatenated the sample with every batch and, past ``cap``, cut it back at every
+batch: with 200,000 positions x 2,048 latents that copies 1.6 GB per batch, which at 20M
+interactions (1.9M test positions) means some 230 copies of the whole sample.
 
 Columns are numpy arrays or torch tensors with the same first dimension; ``result()`` returns them
 in stream order.
