@@ -108,6 +108,22 @@ def planned_epochs(cfg: SAEConfig, rows: int) -> int:
     return max(1, math.ceil(cfg.steps * cfg.batch_size / max(rows, 1)))
 
 
+def topk_size_warning(cfg: SAEConfig, d_in: int) -> str | None:
+    """A line for the log when a TopK kind keeps as many latents per row as the input has dimensions:
+    it can then rebuild the input exactly from a few latents and the rest die (k 64 on GPTRec's
+    64 dimensions: EV 1.000, 92% dead; docs/sae-eval.md). None when the size is fine.
+
+    >>> topk_size_warning(SAEConfig(kind="topk", k=64), 64)
+    'sae.k=64 >= the 64 input dimensions: a topk SAE with that many active latents reconstructs exactly and most of its latents die; use k < 64 (the default is 32)'
+    >>> topk_size_warning(SAEConfig(kind="topk", k=32), 64) is None, topk_size_warning(SAEConfig(kind="relu", k=64), 64) is None
+    (True, True)
+    """
+    if cfg.kind in ("topk", "batchtopk", "matryoshka") and cfg.k >= d_in:
+        return (f"sae.k={cfg.k} >= the {d_in} input dimensions: a {cfg.kind} SAE with that many active latents "
+                f"reconstructs exactly and most of its latents die; use k < {d_in} (the default is 32)")
+    return None
+
+
 @dataclass
 class SAEOutput:
     x_hat: torch.Tensor

@@ -24,7 +24,7 @@ from ..activations.store import iter_batches, to_tensor
 from ..precision import compute_dtype
 from ..progress import Progress, print_line
 from ..train.ray_train import weights_digest, worker_start
-from .base import SAEConfig, build_sae, load_sae, planned_epochs, save_sae
+from .base import SAEConfig, build_sae, load_sae, planned_epochs, save_sae, topk_size_warning
 from .normalize import Normalizer, NormStats
 from .shard_cache import ShardCache
 from .trainer import make_optimizer, shuffled_batches, train_steps
@@ -157,6 +157,8 @@ def train_sae(run_root, cfg: SAEConfig, num_workers: int = 1, threads: int | Non
     run = run_root if isinstance(run_root, RunDir) else RunDir(run_root)
     acts = run.root / "activations" / "sae"
     norm, init_sample, n_rows, d = norm_and_init(acts, cfg.normalization)
+    if (warning := topk_size_warning(cfg, d)):
+        log.warning(warning)
     cfg = replace(cfg, epochs=planned_epochs(cfg, n_rows))      # the step budget, as whole epochs
     # Train reserves its workers' CPUs; Ray Data's read tasks need what is left, so keep one logical
     # CPU free for them (else the read hangs, see the Ray notes). Torch threads follow the machine.
