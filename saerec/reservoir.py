@@ -31,6 +31,10 @@ def _take(col, idx: np.ndarray):
 
 
 def _cat(cols: list):
+    """One array from a column's parts; a single part as it is (``result()`` may be called more than
+    once, and ``torch.cat`` of one tensor would copy the whole sample each time)."""
+    if len(cols) == 1:
+        return cols[0]
     return torch.cat(cols) if isinstance(cols[0], torch.Tensor) else np.concatenate(cols)
 
 

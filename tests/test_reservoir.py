@@ -24,6 +24,8 @@ def test_sample_is_the_smallest_keys_whatever_the_batches(batch):
     assert np.array_equal(ids, direct(n, cap, 3))
     assert torch.equal(t[:, 1], torch.from_numpy(ids.astype(np.float32)))       # columns stay aligned
     assert max(held) <= cap * 1.25 + batch                                      # bounded while streaming
+    again = res.result()                             # interpret reads it twice (stats, then the plots)
+    assert again[1] is t and np.array_equal(again[0], ids)                     # the same sample, not a copy
 
 
 def test_few_rows_are_all_kept_and_nothing_gives_empty():

@@ -137,11 +137,11 @@ class Reservoir:
 
     def __init__(self, cap: int, latents: np.ndarray, seed: int = 0):
         self.latents = torch.as_tensor(np.asarray(latents, dtype=np.int64))
-        self.rows = KeyReservoir(cap, seed)
+        self.sample = KeyReservoir(cap, seed)
 
     def update(self, b: Batch) -> None:
-        self.rows.add(b.fold, b.x.numpy().astype(np.float32), b.codes[:, self.latents].numpy(), b.y.numpy())
+        self.sample.add(b.fold, b.x.numpy().astype(np.float32), b.codes[:, self.latents].numpy(), b.y.numpy())
 
     def result(self) -> Sample:
-        fold, x, codes, y = self.rows.result()
+        fold, x, codes, y = self.sample.result()
         return Sample(fold, x, codes, y, self.latents.numpy())
