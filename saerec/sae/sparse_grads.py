@@ -51,8 +51,8 @@ def sparse_loss_and_grads(sae, x: torch.Tensor, pre: torch.Tensor, rows: torch.T
     # one fused gather-scale-sum); bags must be contiguous, so entries are ordered by slot
     order = None if G == 1 else slot.argsort()
     counts = torch.bincount(slot, minlength=G * B)
-    sums = F.embedding_bag(cols if order is None else cols[order], W, counts.cumsum(0) - counts, mode="sum",
-                            per_sample_weights=vals if order is None else vals[order])
+    sums = F.embedding_bag(cols if order is None else cols.index_select(0, order), W, counts.cumsum(0) - counts,
+                           mode="sum", per_sample_weights=vals if order is None else vals.index_select(0, order))
     err = sums.view(G, B, d)
     err = (err if G == 1 else err.cumsum(0)).add_(b_dec - x)            # prefix p: x_hat_p - x
     sq = err.pow(2).sum((1, 2)) / B                                      # (G,) recon loss per prefix
@@ -83,8 +83,9 @@ def sparse_loss_and_grads(sae, x: torch.Tensor, pre: torch.Tensor, rows: torch.T
     order = lat.argsort()
     counts = torch.bincount(lat, minlength=m)
     offsets = counts.cumsum(0) - counts
-    g_dec = F.embedding_bag(src[order], d_src, offsets, mode="sum", per_sample_weights=val[order])
-    g_encT = F.embedding_bag(row[order], xc, offsets, mode="sum", per_sample_weights=g[order])
+    src, row, val, g_ord = (t.index_select(0, order) for t in (src, row, val, g))   # faster than t[order]
+    g_dec = F.embedding_bag(src, d_src, offsets, mode="sum", per_sample_weights=val)
+    g_encT = F.embedding_bag(row, xc, offsets, mode="sum", per_sample_weights=g_ord)
     g_benc = torch.bincount(lat, weights=g, minlength=m).to(W.dtype)
     g_bdec = d_xhat[0].sum(0) - sae.W_enc @ g_benc
     for p, grad in ((sae.W_enc, g_encT.T), (W, g_dec), (sae.b_enc, g_benc), (b_dec, g_bdec)):
@@ -101,9 +102,14 @@ def _auxk(sae, pre, residual):
         return None
     B, d = residual.shape
     k_aux = min(sae.cfg.k_aux or sae.d_in // 2, n_dead)
-    masked = torch.where(dead, torch.relu(pre), torch.zeros_like(pre))
-    avals, aidx = masked.topk(k_aux, dim=-1)
-    Wa = sae.W_dec.index_select(0, aidx.flatten()).view(B, k_aux, d)
+    # the top k_aux among the dead latents' columns only: the same picks as a top-k over the whole
+    # matrix with the live latents masked to 0 (ties at 0 add nothing), at a cost that shrinks with
+    # the dead count (a few percent of the dictionary once training settles) instead of a second
+    # full-width top-k per step
+    dead_idx = dead.nonzero().squeeze(1)
+    avals, j = pre.index_select(1, dead_idx).clamp_min_(0).topk(k_aux, dim=-1, sorted=False)
+    aidx = dead_idx.index_select(0, j.flatten())
+    Wa = sae.W_dec.index_select(0, aidx).view(B, k_aux, d)
     e = torch.bmm(avals[:, None, :], Wa)[:, 0].sub_(residual)           # recon - residual
     denom = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8)
     alpha = sae.auxk_weight()
@@ -111,4 +117,4 @@ def _auxk(sae, pre, residual):
     d_e = e.mul_(2.0 * alpha / B / denom)                                # (B, d)
     g_a = torch.bmm(Wa, d_e[:, :, None])[..., 0].mul_(avals > 0)         # (B, k_aux)
     rows = torch.arange(B, device=pre.device).repeat_interleave(k_aux)
-    return loss, (aidx.flatten(), rows, avals.flatten(), g_a.flatten(), d_e)
+    return loss, (aidx, rows, avals.flatten(), g_a.flatten(), d_e)

@@ -14,13 +14,24 @@ from .sparse_grads import sparse_loss_and_grads
 
 
 class TopKSAE(SparseAutoencoder):
+    def _topk(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's ``k`` largest codes (values, latents; in no particular order).
+
+        The top k of ``pre`` with the ReLU after it, not of ``relu(pre)``: the same codes (where a
+        row has fewer than k positive pre-activations the extra picks are 0 either way, so they
+        add nothing and carry no gradient), without a ReLU pass over the whole (B, m) matrix; and
+        unsorted, since the decoder sums them.
+        """
+        vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        return vals.clamp_min(0), idx
+
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        vals, idx = torch.relu(pre).topk(self.cfg.k, dim=-1)
+        vals, idx = self._topk(pre)
         return torch.zeros_like(pre).scatter(-1, idx, vals)
 
     def train_select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The training codes as (row, latent, value) triples (the non-zeros of ``train_codes``)."""
-        vals, idx = torch.relu(pre).topk(self.cfg.k, dim=-1)
+        vals, idx = self._topk(pre)
         rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(self.cfg.k)
         return rows, idx.flatten(), vals.flatten()
 
@@ -63,8 +74,9 @@ class BatchTopKSAE(TopKSAE):
 
     def _batch_topk(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``k * batch`` largest activations of the batch (values, flat indices); updates the threshold."""
-        flat = torch.relu(pre).flatten()
-        vals, idx = flat.topk(min(self.cfg.k * pre.shape[0], flat.numel()))
+        flat = pre.flatten()
+        vals, idx = flat.topk(min(self.cfg.k * pre.shape[0], flat.numel()), sorted=False)
+        vals = vals.clamp_min(0)                     # the ReLU after the selection (TopKSAE._topk)
         with torch.no_grad():
             positive = vals[vals > 0]
             if positive.numel():
