@@ -49,6 +49,7 @@ class A:
     POPSTEER = "steer/popsteer.parquet"
     POPSTEER_SUMMARY = "steer/popsteer.json"
     POPSTEER_FEATURES = "steer/popsteer_features.parquet"
+    POPSTEER_REFERENCES = "steer/popsteer_references.parquet"
     # saeeval: the SAE suite (probing, absorption, label confidence)
     SAEEVAL = "saeeval"
     EVAL_PROBING = "saeeval/probing.parquet"

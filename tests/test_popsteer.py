@@ -33,6 +33,12 @@ def test_popsteer_curve_on_a_run(own_interpreted_run, capsys):
     assert (run.root / "steer" / "popsteer.png").stat().st_size > 0
     effects = pd.read_parquet(run.root / "steer" / "popsteer_features.parquet")
     assert (effects["d"] != 0).sum() == table["features"].iloc[1] > 0
+    # the SAE-free references, on the same points (tests below check their lists)
+    refs = pd.read_parquet(run.root / "steer" / "popsteer_references.parquet")
+    assert set(refs["method"]) == {"unsteered", "head_penalty", "linear_shift"}
+    assert np.isclose(refs["ndcg@10"].iloc[0], table["ndcg@10"].iloc[0])
+    assert set(summary["references"]) >= {"head_penalty", "linear_shift", "shift_r2"}
+    assert "reference head penalty (no SAE)" in out
 
     # alpha 0 is the unsteered model on the same points
     from saerec.data.prepare import read_sequences
@@ -56,3 +62,25 @@ def test_popsteer_bad_input_exits_2(interpreted_run, capsys):
                        (["--users-per-group", "0"], "--users-per-group must be >= 1")):
         assert main(["popsteer", "--run", str(run.root), *flags]) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_reference_curves_on_a_run(own_interpreted_run):
+    """The SAE-free references: strength 0 is the plain model, no list holds an item of its own
+    history, and the strongest head penalty moves the lists to the tail."""
+    from saerec.steer.popref import reference_lists
+    from saerec.steer.sweep import Points
+
+    run, _ = own_interpreted_run
+    steerer = Steerer.from_run(run, probes=False)
+    points = Points.of_test_users(run, steerer.model.max_len, 2)
+    hs = [steerer.truncate(h) for h in points.inputs]
+    tc = steerer.items.items["train_count"].to_numpy()
+    head, _ = popularity_arrays(tc)
+    lists, specs, facts = reference_lists(steerer.model, steerer.layer, hs, head, tc > 0, k=10, max_rows=7)
+    assert [s["method"] for s in specs].count("unsteered") == 1 and lists.shape == (len(hs), len(specs), 10)
+    assert np.array_equal(lists[:, 0], steerer.recommend(points.inputs, None, k=10))
+    assert not any(np.isin(lists[u], hs[u]).any() for u in range(len(hs)))
+    strongest = [i for i, s in enumerate(specs) if s["method"] == "head_penalty"][-1]
+    assert head[lists[:, strongest]].mean() < head[lists[:, 0]].mean()
+    assert 0 <= facts["shift_r2"] <= 1 and facts["state_rms"] > 0
+

@@ -48,6 +48,8 @@ def add_parsers(sub) -> None:
     sp.add_argument("--length", type=int, default=50, help="items per synthetic history (default 50)")
     sp.add_argument("--eval-positions", type=int, default=10, help="last predictions per test user (default 10)")
     sp.add_argument("--k", type=int, default=10)
+    sp.add_argument("--no-references", action="store_true",
+                    help="skip the SAE-free reference curves (head-penalty re-ranking, best constant state shift)")
     sp = sub.add_parser("features", help="the feature catalog: labels, correlation, firing frequency")
     sp.add_argument("--run", required=True, help="run directory")
     sp.add_argument("--attribute", help="only features labelled with this attribute")
@@ -185,7 +187,8 @@ def cmd_popsteer(args) -> int:
     run = RunDir(args.run)
     require(run, args.run, A.WEIGHTS, A.SAE_WEIGHTS, A.FEATURES)
     cfg = PopSteerConfig(users_per_group=args.users_per_group, length=args.length, top_n=args.top_n)
-    s = popsteer_run(run, alphas, cfg, k=args.k, eval_positions=args.eval_positions)
+    s = popsteer_run(run, alphas, cfg, k=args.k, eval_positions=args.eval_positions,
+                     references=not args.no_references)
     k = args.k
     cols = ["alpha", "features", f"ndcg@{k}", "ndcg_drop", f"long_tail@{k}", "long_tail_lift", f"gini@{k}",
             f"novelty@{k}", f"coverage@{k}"]
@@ -194,6 +197,15 @@ def cmd_popsteer(args) -> int:
     print(f"best alpha within a 10% NDCG@{k} drop: {s['best_alpha_within_10pct_ndcg']:g} (long-tail share "
           f"{s['long_tail_lift']:.2f}x, NDCG drop {s['ndcg_drop']:.1%} [95% {lo:.1%}, {hi:.1%}], Gini "
           f"{s['gini_unsteered']:.3f} -> {s['gini_at_best']:.3f}); wrote {run.path(A.POPSTEER_SUMMARY)}")
+    for method, r in (s.get("references") or {}).items():
+        if isinstance(r, dict):
+            lo, hi = r["ndcg_drop_ci95"]
+            print(f"reference {method.replace('_', ' ')} (no SAE): best strength {r['best_strength_within_10pct_ndcg']:g} "
+                  f"within a 10% drop: long-tail share {r['long_tail_lift']:.2f}x, NDCG drop {r['ndcg_drop']:.1%} "
+                  f"[95% {lo:.1%}, {hi:.1%}]")
+    if s.get("references"):
+        print(f"  (a constant state shift fits head membership with R^2 {s['references']['shift_r2']:.2f}; "
+              f"the table: {run.path(A.POPSTEER_REFERENCES)})")
     return 0
 
 

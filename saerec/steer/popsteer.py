@@ -17,6 +17,9 @@ lie in units of their spread.
 4. :func:`popsteer_curve`: per alpha, the steering evaluation's list metrics (NDCG@k pooled over
    the test points, long-tail share, Gini index, novelty, coverage) and the NDCG drop with its
    paired-bootstrap interval.
+5. :func:`reference_curves`: the same metrics for two SAE-free references on the same points
+   (:mod:`saerec.steer.popref`), so the curve is read against what the recommender's own ranking
+   and the best constant state shift give.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ..eval.metrics import popularity_arrays, row_ndcg
 from ..train.batching import pad_inputs
 from .edits import ResolvedEdit
 from .intervene import Steerer
+from .popref import reference_lists
 from .sweep import Points, bootstrap_drop, list_metrics
 
 
@@ -119,48 +123,84 @@ def popsteer_curve(steerer: Steerer, points: Points, effects: pd.DataFrame, alph
                    top_n: int | None = None, k: int = 10, max_rows: int = 8192) -> tuple[pd.DataFrame, dict]:
     """One row per alpha (list metrics, NDCG drop vs alpha 0 with its 95% interval over users) and a
     summary: the largest long-tail lift whose pooled NDCG@k drop stays within 10%."""
+    labels = steerer.catalog.label if steerer.catalog is not None else None
+    values = list(dict.fromkeys([0.0, *map(float, alphas)]))     # alpha 0 (the baseline) first, once
+    variants = [popsteer_edits(effects, a, top_n, labels) for a in values]
+    topk = steerer.recommend_variants(points.inputs, variants, k=k, max_rows=max_rows)
+    rows = curve_rows(steerer, points, topk, row_ndcg(topk[:, 0], points.targets), k)
+    table = pd.DataFrame([{"alpha": float(a), "features": len(v), **r} for a, v, r in zip(values, variants, rows)])
+    best = best_within(table, k)
+    summary = {"alphas": table["alpha"].tolist(), "unsteered_long_tail": float(table[f"long_tail@{k}"].iloc[0]),
+               "best_alpha_within_10pct_ndcg": float(best["alpha"]), **_best_summary(best, k),
+               "gini_unsteered": float(table[f"gini@{k}"].iloc[0])}
+    return table, summary
+
+
+def curve_rows(steerer: Steerer, points: Points, topk: np.ndarray, base: np.ndarray, k: int) -> list[dict]:
+    """For each variant of ``topk`` (U, n, k): its list metrics and its pooled NDCG@k drop against
+    the per-point NDCG ``base``, with the paired-bootstrap 95% interval over users."""
     items = steerer.items
     n = steerer.model.n_items
     pop = popularity_arrays(items.items["train_count"].to_numpy())
     genres = items.genres
     G = items.attribute_matrix(genres)
-    labels = steerer.catalog.label if steerer.catalog is not None else None
-    values = list(dict.fromkeys([0.0, *map(float, alphas)]))     # alpha 0 (the baseline) first, once
-    variants = [popsteer_edits(effects, a, top_n, labels) for a in values]
-    topk = steerer.recommend_variants(points.inputs, variants, k=k, max_rows=max_rows)
-    base = row_ndcg(topk[:, 0], points.targets)
     rows = []
-    for i, a in enumerate(values):
+    for i in range(topk.shape[1]):
         m = list_metrics(topk[:, i], points, n, G, genres, k, pop)
         steered = row_ndcg(topk[:, i], points.targets)
         lo, hi = bootstrap_drop(base, steered, points.owner)
-        rows.append({"alpha": float(a), "features": len(variants[i]), "ndcg_drop": 1 - steered.sum() / max(base.sum(), 1e-12),
-                     "ndcg_drop_ci_low": lo, "ndcg_drop_ci_high": hi,
+        rows.append({"ndcg_drop": 1 - steered.sum() / max(base.sum(), 1e-12), "ndcg_drop_ci_low": lo,
+                     "ndcg_drop_ci_high": hi,
                      **{c: m[c] for c in (f"ndcg@{k}", f"hit_rate@{k}", f"coverage@{k}", f"long_tail@{k}",
                                           f"gini@{k}", f"novelty@{k}", f"ndcg@{k}_last")}})
-    table = pd.DataFrame(rows)
+    return rows
+
+
+def best_within(table: pd.DataFrame, k: int, max_drop: float = 0.10) -> pd.Series:
+    """Adds ``long_tail_lift`` (each row's long-tail share over the first row's) to ``table`` and
+    returns the row with the largest lift whose NDCG@k drop is at most ``max_drop`` (the first row
+    when none is)."""
     lt0 = table[f"long_tail@{k}"].iloc[0]
     table["long_tail_lift"] = table[f"long_tail@{k}"] / lt0 if lt0 > 0 else np.nan
-    ok = table[table["ndcg_drop"] <= 0.10]
-    best = ok.loc[ok["long_tail_lift"].idxmax()] if len(ok) else table.iloc[0]
-    summary = {"alphas": table["alpha"].tolist(), "unsteered_long_tail": float(lt0),
-               "best_alpha_within_10pct_ndcg": float(best["alpha"]), "long_tail_lift": float(best["long_tail_lift"]),
-               "ndcg_drop": float(best["ndcg_drop"]),
-               "ndcg_drop_ci95": [float(best["ndcg_drop_ci_low"]), float(best["ndcg_drop_ci_high"])],
-               "gini_unsteered": float(table[f"gini@{k}"].iloc[0]), "gini_at_best": float(best[f"gini@{k}"]),
-               "long_tail_doubled_within_10pct": bool(best["long_tail_lift"] >= 2.0)}
+    ok = table[table["ndcg_drop"] <= max_drop]
+    return ok.loc[ok["long_tail_lift"].idxmax()] if len(ok) else table.iloc[0]
+
+
+def _best_summary(best: pd.Series, k: int) -> dict:
+    return {"long_tail_lift": float(best["long_tail_lift"]), "ndcg_drop": float(best["ndcg_drop"]),
+            "ndcg_drop_ci95": [float(best["ndcg_drop_ci_low"]), float(best["ndcg_drop_ci_high"])],
+            "gini_at_best": float(best[f"gini@{k}"]), "long_tail_doubled_within_10pct": bool(best["long_tail_lift"] >= 2.0)}
+
+
+def reference_curves(steerer: Steerer, points: Points, k: int = 10) -> tuple[pd.DataFrame, dict]:
+    """The SAE-free references of :mod:`saerec.steer.popref` on the same points: one row per
+    (method, strength) with the same metrics, and per method its best row within a 10% NDCG drop."""
+    tc = steerer.items.items["train_count"].to_numpy()
+    is_head, _ = popularity_arrays(tc)
+    histories = [steerer.truncate(h) for h in points.inputs]
+    topk, specs, facts = reference_lists(steerer.model, steerer.layer, histories, is_head, tc > 0, k)
+    rows = curve_rows(steerer, points, topk, row_ndcg(topk[:, 0], points.targets), k)
+    table = pd.DataFrame([{**s, **r} for s, r in zip(specs, rows)])
+    summary = {**facts}
+    for method in ("head_penalty", "linear_shift"):
+        part = pd.concat([table.iloc[:1], table[table["method"] == method]]).reset_index(drop=True)
+        best = best_within(part, k)
+        summary[method] = {"best_strength_within_10pct_ndcg": float(best["strength"]), **_best_summary(best, k)}
+    best_within(table, k)                        # the lift column for every row
     return table, summary
 
 
-def plot_curve(table: pd.DataFrame, k: int, path) -> None:
-    """Long-tail share, Gini and NDCG@k against alpha: the trade-off a person picks alpha from."""
+def plot_curve(table: pd.DataFrame, k: int, path, references: pd.DataFrame | None = None) -> None:
+    """Long-tail share, Gini and NDCG@k against alpha (the trade-off a person picks alpha from), and
+    the long-tail lift against the NDCG drop beside the SAE-free references (what the curve is
+    worth: the issue's bar is 2x at a 10% drop)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from ..atomic import save_figure
 
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.4))
     ax[0].plot(table["alpha"], table[f"long_tail@{k}"], "o-", label="long-tail share")
     ax[0].plot(table["alpha"], table[f"gini@{k}"], "s-", label="Gini index")
     ax[0].set_xlabel("alpha"), ax[0].legend(), ax[0].set_title(f"top-{k} lists")
@@ -168,16 +208,26 @@ def plot_curve(table: pd.DataFrame, k: int, path) -> None:
     ax[1].fill_between(table["alpha"], table[f"ndcg@{k}"].iloc[0] * (1 - table["ndcg_drop_ci_high"]),
                        table[f"ndcg@{k}"].iloc[0] * (1 - table["ndcg_drop_ci_low"]), alpha=0.2, color="C2")
     ax[1].set_xlabel("alpha"), ax[1].set_title(f"NDCG@{k} (pooled, 95% interval)")
+    ax[2].plot(100 * table["ndcg_drop"], table["long_tail_lift"], "o-", label="PopSteer")
+    if references is not None:
+        origin = references[references["method"] == "unsteered"]
+        for method, part in references[references["method"] != "unsteered"].groupby("method"):
+            part = pd.concat([origin, part])
+            ax[2].plot(100 * part["ndcg_drop"], part["long_tail_lift"], "s--", label=method.replace("_", " "))
+    ax[2].axvline(10, color="grey", lw=0.8), ax[2].axhline(2, color="grey", lw=0.8)
+    ax[2].set_xlim(-1, 30), ax[2].set_xlabel(f"NDCG@{k} drop (%)"), ax[2].set_ylabel("long-tail share lift")
+    ax[2].legend(fontsize=8), ax[2].set_title("trade-off")
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
 def popsteer_run(run, alphas: list[float], cfg: PopSteerConfig = PopSteerConfig(), k: int = 10,
-                 eval_positions: int = 10) -> dict:
+                 eval_positions: int = 10, references: bool = True) -> dict:
     """PopSteer on a finished run: effect sizes, the curve over ``alphas`` on the test users' last
     ``eval_positions`` predictions, written to ``RUN/steer/popsteer.{parquet,json,png}`` and
-    ``popsteer_features.parquet``; returns the summary."""
+    ``popsteer_features.parquet``; with ``references``, the SAE-free reference curves on the same
+    points (``popsteer_references.parquet``, and in the summary and the plot); returns the summary."""
     from ..atomic import write_parquet
     from ..rundir import A
 
@@ -186,12 +236,17 @@ def popsteer_run(run, alphas: list[float], cfg: PopSteerConfig = PopSteerConfig(
     effects = effect_sizes(steerer, popular, niche)
     points = Points.of_test_users(run, steerer.model.max_len, eval_positions)
     table, summary = popsteer_curve(steerer, points, effects, alphas, cfg.top_n, k)
+    refs, ref_summary = reference_curves(steerer, points, k) if references else (None, None)
     run.stage(A.STEER)
     write_parquet(effects, run.path(A.POPSTEER_FEATURES))
     write_parquet(table, run.path(A.POPSTEER))
-    plot_curve(table, k, run.path(A.POPSTEER).with_suffix(".png"))
+    if refs is not None:
+        write_parquet(refs, run.path(A.POPSTEER_REFERENCES))
+    plot_curve(table, k, run.path(A.POPSTEER).with_suffix(".png"), refs)
     summary = {**summary, "config": cfg.__dict__, "users": points.users, "points": len(points.targets),
                "top_features": effects.reindex(effects["d"].abs().sort_values(ascending=False).index)
                .head(10)[["feature", "d"]].to_dict(orient="records")}
+    if ref_summary is not None:
+        summary["references"] = ref_summary
     run.write_json(A.POPSTEER_SUMMARY, summary)
-    return {**summary, "table": table}
+    return {**summary, "table": table, "references_table": refs}
