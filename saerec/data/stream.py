@@ -30,6 +30,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from ..atomic import atomic_path, write_parquet
+from ..heap import release_memory
 from ..config import RunConfig
 from ..progress import Progress
 from ..rundir import A, RunDir
@@ -52,19 +53,6 @@ class StreamReport:
     max_chunk_rows: int = 0
     buckets: int = 0
     max_bucket_rows: int = 0      # rows read back for one bucket (all its users' interactions)
-
-
-def release_memory() -> None:
-    """Hand freed memory back to the OS after a chunk or a bucket. Without it the allocators
-    (Arrow's pool, glibc's heap) keep what earlier chunks freed, fragmented, and the process grows
-    with the number of chunks although each holds the same rows (measured: docs/benchmarks.md)."""
-    import ctypes
-
-    pa.default_memory_pool().release_unused()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):           # not glibc: nothing to trim
-        pass
 
 
 def bucket_ranges(rows_per_user: pd.Series, bucket_rows: int) -> list[tuple[int, int]]:

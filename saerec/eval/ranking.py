@@ -7,6 +7,7 @@ from typing import Callable, Mapping, Sequence, Union
 import numpy as np
 import torch
 
+from ..heap import every
 from ..model.interface import Intervention, SequentialRecommender
 from ..precision import autocast
 from ..train.batching import pad_inputs
@@ -54,7 +55,9 @@ def recommend(model: SequentialRecommender, inputs: list[np.ndarray], k: int = 1
         model.eval()
     out = np.zeros((len(inputs), k), dtype=np.int64)
     vals = np.zeros((len(inputs), k), dtype=np.float32)
+    tick = every(8)                          # long offline passes: keep the heap from growing with them
     for rows in length_batches([len(s) for s in inputs], batch_size, max_tokens):
+        tick()
         items, lengths = pad_inputs([inputs[i] for i in rows])
         items, lengths = items.to(device), lengths.to(device)
         ivs = interventions(rows) if callable(interventions) else interventions
