@@ -151,7 +151,9 @@ class SteerConfig(Section):
     probe_rows: Positive = 100_000         # activation rows sampled to fit each probe
     k: Positive = 10
     eval_positions: Positive = 10          # next-item predictions per test user (its last items); 1 = the paper's last item only
+    max_users: Positive | None = 1000      # test users the sweep is measured on (a seeded sample when more; None: all)
     batch_size: Positive = 512
+    score_mb: Positive = 512               # the sweep's (rows x items) score chunk: fewer rows per chunk for a larger catalogue
 
 
 def _k_values(ks: list[int]) -> None:

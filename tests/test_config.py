@@ -42,8 +42,8 @@ POSITIVE = ["data.popularity_buckets", "data.synthetic_users", "data.synthetic_i
             "train.patience", "train.batch_tokens", "train.num_negatives", "train.num_workers", "train.eval_batch_size",
             "activations.actors", "activations.users_per_batch", "activations.object_store_mb", "activations.block_mb",
             "sae.n_latents", "sae.k", "sae.k_aux", "sae.dead_window", "sae.batch_size", "sae.epochs", "sae.steps",
-            "sae.shuffle_buffer", "sae_train.num_workers", "steer.probe_rows", "steer.k", "steer.eval_positions",
-            "steer.batch_size", "sae_eval.sample_rows", "sae_eval.batch_rows"]
+            "sae.shuffle_buffer", "sae_train.num_workers", "steer.probe_rows", "steer.k", "steer.eval_positions", "steer.max_users",
+            "steer.batch_size", "steer.score_mb", "sae_eval.sample_rows", "sae_eval.batch_rows"]
 BAD.update({k: ("0", f"{k}: 0 must be >= 1") for k in POSITIVE})
 BAD.update({k: ("0", f"{k}: 0.0 must be > 0.0") for k in ("train.lr", "train.cpus_per_worker", "sae.lr", "data.synthetic_scale",
                                                             "sae.jump_bandwidth", "steer.value_step",

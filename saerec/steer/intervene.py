@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..eval.ranking import length_batches, recommend
+from ..heap import release_memory
 from ..model.interface import Intervention, SequentialRecommender, Where, mask_seen
 from ..model.laststep import replay_where
 from ..rundir import A, RunDir
@@ -282,6 +283,7 @@ class Steerer:
         out = np.zeros((len(histories), n, k), dtype=np.int64)
         per = max(1, max_rows // max(n, 1))
         for rows in length_batches([len(h) for h in histories], per):
+            release_memory()                 # each chunk's scores are hundreds of MB: keep the heap flat
             scores = self._variant_scores([histories[i] for i in rows], n, fn, exclude_seen)
             out[rows] = (scores.topk(k, dim=2).indices + 1).numpy()
             if progress is not None:

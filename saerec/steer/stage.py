@@ -87,11 +87,14 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     if sc.probe:
         steerer.probes = ensure_probes(run, steerer, cfg, attributes)
     probe_seconds = time.perf_counter() - t
-    points = Points.of_test_users(run, steerer.model.max_len, sc.eval_positions)
+    points = Points.of_test_users(run, steerer.model.max_len, sc.eval_positions).sample_users(sc.max_users)
     values = sweep_values(sc)
     curves = default_curves(sc, attributes)
     t = time.perf_counter()
-    table, base, per_point = run_sweep(steerer, points, curves, values, k=sc.k, max_rows=sc.batch_size * 16,
+    # rows of (history, variant) scored at once: the (rows x items) float32 scores stay within
+    # score_mb whatever the catalogue (the chunk was the peak's largest part, and grew with the items)
+    max_rows = max(1, min(sc.batch_size * 16, (sc.score_mb << 20) // (4 * steerer.model.n_items)))
+    table, base, per_point = run_sweep(steerer, points, curves, values, k=sc.k, max_rows=max_rows,
                                        progress=progress)
     sweep_seconds = time.perf_counter() - t
     last_inputs = [x for x, keep in zip(points.inputs, points.last) if keep]

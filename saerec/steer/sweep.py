@@ -71,6 +71,25 @@ class Points:
         test = test_pairs(run, max_len, positions)
         return cls(test.inputs, test.targets, test.owner)
 
+    def sample_users(self, max_users: int | None, seed: int = 0) -> "Points":
+        """The points of at most ``max_users`` users (a seeded uniform choice, kept in file order,
+        owners renumbered 0..n-1); ``self`` when there are no more users than that.
+
+        >>> p = Points([np.arange(2)] * 5, np.arange(5), np.array([0, 0, 1, 2, 2]))
+        >>> p.sample_users(3) is p, p.sample_users(None) is p
+        (True, True)
+        >>> q = p.sample_users(2, seed=1)
+        >>> q.users, sorted(set(q.owner.tolist())), [int(t) for t in q.targets]
+        (2, [0, 1], [0, 1, 2])
+        """
+        users = np.unique(self.owner)
+        if max_users is None or len(users) <= max_users:
+            return self
+        chosen = np.random.default_rng(seed).choice(users, max_users, replace=False)
+        idx = np.flatnonzero(np.isin(self.owner, chosen))
+        owner = np.unique(self.owner[idx], return_inverse=True)[1]
+        return Points([self.inputs[i] for i in idx], self.targets[idx], owner)
+
     @property
     def last(self) -> np.ndarray:
         """Each user's last point (points of a user are contiguous, oldest first)."""
