@@ -64,15 +64,15 @@ def reference_lists(model, layer: str, histories: list[np.ndarray], is_head: np.
     of the fit (R^2, the RMS state norm, the median k-th probability)."""
     head = torch.from_numpy(np.asarray(is_head[1:], dtype=np.float32))      # column j = item j + 1
     d = None
-    states, probs_k = [], []
+    finals, probs_k = [], []
     batches = length_batches([len(h) for h in histories], max_rows)
-    for rows in batches:                                     # pass 1: the states' size, the k-th probability
+    for rows in batches:                                     # pass 1: the states (kept: U x d), the k-th probability
         final = _final_states(model, layer, [histories[i] for i in rows])
         d = final.shape[1]
-        states.append(final.pow(2).sum(1))
+        finals.append(final)
         probs_k.append(torch.softmax(_masked_scores(model, final, [histories[i] for i in rows]), 1)
                        .topk(k, dim=1).values[:, -1])
-    rms = float(torch.cat(states).mean().sqrt()) if states else 0.0
+    rms = float(torch.cat(finals).pow(2).sum(1).mean().sqrt()) if finals else 0.0
     p_k = float(torch.cat(probs_k).median()) if probs_k else 0.0
     E = (model.scores(torch.eye(d)) - model.scores(torch.zeros(1, d))).T if d else torch.zeros(0, 0)
     v, r2 = shift_direction(E, head, torch.from_numpy(np.asarray(seen, dtype=bool))) if d else (None, 0.0)
@@ -80,9 +80,8 @@ def reference_lists(model, layer: str, histories: list[np.ndarray], is_head: np.
              + [{"method": "head_penalty", "strength": float(s)} for s in penalties]
              + [{"method": "linear_shift", "strength": float(s)} for s in betas])
     out = np.zeros((len(histories), len(specs), k), dtype=np.int64)
-    for rows in batches:                                     # pass 2: the lists
+    for rows, final in zip(batches, finals):                 # pass 2: the lists, from pass 1's states
         hs = [histories[i] for i in rows]
-        final = _final_states(model, layer, hs)
         scores = _masked_scores(model, final, hs)
         lists = [scores.topk(k, dim=1).indices[:, None]]
         probs = torch.where(torch.isfinite(scores), torch.softmax(scores, 1), -torch.inf)   # seen items stay out
