@@ -2,7 +2,10 @@
 
 import json
 
+import pandas as pd
+
 from saerec.cli import main
+from test_sae_stage import assert_extraction_order
 
 TINY = ["--dataset", "synthetic", "--epochs", "2",
         "--set", "data.synthetic_users=300", "--set", "data.synthetic_items=80", "--set", "data.synthetic_genres=5",
@@ -24,6 +27,8 @@ def test_run_is_resumable_by_content_hash(ray_session, tmp_path, capsys):
     rec = json.loads((run / "pipeline.json").read_text())
     assert set(rec) == set(first) and (run / "steer" / "summary.json").exists()
     assert (run / "saeeval" / "summary.json").exists()
+    for part in ("sae", "test"):                                      # several blocks each, written in order
+        assert_extraction_order(run, part, pd.read_parquet(run / "activations" / part))
     sae = json.loads((run / "sae" / "cfg.json").read_text())
     assert sae["sae"]["kind"] == "topk" and 0 < json.loads((run / "sae" / "metrics.json").read_text())["l0"] <= 8
 

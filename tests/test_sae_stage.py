@@ -22,6 +22,15 @@ from saerec.sae.trainer import ReconStats
 from saerec.train.batching import pad_inputs
 
 
+def assert_extraction_order(root, part: str, df: pd.DataFrame) -> None:
+    """Rows come in the prepared log's user order, positions ascending: the shards' bytes (and so the
+    SAE stage's key) are the same on every re-extraction. Ray's own writer put a later block first in
+    about one write in six."""
+    order = pd.read_parquet(root / "data" / "sequences.parquet", columns=["user_id", "part"])
+    assert pd.unique(df["user_id"]).tolist() == order[order["part"] == part]["user_id"].tolist()
+    assert (df.groupby("user_id", sort=False)["position"].diff().dropna() > 0).all()
+
+
 def test_extraction_covers_every_position(own_trained_run):
     run, cfg = own_trained_run
     extract_stage(run, cfg)
@@ -38,6 +47,7 @@ def test_extraction_covers_every_position(own_trained_run):
         s = prep.index.to_ids(seqs.get(int(np.searchsorted(seqs.users, u))))
         rows = df[df["user_id"] == u].sort_values("position")
         assert rows["item_id"].tolist() == s.tolist()
+        assert_extraction_order(run.root, part, df)
 
 
 def test_block_activations_equal_model_capture(own_trained_run):

@@ -2,13 +2,14 @@
 
 ``read_parquet(RUN/data/sequences.parquet)`` -> keep one part (the SAE part for training, test for
 interpretation) -> ``map_batches(ActivationActor, compute=ActorPoolStrategy)``: each actor loads the
-checkpoint once -> ``write_parquet(RUN/activations/<part>/)``. Batches of users flow through with
+checkpoint once -> the driver writes the batches, in order, to ``RUN/activations/<part>/``. Batches of users flow through with
 backpressure, so memory does not grow with the number of users. Columns: ``user_id``,
 ``position``, ``item_id`` (the dataset's id), ``activation`` (fixed-size float32 tensor).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 from pathlib import Path
@@ -45,15 +46,43 @@ class ActivationActor:
         return rows
 
 
-def shard_names(part: str):
-    """``<part>-<task>.parquet`` instead of Ray's random write UUIDs: the stage key hashes file names."""
-    from ray.data.datasource import FilenameProvider
+ROWS_PER_SHARD = 200_000
 
-    class ShardNames(FilenameProvider):
-        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-            return f"{part}-{task_index:06}.parquet"
 
-    return ShardNames(file_format="parquet")
+def write_in_order(batches, out: Path, part: str, rows_per_shard: int = ROWS_PER_SHARD) -> int:
+    """Write Arrow batches, in the order given, to ``out/<part>-<n>.parquet`` of ``rows_per_shard`` rows.
+
+    The driver writes, not Ray's ``write_parquet``: Ray's writer bundles blocks for a file in the
+    order they arrive, and about one write in six put a later block first (measured on Ray 2.60 with
+    ``preserve_order``), which changed the shards' bytes and so the SAE stage's key.
+
+    >>> import tempfile, pyarrow as pa, pyarrow.parquet as pq
+    >>> d = Path(tempfile.mkdtemp())
+    >>> write_in_order((pa.table({"x": list(range(i, i + 3))}) for i in (0, 3, 6)), d, "t", rows_per_shard=4)
+    9
+    >>> [(f.name, pq.read_table(f)["x"].to_pylist()) for f in sorted(d.iterdir())]
+    [('t-000000.parquet', [0, 1, 2, 3]), ('t-000001.parquet', [4, 5, 6, 7]), ('t-000002.parquet', [8])]
+    """
+    import pyarrow.parquet as pq
+
+    out.mkdir(parents=True, exist_ok=True)
+    writer, in_shard, shards, total = None, 0, 0, 0
+    for t in batches:
+        while t.num_rows:
+            if writer is None:
+                writer = pq.ParquetWriter(out / f"{part}-{shards:06}.parquet", t.schema)
+                shards += 1
+            take = min(t.num_rows, rows_per_shard - in_shard)
+            writer.write_table(t.slice(0, take))
+            in_shard += take
+            total += take
+            t = t.slice(take)
+            if in_shard == rows_per_shard:
+                writer.close()
+                writer, in_shard = None, 0
+    if writer is not None:
+        writer.close()
+    return total
 
 
 def extract(run: RunDir, part: str = "sae", cfg: ActivationsConfig | None = None, threads_per_actor: int = 1) -> Path:
@@ -65,7 +94,7 @@ def extract(run: RunDir, part: str = "sae", cfg: ActivationsConfig | None = None
     """
     import ray
     import ray.data
-    from ray.data import ExecutionResources
+    from ray.data import DataContext, ExecutionResources
 
     from ..raycluster import ensure_ray
 
@@ -77,23 +106,30 @@ def extract(run: RunDir, part: str = "sae", cfg: ActivationsConfig | None = None
     if run.remote:                      # the actors may run on any node: write to the run's URI
         run.remote.delete(f"activations/{part}")
     src = str(run.data / "sequences.parquet")
-    ds = ray.data.read_parquet(src).select_columns(["user_id", "part", "items"])
-    ds = ds.filter(lambda r: r["part"] == part)
-    ds = ds.map_batches(
-        ActivationActor,
-        fn_constructor_kwargs={"recommender_dir": str(run.recommender), "layer": cfg.layer,
-                               "threads": threads_per_actor},
-        compute=ray.data.ActorPoolStrategy(size=cfg.actors),
-        batch_size=cfg.users_per_batch, batch_format="numpy", num_cpus=threads_per_actor,
-    )
-    ds.context.target_max_block_size = cfg.block_mb << 20
-    # Same inputs -> same files: blocks keep their order and files are named by part and task, so
-    # re-extracting an unchanged recommender leaves the content hash (and the SAE stage's key) as is.
-    ds.context.execution_options.preserve_order = True
-    ds.context.execution_options.resource_limits = ExecutionResources.for_limits(
+    # Same inputs -> same files: blocks keep their order (preserve_order) and the driver writes them
+    # in that order, so re-extracting an unchanged recommender leaves the content hash (and the SAE
+    # stage's key) as is. A Dataset snapshots the process's DataContext when it is created, and the
+    # Parquet reader plans its reads from that snapshot: the options are set before the read.
+    ctx = DataContext.get_current()
+    saved = ctx.execution_options, ctx.target_max_block_size
+    ctx.execution_options = copy.deepcopy(saved[0])
+    ctx.execution_options.preserve_order = True
+    ctx.target_max_block_size = cfg.block_mb << 20
+    ctx.execution_options.resource_limits = ExecutionResources.for_limits(
         object_store_memory=cfg.object_store_mb << 20)
-    ds.write_parquet(run.ray_path(f"activations/{part}"), mode="overwrite", min_rows_per_file=200_000,
-                     filename_provider=shard_names(part))
-    run.pull(f"activations/{part}")     # the driver's later stages read them locally
-    log.info("wrote activations of %s users (%s) to %s", part, cfg.layer, out)
+    try:
+        ds = ray.data.read_parquet(src).select_columns(["user_id", "part", "items"])
+        ds = ds.filter(lambda r: r["part"] == part)
+        ds = ds.map_batches(
+            ActivationActor,
+            fn_constructor_kwargs={"recommender_dir": str(run.recommender), "layer": cfg.layer,
+                                   "threads": threads_per_actor},
+            compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+            batch_size=cfg.users_per_batch, batch_format="numpy", num_cpus=threads_per_actor,
+        )
+    finally:
+        ctx.execution_options, ctx.target_max_block_size = saved     # other datasets keep theirs
+    rows = write_in_order(ds.iter_batches(batch_size=None, batch_format="pyarrow"), out, part)
+    run.push(f"activations/{part}")     # a remote run's SAE workers read the shards from its URI
+    log.info("wrote %d activation rows of %s users (%s) to %s", rows, part, cfg.layer, out)
     return out
