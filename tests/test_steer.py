@@ -379,3 +379,18 @@ def test_default_attributes_fall_back_on_datasets_without_them():
     assert swept_attributes(st, SteerConfig()) == ["Rock", "Jazz", "decade:1990s"]   # genres first, by correlation
     with pytest.raises(EditError, match="unknown attribute"):
         swept_attributes(st, SteerConfig(attributes=["Sci-Fi"]))              # an explicit list must match
+
+
+def test_points_of_sampled_users_are_read_for_those_users_only(steer_setup):
+    """steer-eval draws its users before reading them: the same points as reading every test user
+    and sampling afterwards, without holding the others' histories."""
+    from saerec.steer.sweep import Points
+
+    run, _, steerer, _, _ = steer_setup
+    every = Points.of_test_users(run, steerer.model.max_len, 3)
+    some = Points.of_test_users(run, steerer.model.max_len, 3, max_users=5, seed=2)
+    want = every.sample_users(5, seed=2)
+    assert some.users == 5 < every.users
+    assert np.array_equal(some.owner, want.owner) and np.array_equal(some.targets, want.targets)
+    assert all(np.array_equal(a, b) for a, b in zip(some.inputs, want.inputs))
+    assert Points.of_test_users(run, steerer.model.max_len, 3, max_users=every.users).users == every.users

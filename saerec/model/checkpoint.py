@@ -111,11 +111,11 @@ class HeldOut:
     owner: np.ndarray               # each point's test sequence (file order): a user's points are contiguous, oldest first
 
 
-def test_pairs(run, max_len: int, last: int = 1, index=None, batch_users: int | None = None) -> HeldOut:
+def test_pairs(run, max_len: int, last: int = 1, index=None, batch_users: int | None = None, users=None) -> HeldOut:
     """The test users' last ``last`` predictions (:func:`saerec.data.sequences.eval_points`; ``last=1``
     is :func:`~saerec.data.sequences.eval_pairs`) read from ``RUN/data/sequences.parquet`` in bounded
     batches (``batch_users`` users each, default the readers'), in the model's item index (``index``,
-    default :func:`model_index`).
+    default :func:`model_index`); ``users``: only those test users (file order kept).
 
     Why here: every stage and tool that scores the test users (sae, interpret, tune, steer-eval, the
     browser, ``saerec steer --user``) reads them this one way. Why batches: each batch keeps only its
@@ -125,16 +125,16 @@ def test_pairs(run, max_len: int, last: int = 1, index=None, batch_users: int | 
     from ..data.sequences import eval_points, tails
 
     index = model_index(run.recommender) if index is None else index
-    users, inputs, targets, owner, seen = [np.zeros(0, np.int64)], [], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], 0
-    for batch in sequence_batches(run, "test", index, batch_users=batch_users or SEQ_BATCH_USERS):
+    ids, inputs, targets, owner, seen = [np.zeros(0, np.int64)], [], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], 0
+    for batch in sequence_batches(run, "test", index, users, batch_users=batch_users or SEQ_BATCH_USERS):
         kept = tails(batch, max_len + last)
         x, t, o = eval_points(kept, max_len, last)
         inputs += x
         targets.append(t)
         owner.append(o + seen)
-        users.append(kept.users[o])
+        ids.append(kept.users[o])
         seen += len(kept)
-    return HeldOut(np.concatenate(users), inputs, np.concatenate(targets), np.concatenate(owner))
+    return HeldOut(np.concatenate(ids), inputs, np.concatenate(targets), np.concatenate(owner))
 
 
 test_pairs.__test__ = False     # a library function, not a pytest test, wherever a test module imports it

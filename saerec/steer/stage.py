@@ -87,7 +87,7 @@ def steer_eval_stage(run: RunDir, cfg: RunConfig, progress: bool = True) -> dict
     if sc.probe:
         steerer.probes = ensure_probes(run, steerer, cfg, attributes)
     probe_seconds = time.perf_counter() - t
-    points = Points.of_test_users(run, steerer.model.max_len, sc.eval_positions).sample_users(sc.max_users)
+    points = Points.of_test_users(run, steerer.model.max_len, sc.eval_positions, sc.max_users)
     values = sweep_values(sc)
     curves = default_curves(sc, attributes)
     t = time.perf_counter()
