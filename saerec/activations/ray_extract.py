@@ -31,9 +31,12 @@ class ActivationActor:
         from ..model.checkpoint import load_model, model_index
 
         torch.set_num_threads(max(1, threads))
+        from ..heap import every
+
         self.model, _ = load_model(recommender_dir)
         self.index = model_index(recommender_dir)
         self.layer = layer
+        self.trim = every(8)          # padded batches vary in length: the heap would grow with their number
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .extract import block_activations
@@ -43,6 +46,7 @@ class ActivationActor:
         keep = [i for i, s in enumerate(seqs) if len(s)]
         rows = block_activations(self.model, batch["user_id"][keep], [seqs[i] for i in keep], self.layer)
         rows["item_id"] = self.index.to_ids(rows.pop("item"))
+        self.trim()
         return rows
 
 
@@ -65,6 +69,8 @@ def write_in_order(batches, out: Path, part: str, rows_per_shard: int = ROWS_PER
     """
     import pyarrow.parquet as pq
 
+    from ..heap import release_memory
+
     out.mkdir(parents=True, exist_ok=True)
     writer, in_shard, shards, total = None, 0, 0, 0
     for t in batches:
@@ -80,6 +86,7 @@ def write_in_order(batches, out: Path, part: str, rows_per_shard: int = ROWS_PER
             if in_shard == rows_per_shard:
                 writer.close()
                 writer, in_shard = None, 0
+                release_memory()
     if writer is not None:
         writer.close()
     return total
@@ -96,6 +103,8 @@ def extract(run: RunDir, part: str = "sae", cfg: ActivationsConfig | None = None
     import ray.data
     from ray.data import DataContext, ExecutionResources
 
+    from ..data.prepare import part_positions
+    from ..progress import Progress
     from ..raycluster import ensure_ray
 
     cfg = cfg or ActivationsConfig()
@@ -129,7 +138,15 @@ def extract(run: RunDir, part: str = "sae", cfg: ActivationsConfig | None = None
         )
     finally:
         ctx.execution_options, ctx.target_max_block_size = saved     # other datasets keep theirs
-    rows = write_in_order(ds.iter_batches(batch_size=None, batch_format="pyarrow"), out, part)
+    prog = Progress(f"extract {part}", part_positions(run, part), unit="act")
+
+    def counted(batches):
+        for b in batches:
+            prog.update(b.num_rows)
+            yield b
+
+    rows = write_in_order(counted(ds.iter_batches(batch_size=None, batch_format="pyarrow")), out, part)
+    print(prog.line(), flush=True)
     run.push(f"activations/{part}")     # a remote run's SAE workers read the shards from its URI
     log.info("wrote %d activation rows of %s users (%s) to %s", rows, part, cfg.layer, out)
     return out
