@@ -2,8 +2,8 @@
 
 ``read_parquet(RUN/data/sequences.parquet)`` -> keep one part (the SAE part for training, test for
 interpretation) -> ``map_batches(ActivationActor, compute=ActorPoolStrategy)``: each actor loads the
-checkpoint once -> the driver writes the batches, in order, to ``RUN/activations/<part>/``. Batches of users flow through with
-backpressure, so memory does not grow with the number of users. Columns: ``user_id``,
+checkpoint once -> the driver writes the batches, in order, to ``RUN/activations/<part>/``. Batches
+of users flow through with backpressure, so memory does not grow with the number of users. Columns: ``user_id``,
 ``position``, ``item_id`` (the dataset's id), ``activation`` (fixed-size float32 tensor).
 """
 
@@ -28,11 +28,10 @@ class ActivationActor:
     def __init__(self, recommender_dir: str, layer: str, threads: int = 1):
         import torch
 
+        from ..heap import every
         from ..model.checkpoint import load_model, model_index
 
         torch.set_num_threads(max(1, threads))
-        from ..heap import every
-
         self.model, _ = load_model(recommender_dir)
         self.index = model_index(recommender_dir)
         self.layer = layer
