@@ -128,7 +128,8 @@ def popsteer_curve(steerer: Steerer, points: Points, effects: pd.DataFrame, alph
     variants = [popsteer_edits(effects, a, top_n, labels) for a in values]
     topk = steerer.recommend_variants(points.inputs, variants, k=k, max_rows=max_rows)
     rows = curve_rows(steerer, points, topk, row_ndcg(topk[:, 0], points.targets), k)
-    table = pd.DataFrame([{"alpha": float(a), "features": len(v), **r} for a, v, r in zip(values, variants, rows)])
+    table = with_lift(pd.DataFrame([{"alpha": float(a), "features": len(v), **r}
+                                    for a, v, r in zip(values, variants, rows)]), k)
     best = best_within(table, k)
     summary = {"alphas": table["alpha"].tolist(), "unsteered_long_tail": float(table[f"long_tail@{k}"].iloc[0]),
                "best_alpha_within_10pct_ndcg": float(best["alpha"]), **_best_summary(best, k),
@@ -156,14 +157,27 @@ def curve_rows(steerer: Steerer, points: Points, topk: np.ndarray, base: np.ndar
     return rows
 
 
-def best_within(table: pd.DataFrame, k: int, max_drop: float = 0.10) -> pd.Series:
-    """Adds ``long_tail_lift`` (each row's long-tail share over the first row's) to ``table`` and
-    returns the row with the largest lift whose NDCG@k drop is at most ``max_drop`` (the first row
-    when none is)."""
+def with_lift(table: pd.DataFrame, k: int) -> pd.DataFrame:
+    """``table`` with ``long_tail_lift``: each row's long-tail share over the first (unsteered) row's.
+
+    >>> with_lift(pd.DataFrame({"long_tail@10": [0.25, 0.375, 0.625]}), 10)["long_tail_lift"].tolist()
+    [1.0, 1.5, 2.5]
+    """
     lt0 = table[f"long_tail@{k}"].iloc[0]
-    table["long_tail_lift"] = table[f"long_tail@{k}"] / lt0 if lt0 > 0 else np.nan
-    ok = table[table["ndcg_drop"] <= max_drop]
-    return ok.loc[ok["long_tail_lift"].idxmax()] if len(ok) else table.iloc[0]
+    return table.assign(long_tail_lift=table[f"long_tail@{k}"] / lt0 if lt0 > 0 else np.nan)
+
+
+def best_within(table: pd.DataFrame, k: int, max_drop: float = 0.10) -> pd.Series:
+    """The row with the largest long-tail lift whose NDCG@k drop is at most ``max_drop`` (the first
+    row when none is), its lift included.
+
+    >>> t = pd.DataFrame({"long_tail@10": [0.25, 0.375, 0.625], "ndcg_drop": [0.0, 0.05, 0.2]})
+    >>> float(best_within(t, 10)["long_tail_lift"]), "long_tail_lift" in t
+    (1.5, False)
+    """
+    t = with_lift(table, k)
+    ok = t[t["ndcg_drop"] <= max_drop]
+    return ok.loc[ok["long_tail_lift"].idxmax()] if len(ok) else t.iloc[0]
 
 
 def _best_summary(best: pd.Series, k: int) -> dict:
@@ -186,8 +200,7 @@ def reference_curves(steerer: Steerer, points: Points, k: int = 10) -> tuple[pd.
         part = pd.concat([table.iloc[:1], table[table["method"] == method]]).reset_index(drop=True)
         best = best_within(part, k)
         summary[method] = {"best_strength_within_10pct_ndcg": float(best["strength"]), **_best_summary(best, k)}
-    best_within(table, k)                        # the lift column for every row
-    return table, summary
+    return with_lift(table, k), summary
 
 
 def plot_curve(table: pd.DataFrame, k: int, path, references: pd.DataFrame | None = None) -> None:
