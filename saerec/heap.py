@@ -6,7 +6,8 @@ length, scores over the catalogue) leaves the heap fragmented: the process grows
 of batches although each holds the same. Scoring 13,849 test users on the 20M-interaction log
 (``downstream_metrics`` of the SAE stage) peaked at 2,207 MB against 1,617 MB for 1,385 users at 2M,
 and at 1,735 MB with a trim between batches (docs/benchmarks.md). Arrow's pool keeps freed memory
-too. A trim costs well under a millisecond on these heaps; callers do it every few batches.
+too. A trim walks the whole heap: well under a millisecond on small heaps, about 30 ms on the
+20M-interaction evaluation's (docs/benchmarks.md), so callers do it every few batches.
 """
 
 from __future__ import annotations

@@ -55,7 +55,10 @@ def recommend(model: SequentialRecommender, inputs: list[np.ndarray], k: int = 1
         model.eval()
     out = np.zeros((len(inputs), k), dtype=np.int64)
     vals = np.zeros((len(inputs), k), dtype=np.float32)
-    tick = every(8)                          # long offline passes: keep the heap from growing with them
+    # long offline passes: keep the heap from growing with them (a one-batch call, as in serving, never
+    # trims). Every 2 batches, evaluate at 20M interactions peaked at 606-640 MB, at every 8 at 702-814
+    # MB (609 MB at 2M), and ran 7% slower (docs/benchmarks.md, "Session 18")
+    tick = every(2)
     for rows in length_batches([len(s) for s in inputs], batch_size, max_tokens):
         tick()
         items, lengths = pad_inputs([inputs[i] for i in rows])
