@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ActivationsConfig
-from ..rundir import RunDir
+from ..rundir import A, RunDir
 
 log = logging.getLogger("saerec.activations")
 
@@ -102,7 +102,6 @@ def extract(run: RunDir, part: str = "sae", cfg: ActivationsConfig | None = None
     import ray.data
     from ray.data import DataContext, ExecutionResources
 
-    from ..data.prepare import part_positions
     from ..progress import Progress
     from ..raycluster import ensure_ray
 
@@ -137,7 +136,8 @@ def extract(run: RunDir, part: str = "sae", cfg: ActivationsConfig | None = None
         )
     finally:
         ctx.execution_options, ctx.target_max_block_size = saved     # other datasets keep theirs
-    prog = Progress(f"extract {part}", part_positions(run, part), unit="act")
+    # the split recorded each part's interactions: the progress total (one row per position)
+    prog = Progress(f"extract {part}", run.read_json(A.SPLIT).get(f"{part}_interactions"), unit="act")
 
     def counted(batches):
         for b in batches:

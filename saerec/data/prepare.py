@@ -124,16 +124,6 @@ def part_users(run: RunDir, part: str, batch_users: int = SEQ_BATCH_USERS) -> np
     return np.concatenate(got)
 
 
-def part_positions(run: RunDir, part: str, batch_users: int = SEQ_BATCH_USERS) -> int:
-    """How many interactions one part of ``RUN/data/sequences.parquet`` holds (a progress total)."""
-    import pyarrow.compute as pc
-
-    n = 0
-    for _, batch in _part_batches(run, (part,), ["items"], batch_users=batch_users):
-        n += int(pc.sum(batch.column("items").value_lengths()).as_py() or 0)
-    return n
-
-
 def read_sequences(run: RunDir, part: str, index: ItemIndex, users=None,
                    batch_users: int = SEQ_BATCH_USERS) -> Sequences:
     """One part's sequences straight from ``RUN/data/sequences.parquet``, ``batch_users`` rows at a

@@ -47,6 +47,20 @@ def sweep_values(cfg: SteerConfig) -> np.ndarray:
     return np.round(cfg.value_min + cfg.value_step * np.arange(n), 10)
 
 
+def draw_users(users: np.ndarray, max_users: int | None, seed: int = 0) -> np.ndarray | None:
+    """A seeded uniform choice of ``max_users`` of ``users``, in their order; None when there are no
+    more users than that (or no limit): the one draw both :class:`Points` samplers make.
+
+    >>> draw_users(np.array([5, 7, 9]), 3) is None, draw_users(np.array([5, 7, 9]), None) is None
+    (True, True)
+    >>> draw_users(np.array([5, 7, 9, 11]), 2, seed=1).tolist()
+    [7, 9]
+    """
+    if max_users is None or len(users) <= max_users:
+        return None
+    return users[np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))]
+
+
 @dataclass(frozen=True)
 class Points:
     """What a sweep is measured on: the last few next-item predictions of every test user
@@ -72,10 +86,10 @@ class Points:
         from ..data.prepare import part_users
         from ..model.checkpoint import test_pairs
 
-        users = part_users(run, "test")
         chosen = None
-        if max_users is not None and len(users) > max_users:
-            chosen = users[np.sort(np.random.default_rng(seed).choice(len(users), max_users, replace=False))]
+        if max_users is not None:
+            users = part_users(run, "test")
+            chosen = draw_users(users, max_users, seed)
         test = test_pairs(run, max_len, positions, users=chosen)
         return cls(test.inputs, test.targets, test.owner)
 
@@ -90,10 +104,9 @@ class Points:
         >>> q.users, sorted(set(q.owner.tolist())), [int(t) for t in q.targets]
         (2, [0, 1], [0, 1, 2])
         """
-        users = np.unique(self.owner)
-        if max_users is None or len(users) <= max_users:
+        chosen = draw_users(np.unique(self.owner), max_users, seed)
+        if chosen is None:
             return self
-        chosen = np.random.default_rng(seed).choice(users, max_users, replace=False)
         idx = np.flatnonzero(np.isin(self.owner, chosen))
         owner = np.unique(self.owner[idx], return_inverse=True)[1]
         return Points([self.inputs[i] for i in idx], self.targets[idx], owner)
