@@ -109,7 +109,7 @@ def sae_run(x_train, x_test, dtype, epochs: int, seed: int, device, n_latents: i
 
 
 def profile_step(model, windows, cfg, dtype, device, top: int = 15) -> list[dict]:
-    """Self CPU time per op over 5 training steps: where a bf16 step's time goes."""
+    """Self CPU time per op over 5 training steps: where a step's time goes."""
     from torch.profiler import ProfilerActivity, profile
 
     lengths = np.array([len(w) - 1 for w in windows])
@@ -182,8 +182,10 @@ def main() -> None:
     n_test = max(len(x) // 10, 1)
     sae = {name: sae_run(x[n_test:], x[:n_test], dtype, args.sae_epochs, 0, dev, 8 * x.shape[1])
            for name, dtype in DTYPES.items()}
-    torch.manual_seed(0)
-    prof = profile_step(build_model(cfg.model, n_items).to(dev), windows, cfg, torch.bfloat16, dev)
+    prof = {}
+    for name, dtype in DTYPES.items():          # the same steps in both: where bf16 gains and loses
+        torch.manual_seed(0)
+        prof[name] = profile_step(build_model(cfg.model, n_items).to(dev), windows, cfg, dtype, dev, top=25)
     report = {
         "benchmark": "precision_ab", "device": dev, "data": args.data_dir or f"ml-20m shape x {args.scale}",
         "interactions": n_int, "sets": args.set, "steps": args.steps, "rounds": args.rounds,
@@ -194,7 +196,7 @@ def main() -> None:
         "bf16_inference_top10_agreement": agree,
         "sae": sae, "sae_speedup_bf16": sae["bf16"]["activations_per_second"] / sae["fp32"]["activations_per_second"],
         "sae_ev_diff_bf16_minus_fp32": sae["bf16"]["explained_variance"] - sae["fp32"]["explained_variance"],
-        "bf16_step_profile_top_ops": prof,
+        "step_profile_top_ops": prof,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
     }
@@ -203,9 +205,12 @@ def main() -> None:
     print(json.dumps({k: report[k] for k in ("train_median", "train_speedup_bf16", "ndcg@10_mean_diff_bf16_minus_fp32",
                                              "bf16_inference_top10_agreement", "sae_speedup_bf16",
                                              "sae_ev_diff_bf16_minus_fp32")}, indent=2))
-    print("bf16 step, top ops by self CPU time:")
-    for p in prof[:10]:
-        print(f"  {p['op']:<40} {p['self_ms']:9.1f} ms  {100 * p['share']:5.1f}%")
+    fp32_ms = {p["op"]: p["self_ms"] for p in prof["fp32"]}
+    print("5 steps, top ops of the bf16 step by self CPU time (fp32's time for the same op):")
+    for p in prof["bf16"][:12]:
+        ref = fp32_ms.get(p["op"])
+        print(f"  {p['op']:<55} bf16 {p['self_ms']:8.1f} ms {100 * p['share']:5.1f}%   fp32 "
+              + (f"{ref:8.1f} ms" if ref is not None else "  (not in its top 25)"))
 
 
 if __name__ == "__main__":

@@ -151,8 +151,9 @@ class SparseAutoencoder(nn.Module):
     # ------------------------------------------------------------------ interface
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         # = (x - b_dec) W_enc + b_enc, written so b_dec's gradient is a vector-matrix product
-        # instead of a full (batch x latents x d) GEMM through the centred input
-        return x @ self.W_enc + (self.b_enc - self.b_dec @ self.W_enc)
+        # instead of a full (batch x latents x d) GEMM through the centred input; the bias goes
+        # into the GEMM (addmm), not a second pass over the (batch x latents) result
+        return torch.addmm(self.b_enc - self.b_dec @ self.W_enc, x, self.W_enc)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

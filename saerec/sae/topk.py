@@ -25,10 +25,11 @@ class TopKSAE(SparseAutoencoder):
         vals, idx = self._topk(pre)
         return torch.zeros_like(pre).scatter(-1, idx, vals)
 
-    def train_select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The training codes as (row, latent, value) triples (the non-zeros of ``train_codes``)."""
-        vals, idx = self._topk(pre)
-        rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(self.cfg.k)
+    def train_select(self, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The training codes as (row, latent, value) triples (the non-zeros of ``train_codes``),
+        from the rectified pre-activations ``acts``."""
+        vals, idx = acts.topk(self.cfg.k, dim=-1, sorted=False)
+        rows = torch.arange(acts.shape[0], device=acts.device).repeat_interleave(self.cfg.k)
         return rows, idx.flatten(), vals.flatten()
 
     def has_manual_grads(self) -> bool:
@@ -40,9 +41,11 @@ class TopKSAE(SparseAutoencoder):
     @torch.no_grad()
     def loss_and_grads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss parts with gradients written to ``.grad``, on the active codes only (sparse_grads.py)."""
-        pre = self.pre_acts(x).to(self.W_dec.dtype)
-        rows, cols, vals = self.train_select(pre)
-        return sparse_loss_and_grads(self, x, pre, rows, cols, vals, self.prefix_bounds())
+        # rectified in place: the selection and AuxK only read the non-negative part, and a second
+        # (batch x latents) buffer costs a pass of its own
+        acts = self.pre_acts(x).to(self.W_dec.dtype).relu_()
+        rows, cols, vals = self.train_select(acts)
+        return sparse_loss_and_grads(self, x, acts, rows, cols, vals, self.prefix_bounds())
 
     def auxk_weight(self) -> float:
         """The AuxK loss's weight against the reconstruction loss (Matryoshka scales it)."""
@@ -68,10 +71,11 @@ class BatchTopKSAE(TopKSAE):
         super().__init__(d_in, cfg)
         self.register_buffer("threshold", torch.tensor(-1.0))   # < 0: not yet estimated
 
-    def _batch_topk(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The ``k * batch`` largest activations of the batch (values, flat indices); updates the threshold."""
-        flat = torch.relu(pre).flatten()           # rectified first, as in TopKSAE._topk
-        vals, idx = flat.topk(min(self.cfg.k * pre.shape[0], flat.numel()), sorted=False)
+    def _batch_topk(self, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``k * batch`` largest of the rectified ``acts`` (values, flat indices); updates the
+        threshold. Rectified first, as in TopKSAE._topk."""
+        flat = acts.flatten()
+        vals, idx = flat.topk(min(self.cfg.k * acts.shape[0], flat.numel()), sorted=False)
         with torch.no_grad():
             positive = vals[vals > 0]
             if positive.numel():
@@ -85,13 +89,13 @@ class BatchTopKSAE(TopKSAE):
         self.threshold.fill_(-1.0)              # sizing the encoder ran train_codes: estimate afresh in training
 
     def train_codes(self, pre: torch.Tensor) -> torch.Tensor:
-        vals, idx = self._batch_topk(pre)
+        vals, idx = self._batch_topk(torch.relu(pre))
         return pre.new_zeros(pre.numel()).scatter(0, idx, vals).view_as(pre)
 
-    def train_select(self, pre):
-        vals, idx = self._batch_topk(pre)
+    def train_select(self, acts):
+        vals, idx = self._batch_topk(acts)
         idx, order = idx.sort()                      # by row (then latent): the decoder's bags
-        return idx // pre.shape[1], idx % pre.shape[1], vals[order]
+        return idx // acts.shape[1], idx % acts.shape[1], vals[order]
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """Inference: JumpReLU at the learned global threshold (batch-independent)."""
