@@ -13,7 +13,8 @@ Steps, each timed, the JSON rewritten after each (a timeout still leaves the fin
 5. recommend: in-process top-10 latency for one history (p50/p99 over ``--latency-calls``) and batched
    throughput (users/s at batch 256) for the test users, fp32 and bf16, the model on the device;
 6. extract: block.0 activations of SAE-part users (``saerec.activations.extract``) up to ``--sae-rows``;
-7. sae: SAE training activations/s and explained variance in fp32 and bf16 (precision_ab's ``sae_run``).
+7. sae: SAE training activations/s and explained variance in fp32 and bf16 (precision_ab's ``sae_run``),
+   the default SAE kind (TopK).
 
 Interpret, steer-eval and sae-eval are not here: they read RUN/activations as the Ray Data extract
 stage writes it, and the SAE as Ray Train saves it.
@@ -213,9 +214,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     t = time.perf_counter()
     n_test = max(len(x) // 10, 1)
-    sae = {name: sae_run(x[n_test:], x[:n_test], dtype, args.sae_epochs, 0, dev, cfg.sae.n_latents)
+    sae = {name: sae_run(x[n_test:], x[:n_test], dtype, args.sae_epochs, 0, dev, cfg.sae.n_latents, cfg.sae.kind,
+                         cfg.sae.k)
            for name, dtype in DTYPES.items()}
-    step("sae", {"rows": len(x) - n_test, "epochs": args.sae_epochs, "n_latents": cfg.sae.n_latents,
+    step("sae", {"rows": len(x) - n_test, "epochs": args.sae_epochs, "n_latents": cfg.sae.n_latents, "kind": cfg.sae.kind,
                  **{f"{k}_{q}": v for k, r in sae.items() for q, v in r.items()},
                  "bf16_speedup": sae["bf16"]["activations_per_second"] / sae["fp32"]["activations_per_second"]}, t)
     report["ray_imported"] = "ray" in sys.modules

@@ -84,12 +84,13 @@ def sae_activations(model, seqs, layer: str, max_rows: int) -> torch.Tensor:
     return torch.cat(out)[:max_rows]
 
 
-def sae_run(x_train, x_test, dtype, epochs: int, seed: int, device, n_latents: int) -> dict:
+def sae_run(x_train, x_test, dtype, epochs: int, seed: int, device, n_latents: int, kind: str = "relu",
+            k: int = 32) -> dict:
     stats = NormStats("global")
     stats.update(x_train)
     norm = stats.finish()
     torch.manual_seed(seed)
-    sae = build_sae(x_train.shape[1], SAEConfig(kind="relu", n_latents=n_latents, l1=0.05, seed=seed)).to(device)
+    sae = build_sae(x_train.shape[1], SAEConfig(kind=kind, n_latents=n_latents, l1=0.05, k=k, seed=seed)).to(device)
     xt = norm(x_train).to(device)
     sae.init_from_sample(xt[:20_000])
     opt = make_optimizer(sae)
@@ -135,6 +136,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1, help="training epochs per seed and precision for NDCG@10 (0: none)")
     ap.add_argument("--sae-epochs", type=int, default=2)
     ap.add_argument("--sae-rows", type=int, default=200_000)
+    ap.add_argument("--sae-kind", default="relu", help="SAE kind of the A/B (relu: L1 0.05; topk: k 32)")
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. model.d_model=128")
     ap.add_argument("--out", default="benchmarks/results/precision_ab.json")
     args = ap.parse_args()
@@ -180,7 +182,7 @@ def main() -> None:
                  "same_sets": float(np.mean([set(x) == set(y) for x, y in zip(a, b)]))}
     x = sae_activations(fp32_model, sae_part, "block.0", args.sae_rows)
     n_test = max(len(x) // 10, 1)
-    sae = {name: sae_run(x[n_test:], x[:n_test], dtype, args.sae_epochs, 0, dev, 8 * x.shape[1])
+    sae = {name: sae_run(x[n_test:], x[:n_test], dtype, args.sae_epochs, 0, dev, 8 * x.shape[1], args.sae_kind)
            for name, dtype in DTYPES.items()}
     prof = {}
     for name, dtype in DTYPES.items():          # the same steps in both: where bf16 gains and loses
@@ -194,7 +196,7 @@ def main() -> None:
         "ndcg@10_mean_diff_bf16_minus_fp32": (float(np.mean(quality["bf16"]) - np.mean(quality["fp32"]))
                                               if quality["fp32"] else None),
         "bf16_inference_top10_agreement": agree,
-        "sae": sae, "sae_speedup_bf16": sae["bf16"]["activations_per_second"] / sae["fp32"]["activations_per_second"],
+        "sae_kind": args.sae_kind, "sae": sae, "sae_speedup_bf16": sae["bf16"]["activations_per_second"] / sae["fp32"]["activations_per_second"],
         "sae_ev_diff_bf16_minus_fp32": sae["bf16"]["explained_variance"] - sae["fp32"]["explained_variance"],
         "step_profile_top_ops": prof,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,

@@ -99,7 +99,7 @@ def _entry_dots(grad: torch.Tensor, W: torch.Tensor, lat: torch.Tensor, bag: tor
     both (N, d) operands, multiplying and summing took 2.1 ms per TopK step against 0.1 ms
     (N = 256 x 32, d 64, one thread); a batched (k x d) @ (d x 1) product, 0.44 ms."""
     offsets = lat.new_zeros(1)          # unused for these arguments: each entry's bag comes from ``bag``
-    return torch.ops.aten._embedding_bag_per_sample_weights_backward(grad, W, lat, offsets, bag, 0, -1)
+    return torch.ops.aten._embedding_bag_per_sample_weights_backward(grad.to(W.dtype), W, lat, offsets, bag, 0, -1)
 
 
 def _auxk(sae, acts, residual):
