@@ -1,5 +1,5 @@
 """fp32 vs bf16 autocast on the CPU (or a GPU): GPTRec training tokens/s and test NDCG@10, SAE
-training activations/s and explained variance, and a profile of a bf16 training step. Ray-free
+training activations/s and explained variance, and profiles of an fp32 and a bf16 training step. Ray-free
 (plain torch over saerec's library code), so benchmarks/gpu_check.py reuses its pieces.
 
 Data: the ML-20M-shaped synthetic log at ``--scale`` (default 0.01: 1,385 users, about 200k
@@ -7,7 +7,9 @@ interactions) or a ``--data-dir`` in any saerec format, split as the paper does.
 ``--rounds`` interleaved rounds of ``--steps`` training steps per precision, the median. Quality:
 per seed, ``--epochs`` epochs from the same initial weights in each precision, NDCG@10 of the test
 users ranked in fp32 (as the pipeline does). SAE: activations of block.0 of the fp32 model on the
-SAE part, ``--sae-epochs`` epochs per precision, explained variance on the test users. Writes JSON.
+SAE part (``--sae-kind``), ``--sae-epochs`` epochs per precision in ``--sae-rounds`` interleaved
+rounds, explained variance on the test users. Profiles: 5 training steps in each precision, the
+ops side by side. Writes JSON.
 
     python benchmarks/precision_ab.py --seeds 0 1 2 --epochs 3
     python benchmarks/precision_ab.py --data-dir ../shared/data/ml-1m-users-1-2999 --seeds 0 1 2 --epochs 10
@@ -137,6 +139,7 @@ def main() -> None:
     ap.add_argument("--sae-epochs", type=int, default=2)
     ap.add_argument("--sae-rows", type=int, default=200_000)
     ap.add_argument("--sae-kind", default="relu", help="SAE kind of the A/B (relu: L1 0.05; topk: k 32)")
+    ap.add_argument("--sae-rounds", type=int, default=3, help="interleaved SAE runs per precision")
     ap.add_argument("--set", action="append", default=[], help="config override, e.g. model.d_model=128")
     ap.add_argument("--out", default="benchmarks/results/precision_ab.json")
     args = ap.parse_args()
@@ -182,8 +185,19 @@ def main() -> None:
                  "same_sets": float(np.mean([set(x) == set(y) for x, y in zip(a, b)]))}
     x = sae_activations(fp32_model, sae_part, "block.0", args.sae_rows)
     n_test = max(len(x) // 10, 1)
-    sae = {name: sae_run(x[n_test:], x[:n_test], dtype, args.sae_epochs, 0, dev, 8 * x.shape[1], args.sae_kind)
-           for name, dtype in DTYPES.items()}
+    # interleaved rounds, as for GPTRec above: one SAE run per precision per round, order alternating
+    sae_rounds = {k: [] for k in DTYPES}
+    for r in range(args.sae_rounds):
+        for name in (DTYPES if r % 2 == 0 else list(DTYPES)[::-1]):
+            sae_rounds[name].append(sae_run(x[n_test:], x[:n_test], DTYPES[name], args.sae_epochs, 0, dev,
+                                            8 * x.shape[1], args.sae_kind))
+            print(f"sae round {r + 1}/{args.sae_rounds} {name}: "
+                  f"{sae_rounds[name][-1]['activations_per_second']:,.0f} act/s", flush=True)
+    sae = {name: {"activations_per_second": statistics.median(q["activations_per_second"] for q in runs),
+                  "explained_variance": runs[0]["explained_variance"],
+                  "rounds": [q["activations_per_second"] for q in runs]} for name, runs in sae_rounds.items()}
+    sae_paired = statistics.median(b["activations_per_second"] / a["activations_per_second"]
+                                   for a, b in zip(sae_rounds["fp32"], sae_rounds["bf16"]))
     prof = {}
     for name, dtype in DTYPES.items():          # the same steps in both: where bf16 gains and loses
         torch.manual_seed(0)
@@ -197,6 +211,7 @@ def main() -> None:
                                               if quality["fp32"] else None),
         "bf16_inference_top10_agreement": agree,
         "sae_kind": args.sae_kind, "sae": sae, "sae_speedup_bf16": sae["bf16"]["activations_per_second"] / sae["fp32"]["activations_per_second"],
+        "sae_speedup_bf16_paired_median": sae_paired,
         "sae_ev_diff_bf16_minus_fp32": sae["bf16"]["explained_variance"] - sae["fp32"]["explained_variance"],
         "step_profile_top_ops": prof,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
@@ -206,6 +221,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps({k: report[k] for k in ("train_median", "train_speedup_bf16", "ndcg@10_mean_diff_bf16_minus_fp32",
                                              "bf16_inference_top10_agreement", "sae_speedup_bf16",
+                                             "sae_speedup_bf16_paired_median",
                                              "sae_ev_diff_bf16_minus_fp32")}, indent=2))
     fp32_ms = {p["op"]: p["self_ms"] for p in prof["fp32"]}
     print("5 steps, top ops of the bf16 step by self CPU time (fp32's time for the same op):")

@@ -61,3 +61,22 @@ def test_bf16_training_epoch_matches_fp32(trained_run):
         losses.append(train_epoch(m, opt, windows, batches[:8], tc, dtype=dtype).loss)
     assert np.isfinite(losses).all() and losses[0] != losses[1]
     assert abs(losses[1] - losses[0]) < 0.01 * losses[0]
+
+
+def test_attention_runs_fp32_under_cpu_autocast():
+    """CPU bf16 flash-attention backward is several times slower than fp32's (docs/benchmarks.md),
+    so under CPU autocast the attention itself runs in fp32 on the (bf16) projections' outputs,
+    gradients included; outside autocast it is plain SDPA."""
+    from saerec.model.attention import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 6, 8, generator=g).to(torch.bfloat16).requires_grad_() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attention(q, k, v, is_causal=True)
+    assert y.dtype == torch.float32
+    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    torch.testing.assert_close(y, ref)
+    y.sum().backward()
+    assert q.grad is not None and q.grad.dtype == torch.bfloat16
+    x = torch.randn(2, 2, 6, 8, generator=g)
+    assert torch.equal(attention(x, x, x, is_causal=True), F.scaled_dot_product_attention(x, x, x, is_causal=True))

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .attention import attention
 from .dropout import Dropout
 from .interface import BlockRecommender, Intervention, ModelOutput, append_token
 
@@ -41,7 +42,7 @@ class BertBlock(nn.Module):
         B, T, C = x.shape
         H = self.n_heads
         q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in self.qkv(x).split(C, dim=2))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        y = attention(q, k, v, attn_mask=keep)
         x = self.ln1(x + self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C))))
         return self.ln2(x + self.drop(self.fc_out(F.gelu(self.fc(x)))))
 

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .attention import attention
 from .dropout import Dropout
 from .interface import BlockRecommender, Intervention, ModelOutput
 
@@ -46,7 +47,7 @@ class SASRecBlock(nn.Module):
         q = self.q(q_in)
         k, v = self.kv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        y = attention(q, k, v, is_causal=True)
         x = self.ffn_ln(q_in + self.drop(self.out(y.transpose(1, 2).reshape(B, T, C))))
         return x + self.drop(self.fc2(self.drop(F.relu(self.fc1(x)))))
 

@@ -44,7 +44,6 @@ def sae_worker_loop(config: dict) -> None:
     rank = ctx.get_world_rank()
     from ..raycluster import note_worker_pid
     note_worker_pid(config.get("pid_dir"), rank)
-    torch.set_num_threads(max(1, int(config["threads"])))
     # Adam's second moments and the gradients of rarely firing latents underflow into denormals,
     # which x86 handles at a fraction of the normal speed (+12% steps/s flushed, measured)
     torch.set_flush_denormal(True)
@@ -73,6 +72,8 @@ def sae_worker_loop(config: dict) -> None:
     cache = ShardCache() if config["cache_shard"] and cfg.epochs - state["epoch"] > 1 else None
     try:
         for epoch in range(state["epoch"], cfg.epochs):
+            streams = cache is None or not cache.complete           # this epoch reads through Ray Data
+            torch.set_num_threads(max(1, int(config["stream_threads" if streams else "threads"])))
             prog = Progress(f"SAE epoch {epoch + 1}", config.get("rows_per_worker"), unit="act", every_s=30,
                             printer=print_line if rank == 0 else (lambda m: None))
             batches = minibatches(shard, cfg, epoch, norm, cache)
@@ -161,14 +162,21 @@ def train_sae(run_root, cfg: SAEConfig, num_workers: int = 1, threads: int | Non
         log.warning(warning)
     cfg = replace(cfg, epochs=planned_epochs(cfg, n_rows))      # the step budget, as whole epochs
     # Train reserves its workers' CPUs; Ray Data's read tasks need what is left, so keep one logical
-    # CPU free for them (else the read hangs, see the Ray notes). Torch threads follow the machine.
+    # CPU free for them (else the read hangs, see the Ray notes).
     reserve = cpus_per_worker(num_workers, keep_free=1)
     threads = threads or max(1, (os.cpu_count() or 1) // num_workers)
+    # While an epoch streams, the read tasks and the split coordinator run on the CPUs kept free, so
+    # torch gets only the worker's reservation: one more OpenMP thread than free cores leaves the
+    # step's threads waiting on each other at every parallel op whenever one is descheduled. On 2
+    # cores the 20M-interaction log's activations streamed into the TopK step at 4.3k act/s with 2
+    # threads and 15.7k with 1 (in memory: 47k and 40k; benchmarks/sae_stream_threads.py). Epochs
+    # replayed from the shard cache (no Ray Data running) use every thread.
+    stream_threads = max(1, min(threads, int(reserve)))
     storage, pid_dir = train_storage(run, "sae/ray", EXPERIMENT, resume)
     trainer = TorchTrainer(
         sae_worker_loop,
         train_loop_config={"sae": asdict(cfg), "d_in": d, "normalizer": norm.to_dict(), "init_sample": init_sample,
-                           "threads": threads, "rows_per_worker": n_rows // num_workers,
+                           "threads": threads, "stream_threads": stream_threads, "rows_per_worker": n_rows // num_workers,
                            "pid_dir": str(pid_dir), "cache_shard": cache_shard, "precision": precision},
         scaling_config=ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": reserve}),
         datasets={"train": activation_dataset(run.ray_path("activations/sae"))},
