@@ -43,7 +43,6 @@ def main() -> dict:
 
     from saerec.raycluster import ensure_ray
     from saerec.sae.base import SAEConfig, build_sae
-    from saerec.sae.normalize import Normalizer
     from saerec.sae.ray_train import activation_dataset, minibatches, norm_and_init
     from saerec.sae.trainer import make_optimizer, train_steps
 
@@ -63,7 +62,6 @@ def main() -> dict:
     def measure(kind: str, it, threads: int) -> float:
         torch.set_num_threads(threads)
         c = SAEConfig(**cfg)
-        nm = Normalizer.from_dict(norm.to_dict())
         if kind == "read":
             t, seen = time.perf_counter(), 0
             for b in limited((b["activation"] for b in it.iter_torch_batches(batch_size=c.batch_size * 64,
@@ -76,9 +74,9 @@ def main() -> dict:
         if kind == "memory":
             x = torch.cat(list(limited((b["activation"] for b in it.iter_torch_batches(
                 batch_size=c.batch_size * 64, dtypes=torch.float32)), args.rows)))
-            batches = list(nm(x).split(c.batch_size))
+            batches = list(norm(x).split(c.batch_size))
         else:
-            batches = limited(minibatches(it, c, 0, nm), args.rows)
+            batches = limited(minibatches(it, c, 0, norm), args.rows)
         t = time.perf_counter()
         rows = train_steps(sae, opt, batches)["rows"]
         return rows / (time.perf_counter() - t)
