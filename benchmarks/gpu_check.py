@@ -52,12 +52,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def token_budget(s: str) -> int | str:
+    """``--batch-tokens`` values: a number, or ``auto`` (resolved on the device like ``train.batch_tokens``)."""
+    return s if s == "auto" else int(s)
+
+
 def sizes(args, cuda: bool) -> None:
     """Fill the budgets left unset: a GPU gets the full-size data and longer budgets."""
     small = args.small or not cuda
     defaults = {"scale": 0.005 if small else 1.0, "steps": 5 if small else 30, "train_seconds": 10 if small else 60,
                 "latency_calls": 20 if small else 200, "sae_rows": 20_000 if small else 2_000_000,
-                "sae_epochs": 1 if small else 2, "batch_tokens": [4096] if small else [4096, 32768],
+                "sae_epochs": 1 if small else 2, "batch_tokens": [4096] if small else [4096, "auto"],
                 "eval_users": 300 if small else 0}
     for k, v in defaults.items():
         if getattr(args, k) is None:
@@ -70,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     ap.add_argument("--scale", type=float, help="share of ML-20M's 138,493 users")
     ap.add_argument("--steps", type=int, help="training steps per throughput measurement")
-    ap.add_argument("--batch-tokens", type=int, nargs="+", help="token budgets per batch for the throughput")
+    ap.add_argument("--batch-tokens", type=token_budget, nargs="+",
+                    help="token budgets per batch for the throughput (numbers or auto: train.batch_tokens' device rule)")
     ap.add_argument("--train-seconds", type=float)
     ap.add_argument("--eval-users", type=int, help="test users evaluated (0: all)")
     ap.add_argument("--latency-calls", type=int)
@@ -97,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     from saerec.precision import compute_dtype
     from saerec.rundir import RunDir
     from saerec.train.batching import bucket_batches, make_windows
+    from saerec.train.budget import batch_tokens_for
     from saerec.train.loop import train_epoch
 
     dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -140,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     n_items = prep.index.size
     del prep                                               # the log: later steps read RUN/data as the stages do
     rates = {}
+    args.batch_tokens = [batch_tokens_for(cfg.train.__class__(**{**cfg.train.__dict__, "batch_tokens": b}), cfg.model,
+                                          n_items, dev) for b in args.batch_tokens]
     for bt in args.batch_tokens:
         tc = cfg.train.__class__(**{**cfg.train.__dict__, "batch_tokens": bt})
         c = RunConfig(model=cfg.model, train=tc)
@@ -157,7 +166,8 @@ def main(argv: list[str] | None = None) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     dtype = compute_dtype(cfg.train.precision, dev)
     lengths = np.array([len(w) - 1 for w in windows])
-    batches = bucket_batches(lengths, cfg.train.batch_tokens, np.random.default_rng(0))
+    batch_tokens = batch_tokens_for(cfg.train, cfg.model, n_items, dev)
+    batches = bucket_batches(lengths, batch_tokens, np.random.default_rng(0))
     tokens, done, chunk = 0, 0, 5
     while done < len(batches) and time.perf_counter() - t < args.train_seconds:
         stats = train_epoch(model, opt, windows, batches[done: done + chunk], cfg.train, dev, dtype=dtype)
@@ -165,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     sync()
     save_model(run.recommender, model)
     step("train", {"batches": min(done, len(batches)), "epoch_batches": len(batches), "tokens": tokens,
+                   "batch_tokens": batch_tokens,
                    "tokens_per_second": tokens / (time.perf_counter() - t), "precision": str(dtype or "fp32"),
                    "projected_epoch_seconds": (time.perf_counter() - t) * len(batches) / max(min(done, len(batches)), 1)},
          t)

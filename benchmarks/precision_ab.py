@@ -37,6 +37,7 @@ from saerec.sae.base import SAEConfig, build_sae
 from saerec.sae.normalize import NormStats
 from saerec.sae.trainer import ReconStats, make_optimizer, train_steps
 from saerec.train.batching import bucket_batches, make_windows
+from saerec.train.budget import batch_tokens_for
 from saerec.train.loop import train_epoch
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
@@ -61,7 +62,8 @@ def load_data(cfg: RunConfig, data_dir: str | None, scale: float):
 def train_rate(model, windows, cfg, dtype, steps, seed, device) -> float:
     """Tokens/s of ``steps`` training steps (after one warm-up step)."""
     lengths = np.array([len(w) - 1 for w in windows])
-    batches = bucket_batches(lengths, cfg.train.batch_tokens, np.random.default_rng(seed))[: steps + 1]
+    batches = bucket_batches(lengths, batch_tokens_for(cfg.train, cfg.model, model.n_items, device),
+                             np.random.default_rng(seed))[: steps + 1]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     train_epoch(model, opt, windows, batches[:1], cfg.train, device, dtype=dtype)
     if torch.device(device).type == "cuda":
@@ -116,7 +118,8 @@ def profile_step(model, windows, cfg, dtype, device, top: int = 15) -> list[dict
     from torch.profiler import ProfilerActivity, profile
 
     lengths = np.array([len(w) - 1 for w in windows])
-    batches = bucket_batches(lengths, cfg.train.batch_tokens, np.random.default_rng(0))[:6]
+    batches = bucket_batches(lengths, batch_tokens_for(cfg.train, cfg.model, model.n_items, device),
+                             np.random.default_rng(0))[:6]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     train_epoch(model, opt, windows, batches[:1], cfg.train, device, dtype=dtype)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -167,7 +170,8 @@ def main() -> None:
             opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
             lengths = np.array([len(w) - 1 for w in windows])
             for e in range(args.epochs):
-                batches = bucket_batches(lengths, cfg.train.batch_tokens, np.random.default_rng([seed, e]))
+                batches = bucket_batches(lengths, batch_tokens_for(cfg.train, cfg.model, n_items, dev),
+                                         np.random.default_rng([seed, e]))
                 train_epoch(model, opt, windows, batches, cfg.train, dev, dtype=dtype)
             m = evaluate_model(model, test_in, test_t, device=dev)
             quality[name].append(m["ndcg@10"])

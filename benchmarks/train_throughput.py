@@ -38,6 +38,7 @@ from saerec.data.split import split
 from saerec.model import GPTRec
 from saerec.train import loop, objective
 from saerec.train.batching import bucket_batches, make_windows
+from saerec.train.budget import batch_tokens_for
 
 
 def padded_batches(n: int, rows: int, rng) -> list[np.ndarray]:
@@ -132,7 +133,7 @@ def main() -> None:
     windows = make_windows(seqs, cfg.model.max_len, cfg.train.windows)
     lengths = np.array([len(w) - 1 for w in windows])
     full = pad_to_max(windows, cfg.model.max_len)
-    bt = cfg.train.batch_tokens
+    bt = batch_tokens_for(cfg.train, cfg.model, index.size, "cpu")
     bucketed = lambda rng: bucket_batches(lengths, bt, rng)  # noqa: E731
     variants = [
         Variant("saerec", windows, index.size, cfg, bucketed, cfg.train.ce_chunk),

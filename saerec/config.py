@@ -101,7 +101,7 @@ class TrainConfig(Section):
     patience: Positive | None = None  # epochs without validation NDCG@10 improvement; None: 5 for next-item models (5 vs 10: docs/results.md), 20 for masked ones (BERT4Rec sits at popularity level for ~15 epochs: docs/models.md)
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0
-    batch_tokens: Positive = 4096          # token budget per batch (length-bucketed, little padding)
+    batch_tokens: Positive | Literal["auto"] = "auto"   # token budget per batch (length-bucketed, little padding); auto: 4096 on CPU, scaled to a GPU's free memory (saerec/train/budget.py)
     windows: Literal["all", "last"] = "all"              # "all": every chunk of each history; "last": the most recent max_len+1 items (authors)
     loss: Literal["ce", "sampled", "bce"] = "ce"         # "ce" full softmax, "sampled" (sampled softmax with logQ correction), "bce" (one uniform negative per position: the original SASRec)
     num_negatives: Positive = 1024         # for loss == "sampled"
@@ -253,6 +253,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 return _coerce(value, a, name)
             except UsageError as e:
                 errors.append(str(e))
+        if len(errors) > 1:                        # e.g. batch_tokens: a number or 'auto'
+            reasons = "; ".join(e.removeprefix(f"{name}: ").removeprefix(f"{name} ") for e in errors)
+            raise UsageError(f"{name}: {value!r} is not a valid value ({reasons})")
         raise UsageError(errors[0] if errors else f"{name}: bad value {value!r}")
     if origin is list:
         (item,) = typing.get_args(tp)

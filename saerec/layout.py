@@ -50,6 +50,7 @@ class A:
     POPSTEER_SUMMARY = "steer/popsteer.json"
     POPSTEER_FEATURES = "steer/popsteer_features.parquet"
     POPSTEER_REFERENCES = "steer/popsteer_references.parquet"
+    POPSTEER_PER_USER = "steer/popsteer_per_user.parquet"
     # saeeval: the SAE suite (probing, absorption, label confidence)
     SAEEVAL = "saeeval"
     EVAL_PROBING = "saeeval/probing.parquet"

@@ -39,7 +39,7 @@ BAD = {
 # numbers with a range (saerec/checks.py): one bad value each
 POSITIVE = ["data.popularity_buckets", "data.synthetic_users", "data.synthetic_items", "data.synthetic_genres",
             "split.val_users", "model.n_layers", "model.n_heads", "model.d_model", "model.max_len", "train.epochs",
-            "train.patience", "train.batch_tokens", "train.num_negatives", "train.num_workers", "train.eval_batch_size",
+            "train.patience", "train.num_negatives", "train.num_workers", "train.eval_batch_size",
             "activations.actors", "activations.users_per_batch", "activations.object_store_mb", "activations.block_mb",
             "sae.n_latents", "sae.k", "sae.k_aux", "sae.dead_window", "sae.batch_size", "sae.epochs", "sae.steps",
             "sae.shuffle_buffer", "sae_train.num_workers", "steer.probe_rows", "steer.k", "steer.eval_positions", "steer.max_users",
@@ -51,6 +51,8 @@ BAD.update({k: ("0", f"{k}: 0.0 must be > 0.0") for k in ("train.lr", "train.cpu
 BAD.update({k: ("-1", f"{k}: -1.0 must be >= 0.0") for k in ("train.weight_decay", "sae.l1", "sae.auxk_alpha",
                                                                "sae.jump_init_threshold", "sae.l0")})
 BAD.update({k: ("1", f"{k}: 1.0 is not in (0, 1)") for k in ("split.test_fraction", "split.sae_fraction")})
+BAD.update({"train.batch_tokens": ("fast", "train.batch_tokens: 'fast' is not a valid value (must be int, got 'fast'; "
+                                          "'fast' is not one of 'auto')")})
 BAD.update({"train.ce_chunk": ("-1", "train.ce_chunk: -1 must be >= 0"),
             "train.max_failures": ("-2", "train.max_failures: -2 must be >= -1"),
             "sae_train.max_failures": ("-2", "sae_train.max_failures: -2 must be >= -1"),

@@ -166,10 +166,13 @@ def test_train_resumes_after_a_killed_driver(ray_session, tmp_path):
         driver.wait()
     wait_until_gone(killed)
     assert not (run / "recommender" / "metrics.json").exists()           # it was interrupted
-    done = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    # resumed with another budget (as on another device under batch_tokens: auto): the checkpoint's is kept
+    done = subprocess.run(cmd + ["--resume", "--set", "train.batch_tokens=1024"], env=env, capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     history = json.loads((run / "recommender" / "history.json").read_text())
     assert_resumed_from_checkpoint(history, killed)
+    assert {r["batch_tokens"] for r in history} == {512}, [r["batch_tokens"] for r in history]
     assert len(history) == 3 and (run / "recommender" / "metrics.json").exists()
 
 

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import torch
 
 from saerec.cli import main
 from saerec.eval.metrics import popularity_arrays, row_ndcg
@@ -54,12 +55,25 @@ def test_popsteer_curve_on_a_run(own_interpreted_run, capsys):
     # the edits act: the strongest alpha changes the lists' popularity make-up
     assert table["long_tail@10"].iloc[2] != table["long_tail@10"].iloc[0]
 
+    # per-user PopSteer on the same points: strength 0 is the unsteered model, its fits use the
+    # same features, and every steered feature gets a fitted value
+    per_user = pd.read_parquet(run.root / "steer" / "popsteer_per_user.parquet")
+    assert per_user["strength"].tolist() == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8]
+    assert np.isclose(per_user["ndcg@10"].iloc[0], table["ndcg@10"].iloc[0]) and per_user["ndcg_drop"].iloc[0] == 0
+    assert summary["per_user"]["features"] == table["features"].iloc[1] and "per-user PopSteer" in out
+    steered = effects["d"] != 0
+    assert (effects.loc[steered, "per_user_mean_abs_value"] > 0).all()
+    assert (effects.loc[~steered, "per_user_mean_abs_value"] == 0).all()
+
 
 def test_popsteer_bad_input_exits_2(interpreted_run, capsys):
     run, _ = interpreted_run
     for flags, msg in ((["--alphas", "1,x"], "--alphas must be comma-separated numbers"),
                        (["--alphas", "-1"], "--alphas must be numbers in 0..100"),
-                       (["--users-per-group", "0"], "--users-per-group must be >= 1")):
+                       (["--users-per-group", "0"], "--users-per-group must be >= 1"),
+                       (["--strengths", "0.1,y"], "--strengths must be comma-separated numbers"),
+                       (["--strengths", "0"], "--strengths must be numbers in (0, 10]"),
+                       (["--candidates", "1"], "--candidates must be >= 2")):
         assert main(["popsteer", "--run", str(run.root), *flags]) == 2
         assert msg in capsys.readouterr().err
 
@@ -84,3 +98,52 @@ def test_reference_curves_on_a_run(own_interpreted_run):
     assert head[lists[:, strongest]].mean() < head[lists[:, 0]].mean()
     assert 0 <= facts["shift_r2"] <= 1 and facts["state_rms"] > 0
 
+
+
+def test_layer_jacobian_is_the_replays_derivative(interpreted_run):
+    """At block.0 (the fixture's SAE layer) the central-difference Jacobian predicts how a small
+    edit of the state moves the final state; at the final layer there is nothing to linearise."""
+    from saerec.steer.popfit import layer_jacobian
+    from saerec.steer.sweep import Points
+    from saerec.train.batching import pad_inputs
+
+    run, _ = interpreted_run
+    steerer = Steerer.from_run(run, probes=False)
+    assert steerer.layer != "final"
+    points = Points.of_test_users(run, steerer.model.max_len, 1)
+    items, lengths = pad_inputs([steerer.truncate(h) for h in points.inputs[:16]])
+    model = steerer.model
+    with torch.inference_mode():
+        cache = model.prefill_last(items, lengths, steerer.layer)
+        J = layer_jacobian(model, cache, cache.state, steerer.layer)
+        delta = 1e-2 * cache.state.norm(dim=1, keepdim=True) * torch.randn(cache.state.shape, generator=torch.Generator().manual_seed(0)) / 8
+        moved = model.replay_last(cache, torch.stack([cache.state, cache.state + delta], dim=1))
+        predicted = (J @ delta[..., None])[..., 0]
+        actual = moved[:, 1] - moved[:, 0]
+        assert torch.allclose(predicted, actual, atol=1e-3 * actual.abs().max().item() + 1e-6, rtol=5e-2)
+        transposed = (J.transpose(1, 2) @ delta[..., None])[..., 0]
+        assert not torch.allclose(transposed, actual, atol=1e-3 * actual.abs().max().item() + 1e-6, rtol=5e-2)
+        final = model.prefill_last(items, lengths, "final")
+        assert layer_jacobian(model, final, final.state, "final") is None
+
+
+def test_per_user_values_lower_head_candidates(interpreted_run):
+    """The fitted values move each user's head candidates down against their tail candidates, which
+    is what the fit is for; with the targets' sign flipped the same code would push them up."""
+    from saerec.steer.popfit import PerUserConfig, per_user_lists
+    from saerec.steer.popsteer import effect_sizes, steered_features
+    from saerec.steer.sweep import Points
+
+    run, _ = interpreted_run
+    steerer = Steerer.from_run(run, probes=False)
+    tc = steerer.items.items["train_count"].to_numpy()
+    head, _ = popularity_arrays(tc)
+    popular, niche = synthetic_histories(tc, PopSteerConfig(users_per_group=60))
+    features = steered_features(effect_sizes(steerer, popular, niche))["feature"].to_numpy()
+    points = Points.of_test_users(run, steerer.model.max_len, 1)
+    lists, facts = per_user_lists(steerer, points.inputs, features, head, PerUserConfig(strengths=(0.2, 0.8)), k=10)
+    assert lists.shape == (len(points.inputs), 3, 10) and facts["state_rms"] > 0
+    assert np.array_equal(lists[:, 0], steerer.recommend(points.inputs, None, k=10))
+    share = [head[lists[:, i]].mean() for i in range(3)]
+    assert share[0] > share[1] > share[2], share                      # stronger edits, fewer head items
+    assert not any(np.isin(lists[u], steerer.truncate(points.inputs[u])).any() for u in range(len(points.inputs)))

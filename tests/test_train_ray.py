@@ -29,7 +29,7 @@ def test_two_worker_ray_train_beats_popularity(ray_session, tmp_path):
     prep = prepare(run, cfg)
     stats = train_recommender(run, cfg, prep)
     assert stats["num_workers"] == 2 and stats["epochs_run"] >= 1
-    assert stats["train_tokens_per_second"] > 0
+    assert stats["train_tokens_per_second"] > 0 and stats["batch_tokens"] == 2048     # a number pins the budget
     history = json.loads((run.recommender / "history.json").read_text())
     assert len(history) == stats["epochs_run"]
     # the two ranks ran in two worker processes (pids gathered over the process group), not in this one

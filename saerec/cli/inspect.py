@@ -50,6 +50,11 @@ def add_parsers(sub) -> None:
     sp.add_argument("--k", type=int, default=10)
     sp.add_argument("--no-references", action="store_true",
                     help="skip the SAE-free reference curves (head-penalty re-ranking, best constant state shift)")
+    sp.add_argument("--strengths", help="per-user PopSteer strengths: the final-state shift in RMS state norms "
+                                        "(0 is added; default 0.1,0.2,0.3,0.4,0.5,0.6,0.8)")
+    sp.add_argument("--candidates", type=int, default=50,
+                    help="per-user PopSteer: each user's most probable items the feature values are fitted on (default 50)")
+    sp.add_argument("--no-per-user", action="store_true", help="skip per-user PopSteer (feature values fitted per user)")
     sp = sub.add_parser("features", help="the feature catalog: labels, correlation, firing frequency")
     sp.add_argument("--run", required=True, help="run directory")
     sp.add_argument("--attribute", help="only features labelled with this attribute")
@@ -172,6 +177,7 @@ def cmd_features(args) -> int:
 
 def cmd_popsteer(args) -> int:
     from ..rundir import RunDir
+    from ..steer.popfit import PerUserConfig
     from ..steer.popsteer import PopSteerConfig, popsteer_run
 
     try:
@@ -180,15 +186,26 @@ def cmd_popsteer(args) -> int:
         raise UsageError(f"--alphas must be comma-separated numbers, got {args.alphas!r}") from None
     if not alphas or any(not 0 <= a <= 100 for a in alphas):
         raise UsageError(f"--alphas must be numbers in 0..100, got {args.alphas!r}")
+    try:
+        strengths = (PerUserConfig.strengths if args.strengths is None
+                     else tuple(float(a) for a in args.strengths.split(",") if a.strip()))
+    except ValueError:
+        raise UsageError(f"--strengths must be comma-separated numbers, got {args.strengths!r}") from None
+    if not strengths or any(not 0 < a <= 10 for a in strengths):
+        raise UsageError(f"--strengths must be numbers in (0, 10], got {args.strengths!r}")
     for flag, v in (("--users-per-group", args.users_per_group), ("--length", args.length),
-                    ("--eval-positions", args.eval_positions), ("--k", args.k), ("--top-n", args.top_n or 1)):
+                    ("--eval-positions", args.eval_positions), ("--k", args.k), ("--top-n", args.top_n or 1),
+                    ("--candidates", args.candidates)):
         if v < 1:
             raise UsageError(f"{flag} must be >= 1, got {v}")
+    if args.candidates < 2:
+        raise UsageError(f"--candidates must be >= 2 (head and tail items to tell apart), got {args.candidates}")
     run = RunDir(args.run)
     require(run, args.run, A.WEIGHTS, A.SAE_WEIGHTS, A.FEATURES)
     cfg = PopSteerConfig(users_per_group=args.users_per_group, length=args.length, top_n=args.top_n)
+    per_user = None if args.no_per_user else PerUserConfig(candidates=args.candidates, strengths=strengths)
     s = popsteer_run(run, alphas, cfg, k=args.k, eval_positions=args.eval_positions,
-                     references=not args.no_references)
+                     references=not args.no_references, per_user=per_user)
     k = args.k
     cols = ["alpha", "features", f"ndcg@{k}", "ndcg_drop", f"long_tail@{k}", "long_tail_lift", f"gini@{k}",
             f"novelty@{k}", f"coverage@{k}"]
@@ -197,6 +214,13 @@ def cmd_popsteer(args) -> int:
     print(f"best alpha within a 10% NDCG@{k} drop: {s['best_alpha_within_10pct_ndcg']:g} (long-tail share "
           f"{s['long_tail_lift']:.2f}x, NDCG drop {s['ndcg_drop']:.1%} [95% {lo:.1%}, {hi:.1%}], Gini "
           f"{s['gini_unsteered']:.3f} -> {s['gini_at_best']:.3f}); wrote {run.path(A.POPSTEER_SUMMARY)}")
+    if s.get("per_user"):
+        r = s["per_user"]
+        lo, hi = r["ndcg_drop_ci95"]
+        print(f"per-user PopSteer (values fitted to each user's {r['candidates']} candidates): best strength "
+              f"{r['best_strength_within_10pct_ndcg']:g} within a 10% drop: long-tail share {r['long_tail_lift']:.2f}x, "
+              f"NDCG drop {r['ndcg_drop']:.1%} [95% {lo:.1%}, {hi:.1%}], Gini {r['gini_at_best']:.3f} "
+              f"(the curve: {run.path(A.POPSTEER_PER_USER)})")
     for method, r in (s.get("references") or {}).items():
         if isinstance(r, dict):
             lo, hi = r["ndcg_drop_ci95"]

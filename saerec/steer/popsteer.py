@@ -20,6 +20,8 @@ lie in units of their spread.
 5. :func:`reference_curves`: the same metrics for two SAE-free references on the same points
    (:mod:`saerec.steer.popref`), so the curve is read against what the recommender's own ranking
    and the best constant state shift give.
+6. :func:`per_user_curve`: the same features with values fitted to each user's own candidates
+   (:mod:`saerec.steer.popfit`) instead of one value per feature for everyone.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..eval.metrics import popularity_arrays, row_ndcg
 from ..train.batching import pad_inputs
 from .edits import ResolvedEdit
 from .intervene import Steerer
+from .popfit import PerUserConfig, per_user_lists
 from .popref import reference_lists
 from .sweep import Points, bootstrap_drop, list_metrics
 
@@ -96,6 +99,17 @@ def effect_sizes(steerer: Steerer, popular: list[np.ndarray], niche: list[np.nda
                          "mean_popular": a.mean(0), "mean_niche": b.mean(0)})
 
 
+def steered_features(effects: pd.DataFrame, top_n: int | None = None) -> pd.DataFrame:
+    """The features PopSteer moves: d != 0, largest |d| first, the first ``top_n`` of them.
+
+    >>> steered_features(pd.DataFrame({"feature": [0, 1, 2], "d": [1.0, -3.0, 0.0]}))["feature"].tolist()
+    [1, 0]
+    """
+    e = effects[effects["d"] != 0]
+    e = e.reindex(e["d"].abs().sort_values(ascending=False, kind="stable").index)
+    return e.head(top_n) if top_n is not None else e
+
+
 def popsteer_edits(effects: pd.DataFrame, alpha: float, top_n: int | None = None,
                    labels=None) -> list[ResolvedEdit]:
     """The edits of one alpha: the ``top_n`` features by |d| each ``add`` ``-sign(d) * w * std`` at
@@ -107,10 +121,7 @@ def popsteer_edits(effects: pd.DataFrame, alpha: float, top_n: int | None = None
     >>> [(x.index, x.value) for x in popsteer_edits(e, 3.0, top_n=1)]
     [(0, -3.0)]
     """
-    e = effects[effects["d"] != 0]
-    e = e.reindex(e["d"].abs().sort_values(ascending=False, kind="stable").index)
-    if top_n is not None:
-        e = e.head(top_n)
+    e = steered_features(effects, top_n)
     if alpha == 0 or e.empty:
         return []
     w = alpha * e["d"].abs() / e["d"].abs().max()
@@ -135,6 +146,26 @@ def popsteer_curve(steerer: Steerer, points: Points, effects: pd.DataFrame, alph
                "best_alpha_within_10pct_ndcg": float(best["alpha"]), **_best_summary(best, k),
                "gini_unsteered": float(table[f"gini@{k}"].iloc[0])}
     return table, summary
+
+
+def per_user_curve(steerer: Steerer, points: Points, effects: pd.DataFrame, top_n: int | None = None,
+                   k: int = 10, cfg: PerUserConfig = PerUserConfig(), head: float = 0.2) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """Per-user PopSteer (:mod:`saerec.steer.popfit`) on the same points and features as the curve:
+    one row per strength (0: unsteered), its best row within a 10% NDCG drop, and ``effects`` with
+    each feature's mean fitted value and mean |value| at strength 1."""
+    chosen = steered_features(effects, top_n)
+    is_head, _ = popularity_arrays(steerer.items.items["train_count"].to_numpy(), head)
+    topk, facts = per_user_lists(steerer, points.inputs, chosen["feature"].to_numpy(), is_head, cfg, k)
+    rows = curve_rows(steerer, points, topk, row_ndcg(topk[:, 0], points.targets), k)
+    table = with_lift(pd.DataFrame([{"strength": float(s), "features": len(chosen), **r}
+                                    for s, r in zip((0.0, *cfg.strengths), rows)]), k)
+    best = best_within(table, k)
+    summary = {"best_strength_within_10pct_ndcg": float(best["strength"]), **_best_summary(best, k),
+               "candidates": cfg.candidates, "features": len(chosen), "state_rms": facts["state_rms"]}
+    values = pd.DataFrame({"feature": chosen["feature"].to_numpy(), "per_user_mean_value": facts["mean_value"],
+                           "per_user_mean_abs_value": facts["mean_abs_value"]})
+    return table, summary, effects.merge(values, on="feature", how="left").fillna(
+        {"per_user_mean_value": 0.0, "per_user_mean_abs_value": 0.0})
 
 
 def curve_rows(steerer: Steerer, points: Points, topk: np.ndarray, base: np.ndarray, k: int) -> list[dict]:
@@ -203,7 +234,8 @@ def reference_curves(steerer: Steerer, points: Points, k: int = 10) -> tuple[pd.
     return with_lift(table, k), summary
 
 
-def plot_curve(table: pd.DataFrame, k: int, path, references: pd.DataFrame | None = None) -> None:
+def plot_curve(table: pd.DataFrame, k: int, path, references: pd.DataFrame | None = None,
+               per_user: pd.DataFrame | None = None) -> None:
     """Long-tail share, Gini and NDCG@k against alpha (the trade-off a person picks alpha from), and
     the long-tail lift against the NDCG drop beside the SAE-free references (what the curve is
     worth: the issue's bar is 2x at a 10% drop)."""
@@ -222,6 +254,8 @@ def plot_curve(table: pd.DataFrame, k: int, path, references: pd.DataFrame | Non
                        table[f"ndcg@{k}"].iloc[0] * (1 - table["ndcg_drop_ci_low"]), alpha=0.2, color="C2")
     ax[1].set_xlabel("alpha"), ax[1].set_title(f"NDCG@{k} (pooled, 95% interval)")
     ax[2].plot(100 * table["ndcg_drop"], table["long_tail_lift"], "o-", label="PopSteer")
+    if per_user is not None:
+        ax[2].plot(100 * per_user["ndcg_drop"], per_user["long_tail_lift"], "^-", label="PopSteer per user")
     if references is not None:
         origin = references[references["method"] == "unsteered"]
         for method, part in references[references["method"] != "unsteered"].groupby("method"):
@@ -236,7 +270,8 @@ def plot_curve(table: pd.DataFrame, k: int, path, references: pd.DataFrame | Non
 
 
 def popsteer_run(run, alphas: list[float], cfg: PopSteerConfig = PopSteerConfig(), k: int = 10,
-                 eval_positions: int = 10, references: bool = True) -> dict:
+                 eval_positions: int = 10, references: bool = True,
+                 per_user: PerUserConfig | None = PerUserConfig()) -> dict:
     """PopSteer on a finished run: effect sizes, the curve over ``alphas`` on the test users' last
     ``eval_positions`` predictions, written to ``RUN/steer/popsteer.{parquet,json,png}`` and
     ``popsteer_features.parquet``; with ``references``, the SAE-free reference curves on the same
@@ -250,16 +285,23 @@ def popsteer_run(run, alphas: list[float], cfg: PopSteerConfig = PopSteerConfig(
     points = Points.of_test_users(run, steerer.model.max_len, eval_positions)
     table, summary = popsteer_curve(steerer, points, effects, alphas, cfg.top_n, k)
     refs, ref_summary = reference_curves(steerer, points, k) if references else (None, None)
+    pu_table, pu_summary = None, None
+    if per_user is not None:
+        pu_table, pu_summary, effects = per_user_curve(steerer, points, effects, cfg.top_n, k, per_user, cfg.head)
     run.stage(A.STEER)
     write_parquet(effects, run.path(A.POPSTEER_FEATURES))
     write_parquet(table, run.path(A.POPSTEER))
     if refs is not None:
         write_parquet(refs, run.path(A.POPSTEER_REFERENCES))
-    plot_curve(table, k, run.path(A.POPSTEER).with_suffix(".png"), refs)
+    if pu_table is not None:
+        write_parquet(pu_table, run.path(A.POPSTEER_PER_USER))
+    plot_curve(table, k, run.path(A.POPSTEER).with_suffix(".png"), refs, pu_table)
     summary = {**summary, "config": cfg.__dict__, "users": points.users, "points": len(points.targets),
                "top_features": effects.reindex(effects["d"].abs().sort_values(ascending=False).index)
                .head(10)[["feature", "d"]].to_dict(orient="records")}
     if ref_summary is not None:
         summary["references"] = ref_summary
+    if pu_summary is not None:
+        summary["per_user"] = pu_summary
     run.write_json(A.POPSTEER_SUMMARY, summary)
-    return {**summary, "table": table, "references_table": refs}
+    return {**summary, "table": table, "references_table": refs, "per_user_table": pu_table}

@@ -39,6 +39,7 @@ from ..precision import compute_dtype
 from ..progress import Progress, fmt_seconds, print_line
 from ..rundir import A, RunDir
 from .batching import bucket_batches, shard_batches
+from .budget import batch_tokens_for
 from .inputs import TrainInput, read_train_input
 from .loop import train_epoch, unwrap
 from .objective import patience_for
@@ -60,13 +61,17 @@ def _unpack(p: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [p["flat"][o[i]: o[i + 1]] for i in range(len(o) - 1)]
 
 
-def _allreduce(values: list[float]) -> list[float]:
+def _allreduce(values: list[float], op: str = "sum") -> list[float]:
+    """Sum (or ``op="min"``) across workers; NCCL reduces device tensors only, so on GPU workers the
+    values travel through the worker's device."""
     import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64)
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
+        if dist.get_backend() == "nccl":
+            t = t.to(torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
+    return t.cpu().tolist()
 
 
 def weights_digest(tensors: Mapping[str, torch.Tensor]) -> str:
@@ -159,15 +164,19 @@ def _train(config: dict, data: dict, windows, val_inputs: list[np.ndarray], rank
         if rank == 0:
             print_line(f"[saerec] resumed from checkpoint after epoch {state['epoch']}")
 
+    if "batch_tokens" not in state:       # a fresh run picks its budget; a resumed one keeps its batches
+        mine = batch_tokens_for(tc, mc, core.n_items, device)
+        state["batch_tokens"] = int(_allreduce([float(mine)], op="min")[0])   # every worker batches alike
     start = worker_start(rank, world, state, core.state_dict())
     say = print_line if rank == 0 else (lambda m: None)
+    say(f"[saerec] {state['batch_tokens']:,} tokens per batch (train.batch_tokens: {tc.batch_tokens}, {device.type})")
     if state["bad_epochs"] >= patience:   # resumed after an early stop: done; the driver reads the checkpoint
         say(f"[saerec] already stopped early after epoch {state['epoch']} (best @ {state['best_epoch']})")
         return
     epoch_times: list[float] = []
     for epoch in range(state["epoch"], tc.epochs):
         rng = np.random.default_rng([tc.seed, epoch])
-        batches = shard_batches(bucket_batches(lengths, tc.batch_tokens, rng), rank, world)
+        batches = shard_batches(bucket_batches(lengths, state["batch_tokens"], rng), rank, world)
         prog = Progress(f"epoch {epoch + 1}", sum(int(lengths[b].sum()) for b in batches), unit="tok",
                         every_s=30, printer=say)
         t_epoch = time.perf_counter()
@@ -187,7 +196,7 @@ def _train(config: dict, data: dict, windows, val_inputs: list[np.ndarray], rank
         else:
             state["bad_epochs"] += 1
         row = {"epoch": epoch + 1, "loss": stats.loss, "tokens_per_second": tokens / max(seconds, 1e-9),
-               "padding_fraction": 1 - stats.tokens / max(stats.padded, 1), **val,
+               "padding_fraction": 1 - stats.tokens / max(stats.padded, 1), "batch_tokens": state["batch_tokens"], **val,
                **start, "weights": weights_digest(core.state_dict())}
         state["history"].append(row)
         state["epoch"] = epoch + 1
@@ -292,5 +301,5 @@ def _fit(run: RunDir, cfg: RunConfig, data: TrainInput, folder: Path, resume: bo
     return {"best_epoch": state["best_epoch"], "epochs_run": state["epoch"],
             "best_val_ndcg@10": state["best_ndcg"], "train_tokens_per_second": tps,
             "seconds_to_best_checkpoint": state["seconds_to_best"], "train_seconds": state["train_seconds"],
-            "num_workers": tc.num_workers, "use_gpu": bool(use_gpu)}
+            "num_workers": tc.num_workers, "use_gpu": bool(use_gpu), "batch_tokens": state.get("batch_tokens")}
 
