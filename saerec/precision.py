@@ -38,10 +38,13 @@ def compute_dtype(precision: str, device: torch.device | str = "cpu") -> torch.d
 
 
 def autocast(dtype: torch.dtype | None, device: torch.device | str = "cpu"):
-    """``torch.autocast`` to ``dtype`` on ``device``'s type, or nothing when ``dtype`` is None."""
+    """``torch.autocast`` to ``dtype`` on ``device``'s type; with None, autocast switched *off*, so
+    an fp32 pass stays fp32 even when a caller's code runs it inside an autocast region (on the
+    ML-1M GPTRec an ambient bf16 autocast left 45% of test users' top-10 lists unchanged)."""
+    kind = torch.device(device).type
     if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+        return torch.autocast(device_type=kind, enabled=False) if kind in ("cpu", "cuda") else contextlib.nullcontext()
+    return torch.autocast(device_type=kind, dtype=dtype)
 
 
 def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
