@@ -98,7 +98,7 @@ def per_user_lists(steerer, histories: list[np.ndarray], features: np.ndarray, i
     head = torch.from_numpy(np.asarray(is_head[1:1 + d_out], dtype=np.float32))
     histories = [steerer.truncate(h) for h in histories]
     batches = length_batches([len(h) for h in histories], max_rows)
-    states, finals = [], []
+    finals = []
     for rows in batches:                                                  # pass 1: RMS of the final states
         cache = _prefill(model, steerer.layer, [histories[i] for i in rows])
         finals.append(model.replay_last(cache, cache.state[:, None])[:, 0])
