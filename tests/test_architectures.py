@@ -45,6 +45,21 @@ def test_fast_replay_and_generic_fallback_give_the_same_scores_and_lists(arch):
         assert torch.equal(a.topk(10).indices, b.topk(10).indices)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_generic_replay_of_the_final_state_is_a_query_with_it_replaced(arch):
+    """The generic fallback returns ``final`` variants without running the model: each equals a full
+    query whose final state at the query position is replaced by that variant."""
+    model = _model(arch)
+    items, lengths = _batch()
+    cache = generic_prefill(model, items, lengths, "final")
+    variants = cache.state[:, None] + torch.randn(3, 4, 32)
+    replayed = generic_replay(model, cache, variants)
+    for v in range(4):
+        iv = Intervention(lambda h, where, v=v: variants[where.rows, v].to(h.dtype), "last")
+        full = model.query(items, lengths, interventions={"final": iv}).hidden
+        assert torch.allclose(replayed[:, v], full, atol=1e-6), (arch, (replayed[:, v] - full).abs().max())
+
+
 @pytest.mark.parametrize("arch", ["gptrec", "sasrec"])
 def test_causal_query_is_the_forward_pass_at_the_last_item(arch):
     model = _model(arch)

@@ -49,7 +49,11 @@ def generic_prefill(model, items: torch.Tensor, lengths: torch.Tensor, name: str
 
 @torch.no_grad()
 def generic_replay(model, cache: GenericCache, state: torch.Tensor, max_rows: int = 4096) -> torch.Tensor:
-    """(B, n, d) ``final`` vectors: each history run n times, variant v spliced in at the query position."""
+    """(B, n, d) ``final`` vectors: each history run n times, variant v spliced in at the query position.
+    The ``final`` state itself needs no run: it is what the head scores, so its variants are the answer
+    (a model without its own replay, SASRec say, steered at ``final`` ran n full passes before)."""
+    if cache.name == "final":
+        return state
     B, n, d = state.shape
     flat = state.reshape(B * n, d)
     out = []
