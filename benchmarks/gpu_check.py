@@ -35,6 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -147,18 +148,16 @@ def main(argv: list[str] | None = None) -> dict:
     n_items = prep.index.size
     del prep                                               # the log: later steps read RUN/data as the stages do
     rates = {}
-    args.batch_tokens = [batch_tokens_for(cfg.train.__class__(**{**cfg.train.__dict__, "batch_tokens": b}), cfg.model,
-                                          n_items, dev) for b in args.batch_tokens]
-    for bt in args.batch_tokens:
-        tc = cfg.train.__class__(**{**cfg.train.__dict__, "batch_tokens": bt})
-        c = RunConfig(model=cfg.model, train=tc)
+    budgets = [batch_tokens_for(replace(cfg.train, batch_tokens=b), cfg.model, n_items, dev) for b in args.batch_tokens]
+    for bt in budgets:
+        c = RunConfig(model=cfg.model, train=replace(cfg.train, batch_tokens=bt))
         for name, dtype in DTYPES.items():
             torch.manual_seed(0)
             model = build_model(cfg.model, n_items).to(dev)
             rates[f"{name}@{bt}"] = train_rate(model, windows, c, dtype, args.steps, 0, dev)
             print(f"train {name} batch_tokens={bt}: {rates[f'{name}@{bt}']:,.0f} tok/s", flush=True)
     step("train_throughput", {"tokens_per_second": rates, "bf16_speedup": {
-        bt: rates[f"bf16@{bt}"] / rates[f"fp32@{bt}"] for bt in args.batch_tokens}, "windows": len(windows)}, t)
+        bt: rates[f"bf16@{bt}"] / rates[f"fp32@{bt}"] for bt in budgets}, "windows": len(windows)}, t)
 
     t = time.perf_counter()
     torch.manual_seed(0)

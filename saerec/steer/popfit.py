@@ -34,6 +34,7 @@ import torch
 from ..eval.ranking import length_batches
 from ..model.interface import mask_seen
 from ..train.batching import pad_inputs
+from .popref import final_states, item_matrix
 
 STRENGTHS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
 
@@ -94,23 +95,21 @@ def per_user_lists(steerer, histories: list[np.ndarray], features: np.ndarray, i
     model, sae, norm = steerer.model, steerer.sae, steerer.norm
     S = torch.from_numpy(np.array(features, dtype=np.int64))
     WS = sae.W_dec[S].float() * norm.std.float()                          # (n, d): one unit of each feature
-    d_out = model.scores(torch.zeros(1, sae.d_in)).shape[1]
+    d_out = model.n_items
     head = torch.from_numpy(np.asarray(is_head[1:1 + d_out], dtype=np.float32))
     histories = [steerer.truncate(h) for h in histories]
     batches = length_batches([len(h) for h in histories], max_rows)
-    finals = []
-    for rows in batches:                                                  # pass 1: RMS of the final states
-        cache = _prefill(model, steerer.layer, [histories[i] for i in rows])
-        finals.append(model.replay_last(cache, cache.state[:, None])[:, 0])
+    # pass 1: the final states (kept: U x d) and their RMS norm, the unit of a strength
+    finals = [final_states(model, steerer.layer, [histories[i] for i in rows]) for rows in batches]
     rms = float(torch.cat(finals).pow(2).sum(1).mean().sqrt()) if finals else 0.0
     strengths = torch.tensor(cfg.strengths, dtype=torch.float32)
     out = np.zeros((len(histories), 1 + len(strengths), k), dtype=np.int64)
     value_sum, abs_sum = torch.zeros(len(S)), torch.zeros(len(S))
-    E = _item_matrix(model, sae.d_in)                                     # (V, d): score of item i = e_i . final
+    E = item_matrix(model, sae.d_in)                                      # (V, d): score of item i = e_i . final
     for rows, final in zip(batches, finals):                              # pass 2: fit, steer, rank
         hs = [histories[i] for i in rows]
-        cache = _prefill(model, steerer.layer, hs)
-        items, _ = pad_inputs(hs)
+        items, lengths = pad_inputs(hs)
+        cache = model.prefill_last(items, lengths, steerer.layer)
         seen = mask_seen(torch.zeros(len(hs), d_out), items)
         scores = model.scores(final) + seen
         top, y = candidate_targets(scores, head, min(cfg.candidates, d_out))
@@ -131,12 +130,3 @@ def per_user_lists(steerer, histories: list[np.ndarray], features: np.ndarray, i
     n = max(len(histories), 1)
     return out, {"state_rms": rms, "mean_value": (value_sum / n).numpy(), "mean_abs_value": (abs_sum / n).numpy()}
 
-
-def _prefill(model, layer: str, histories: list[np.ndarray]):
-    items, lengths = pad_inputs(histories)
-    return model.prefill_last(items, lengths, layer)
-
-
-def _item_matrix(model, d: int) -> torch.Tensor:
-    """(V, d): row i is how item i's score moves per unit of each final-state dimension."""
-    return (model.scores(torch.eye(d)) - model.scores(torch.zeros(1, d))).T

@@ -67,14 +67,14 @@ def reference_lists(model, layer: str, histories: list[np.ndarray], is_head: np.
     finals, probs_k = [], []
     batches = length_batches([len(h) for h in histories], max_rows)
     for rows in batches:                                     # pass 1: the states (kept: U x d), the k-th probability
-        final = _final_states(model, layer, [histories[i] for i in rows])
+        final = final_states(model, layer, [histories[i] for i in rows])
         d = final.shape[1]
         finals.append(final)
         probs_k.append(torch.softmax(_masked_scores(model, final, [histories[i] for i in rows]), 1)
                        .topk(k, dim=1).values[:, -1])
     rms = float(torch.cat(finals).pow(2).sum(1).mean().sqrt()) if finals else 0.0
     p_k = float(torch.cat(probs_k).median()) if probs_k else 0.0
-    E = (model.scores(torch.eye(d)) - model.scores(torch.zeros(1, d))).T if d else torch.zeros(0, 0)
+    E = item_matrix(model, d) if d else torch.zeros(0, 0)
     v, r2 = shift_direction(E, head, torch.from_numpy(np.asarray(seen, dtype=bool))) if d else (None, 0.0)
     specs = ([{"method": "unsteered", "strength": 0.0}]
              + [{"method": "head_penalty", "strength": float(s)} for s in penalties]
@@ -92,7 +92,12 @@ def reference_lists(model, layer: str, histories: list[np.ndarray], is_head: np.
     return out, specs, {"shift_r2": r2, "state_rms": rms, "median_p_at_k": p_k}
 
 
-def _final_states(model, layer: str, histories: list[np.ndarray]) -> torch.Tensor:
+def item_matrix(model, d: int) -> torch.Tensor:
+    """(V, d): row i is how item i's score moves per unit of each final-state dimension."""
+    return (model.scores(torch.eye(d)) - model.scores(torch.zeros(1, d))).T
+
+
+def final_states(model, layer: str, histories: list[np.ndarray]) -> torch.Tensor:
     """(b, d) user states the item scores are read from (the unsteered model)."""
     items, lengths = pad_inputs(histories)
     cache = model.prefill_last(items, lengths, layer)
