@@ -4,7 +4,8 @@ interpretation's promoted items and explanations' total effects.
 Edits at the query position only (the paper's steering) leave every earlier position unchanged, so
 for a causal model their keys and values in the later blocks can be computed once and shared by any
 number of edited variants of the last step: the same trick as a KV cache in autoregressive decoding
-(:func:`causal_prefill` / :func:`causal_replay`, for GPT-style blocks, pre-LN). Any other model gets
+(:func:`causal_prefill` / :func:`causal_replay`: GPT's pre-LN blocks, and SASRec's through its own
+block functions). Any other model gets
 the generic fallback (:func:`generic_prefill` / :func:`generic_replay`): one query pass per variant,
 the variant spliced in at the query position by an :class:`~.interface.Intervention`. Both give the
 same scores up to float rounding (tested).
@@ -47,11 +48,11 @@ def generic_prefill(model, items: torch.Tensor, lengths: torch.Tensor, name: str
     return GenericCache(items, lengths, name, model.query(items, lengths, capture=[name]).captured[name])
 
 
-@torch.no_grad()
 def generic_replay(model, cache: GenericCache, state: torch.Tensor, max_rows: int = 4096) -> torch.Tensor:
     """(B, n, d) ``final`` vectors: each history run n times, variant v spliced in at the query position.
     The ``final`` state itself needs no run: it is what the head scores, so its variants are the answer
-    (a model without its own replay, SASRec say, steered at ``final`` ran n full passes before)."""
+    (a model without its own replay steered at ``final`` ran n full passes before). Differentiable in
+    ``state``, as :func:`causal_replay`; scoring callers run it under ``no_grad``."""
     if cache.name == "final":
         return state
     B, n, d = state.shape
@@ -72,10 +73,27 @@ def start_block(model, name: str) -> int:
     return 0 if name == "embed" else len(model.blocks) if name == "final" else int(name.split(".")[1]) + 1
 
 
+def gpt_keys_values(blk, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pre-LN GPT block's keys and values (B, T, C) for its input ``x``."""
+    _, k, v = blk.attn.qkv(blk.ln1(x)).split(x.shape[-1], dim=2)
+    return k, v
+
+
+def gpt_last_step(blk, x: torch.Tensor, attend) -> torch.Tensor:
+    """A pre-LN GPT block (``ln1``, ``attn.qkv``, ``attn.proj``, ``ln2``, ``mlp``) at the query
+    position of n variants (B, n, C); ``attend(q, k, v)`` is attention over the cached keys plus
+    the variant's own."""
+    q, k, v = blk.attn.qkv(blk.ln1(x)).split(x.shape[-1], dim=2)
+    x = x + blk.attn.proj(attend(q, k, v))
+    return x + blk.mlp(blk.ln2(x))
+
+
 @torch.no_grad()
-def causal_prefill(model, items: torch.Tensor, lengths: torch.Tensor, name: str) -> LastStepCache:
-    """One forward pass that keeps what :func:`causal_replay` needs (eval mode only). ``model``:
-    GPT-style pre-LN blocks (``ln1``, ``attn.qkv``, ``attn.proj``, ``ln2``, ``mlp``) and ``ln_f``."""
+def causal_prefill(model, items: torch.Tensor, lengths: torch.Tensor, name: str,
+                   keys_values=gpt_keys_values) -> LastStepCache:
+    """One forward pass that keeps what :func:`causal_replay` needs (eval mode only): the input of
+    every later block, turned into its keys and values by ``keys_values(block, x)`` (GPT's pre-LN
+    layout by default; SASRec passes its own)."""
     start = start_block(model, name)
     inputs = [name] + [f"block.{i - 1}" for i in range(start + 1, len(model.blocks))]
     out = model(items, lengths, capture=inputs)
@@ -83,18 +101,19 @@ def causal_prefill(model, items: torch.Tensor, lengths: torch.Tensor, name: str)
     C, H = model.cfg.d_model, model.cfg.n_heads
     keys, values = [], []
     for i, x_in in zip(range(start, len(model.blocks)), inputs):
-        blk = model.blocks[i]
-        _, k, v = blk.attn.qkv(blk.ln1(out.captured[x_in])).split(C, dim=2)
-        keys.append(k.view(B, T, H, C // H).transpose(1, 2))
-        values.append(v.view(B, T, H, C // H).transpose(1, 2))
+        k, v = keys_values(model.blocks[i], out.captured[x_in])
+        keys.append(k.reshape(B, T, H, C // H).transpose(1, 2))
+        values.append(v.reshape(B, T, H, C // H).transpose(1, 2))
     state = out.captured[name][torch.arange(B), lengths - 1]
     return LastStepCache(start, state, keys, values, lengths, name == "final")
 
 
-@torch.no_grad()
-def causal_replay(model, cache: LastStepCache, state: torch.Tensor) -> torch.Tensor:
+def causal_replay(model, cache: LastStepCache, state: torch.Tensor, last_step=gpt_last_step) -> torch.Tensor:
     """Final hidden vectors (B, n, d) at the last position for n edited variants (B, n, d) of the
-    cached state. Equal to a full forward with the edit at the last position (up to float rounding)."""
+    cached state, each later block run at that position only by ``last_step(block, x, attend)``.
+    Equal to a full forward with the edit at the last position (up to float rounding).
+    Differentiable in ``state`` (per-user PopSteer fits edits through it); callers that only score
+    run it under ``no_grad``/``inference_mode``."""
     if cache.final:
         return state
     B, n, C = state.shape
@@ -102,16 +121,21 @@ def causal_replay(model, cache: LastStepCache, state: torch.Tensor) -> torch.Ten
     hd = C // H
     T = cache.keys[0].shape[2] if cache.keys else 0
     before = torch.arange(T)[None, :] < (cache.lengths - 1)[:, None]          # keys strictly before last
+
+    def attention_over(K, V):
+        def attend(q, k, v):
+            q, k, v = (t.reshape(B, n, H, hd) for t in (q, k, v))
+            s_old = torch.einsum("bnhd,bhtd->bnht", q, K) / math.sqrt(hd)
+            s_old = s_old.masked_fill(~before[:, None, None, :], float("-inf"))
+            s_new = (q * k).sum(-1, keepdim=True) / math.sqrt(hd)
+            att = torch.softmax(torch.cat([s_old, s_new], dim=-1), dim=-1)
+            y = torch.einsum("bnht,bhtd->bnhd", att[..., :T], V) + att[..., T:] * v
+            return y.reshape(B, n, C)
+        return attend
+
     x = state
     for blk, K, V in zip(model.blocks[cache.start:], cache.keys, cache.values):
-        q, k, v = (t.view(B, n, H, hd) for t in blk.attn.qkv(blk.ln1(x)).split(C, dim=2))
-        s_old = torch.einsum("bnhd,bhtd->bnht", q, K) / math.sqrt(hd)
-        s_old = s_old.masked_fill(~before[:, None, None, :], float("-inf"))
-        s_new = (q * k).sum(-1, keepdim=True) / math.sqrt(hd)
-        att = torch.softmax(torch.cat([s_old, s_new], dim=-1), dim=-1)
-        y = torch.einsum("bnht,bhtd->bnhd", att[..., :T], V) + att[..., T:] * v
-        x = x + blk.attn.proj(y.reshape(B, n, C))
-        x = x + blk.mlp(blk.ln2(x))
+        x = last_step(blk, x, attention_over(K, V))
     return model.ln_f(x)
 
 

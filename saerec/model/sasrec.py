@@ -27,6 +27,7 @@ from ..config import ModelConfig
 from .attention import attention
 from .dropout import Dropout
 from .interface import BlockRecommender, Intervention, ModelOutput
+from .laststep import causal_prefill, causal_replay
 
 
 class SASRecBlock(nn.Module):
@@ -50,6 +51,19 @@ class SASRecBlock(nn.Module):
         y = attention(q, k, v, is_causal=True)
         x = self.ffn_ln(q_in + self.drop(self.out(y.transpose(1, 2).reshape(B, T, C))))
         return x + self.drop(self.fc2(self.drop(F.relu(self.fc1(x)))))
+
+
+def _keys_values(blk: SASRecBlock, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SASRec's keys and values come from the block's raw input (only the query is normalised)."""
+    return blk.kv(x).split(x.shape[-1], dim=2)
+
+
+def _last_step(blk: SASRecBlock, x: torch.Tensor, attend) -> torch.Tensor:
+    """:meth:`SASRecBlock.forward` at the query position of n variants (B, n, d), eval mode."""
+    q_in = blk.attn_ln(x)
+    k, v = _keys_values(blk, x)
+    x = blk.ffn_ln(q_in + blk.out(attend(blk.q(q_in), k, v)))
+    return x + blk.fc2(F.relu(blk.fc1(x)))
 
 
 class SASRec(BlockRecommender):
@@ -80,6 +94,14 @@ class SASRec(BlockRecommender):
         for i, block in enumerate(self.blocks):
             x = visit(f"block.{i}", block(x))
         return ModelOutput(visit("final", self.ln_f(x)), visit.captured)
+
+    def prefill_last(self, items: torch.Tensor, lengths: torch.Tensor, name: str):
+        """Fast path (:mod:`.laststep`): the later blocks' keys and values computed once, so a
+        steering sweep at ``block.0`` replays one position per variant instead of a whole query."""
+        return causal_prefill(self, items, lengths, name, _keys_values)
+
+    def replay_last(self, cache, state: torch.Tensor) -> torch.Tensor:
+        return causal_replay(self, cache, state, _last_step)
 
     def item_weights(self) -> torch.Tensor:
         return self.item_emb.weight[1:]
