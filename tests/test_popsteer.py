@@ -58,7 +58,7 @@ def test_popsteer_curve_on_a_run(own_interpreted_run, capsys):
     # per-user PopSteer on the same points: strength 0 is the unsteered model, its fits use the
     # same features, and every steered feature gets a fitted value
     per_user = pd.read_parquet(run.root / "steer" / "popsteer_per_user.parquet")
-    assert per_user["strength"].tolist() == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8]
+    assert per_user["strength"].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
     assert np.isclose(per_user["ndcg@10"].iloc[0], table["ndcg@10"].iloc[0]) and per_user["ndcg_drop"].iloc[0] == 0
     assert summary["per_user"]["features"] == table["features"].iloc[1] and "per-user PopSteer" in out
     steered = effects["d"] != 0
@@ -71,9 +71,8 @@ def test_popsteer_bad_input_exits_2(interpreted_run, capsys):
     for flags, msg in ((["--alphas", "1,x"], "--alphas must be comma-separated numbers"),
                        (["--alphas", "-1"], "--alphas must be numbers in 0..100"),
                        (["--users-per-group", "0"], "--users-per-group must be >= 1"),
-                       (["--strengths", "0.1,y"], "--strengths must be comma-separated numbers"),
-                       (["--strengths", "0"], "--strengths must be numbers in (0, 10]"),
-                       (["--candidates", "1"], "--candidates must be >= 2")):
+                       (["--penalties", "0.1,y"], "--penalties must be comma-separated numbers"),
+                       (["--penalties", "0"], "--penalties must be numbers in (0, 100]")):
         assert main(["popsteer", "--run", str(run.root), *flags]) == 2
         assert msg in capsys.readouterr().err
 
@@ -100,37 +99,12 @@ def test_reference_curves_on_a_run(own_interpreted_run):
 
 
 
-def test_layer_jacobian_is_the_replays_derivative(interpreted_run):
-    """At block.0 (the fixture's SAE layer) the central-difference Jacobian predicts how a small
-    edit of the state moves the final state; at the final layer there is nothing to linearise."""
-    from saerec.steer.popfit import layer_jacobian
-    from saerec.steer.sweep import Points
-    from saerec.train.batching import pad_inputs
-
-    run, _ = interpreted_run
-    steerer = Steerer.from_run(run, probes=False)
-    assert steerer.layer != "final"
-    points = Points.of_test_users(run, steerer.model.max_len, 1)
-    items, lengths = pad_inputs([steerer.truncate(h) for h in points.inputs[:16]])
-    model = steerer.model
-    with torch.inference_mode():
-        cache = model.prefill_last(items, lengths, steerer.layer)
-        J = layer_jacobian(model, cache, cache.state, steerer.layer)
-        delta = 1e-2 * cache.state.norm(dim=1, keepdim=True) * torch.randn(cache.state.shape, generator=torch.Generator().manual_seed(0)) / 8
-        moved = model.replay_last(cache, torch.stack([cache.state, cache.state + delta], dim=1))
-        predicted = (J @ delta[..., None])[..., 0]
-        actual = moved[:, 1] - moved[:, 0]
-        assert torch.allclose(predicted, actual, atol=1e-3 * actual.abs().max().item() + 1e-6, rtol=5e-2)
-        transposed = (J.transpose(1, 2) @ delta[..., None])[..., 0]
-        assert not torch.allclose(transposed, actual, atol=1e-3 * actual.abs().max().item() + 1e-6, rtol=5e-2)
-        final = model.prefill_last(items, lengths, "final")
-        assert layer_jacobian(model, final, final.state, "final") is None
-
-
-def test_per_user_values_lower_head_candidates(interpreted_run):
-    """The fitted values move each user's head candidates down against their tail candidates, which
-    is what the fit is for; with the targets' sign flipped the same code would push them up."""
+def test_per_user_values_put_the_head_penalty_lists_on_top(interpreted_run):
+    """Per-user PopSteer's edits at the fixture's block.0 (fitted through the later block's exact
+    replay) give many more users the head penalty's top-10 set than the unsteered lists have, and
+    stronger penalties fewer head items."""
     from saerec.steer.popfit import PerUserConfig, per_user_lists
+    from saerec.steer.popref import head_penalty_topk, masked_scores, final_states
     from saerec.steer.popsteer import effect_sizes, steered_features
     from saerec.steer.sweep import Points
 
@@ -141,9 +115,47 @@ def test_per_user_values_lower_head_candidates(interpreted_run):
     popular, niche = synthetic_histories(tc, PopSteerConfig(users_per_group=60))
     features = steered_features(effect_sizes(steerer, popular, niche))["feature"].to_numpy()
     points = Points.of_test_users(run, steerer.model.max_len, 1)
-    lists, facts = per_user_lists(steerer, points.inputs, features, head, PerUserConfig(strengths=(0.2, 0.8)), k=10)
-    assert lists.shape == (len(points.inputs), 3, 10) and facts["state_rms"] > 0
+    cfg = PerUserConfig(penalties=(0.5, 3.0), steps=400)     # the fixture's small model converges slower
+    lists, facts = per_user_lists(steerer, points.inputs, features, head, cfg, k=10)
+    assert lists.shape == (len(points.inputs), 3, 10) and facts["state_rms"] > 0 and facts["median_p_at_k"] > 0
     assert np.array_equal(lists[:, 0], steerer.recommend(points.inputs, None, k=10))
     share = [head[lists[:, i]].mean() for i in range(3)]
-    assert share[0] > share[1] > share[2], share                      # stronger edits, fewer head items
-    assert not any(np.isin(lists[u], steerer.truncate(points.inputs[u])).any() for u in range(len(points.inputs)))
+    assert share[0] > share[1] > share[2], share                      # stronger penalties, fewer head items
+    hs = [steerer.truncate(h) for h in points.inputs]
+    assert not any(np.isin(lists[u], hs[u]).any() for u in range(len(hs)))
+    with torch.no_grad():
+        scores = masked_scores(steerer.model, final_states(steerer.model, steerer.layer, hs), hs)
+        want = head_penalty_topk(torch.softmax(scores, 1), torch.from_numpy(head[1:].astype(np.float32)),
+                                 [lam * facts["median_p_at_k"] for lam in cfg.penalties], 10).numpy() + 1
+    for j in range(2):      # through ln_f a block.0 edit reaches fewer lists than a final-state one
+        same = np.mean([set(lists[u, 1 + j]) == set(want[u, j]) for u in range(len(hs))])
+        before = np.mean([set(lists[u, 0]) == set(want[u, j]) for u in range(len(hs))])
+        assert same >= before + 0.15, (cfg.penalties[j], same, before)
+
+
+def test_fit_edit_reaches_the_head_penalty_sets_at_the_final_state(interpreted_run):
+    """The fit itself, at the final state (a move of the scores): a move of the user state that
+    ranks the head penalty's top-10 above every other unseen item, for nearly every user."""
+    from saerec.steer.popfit import fit_edit
+    from saerec.steer.popref import head_penalty_topk, item_matrix, masked_scores, final_states
+    from saerec.steer.sweep import Points
+
+    run, _ = interpreted_run
+    steerer = Steerer.from_run(run, probes=False)
+    model = steerer.model
+    head, _ = popularity_arrays(steerer.items.items["train_count"].to_numpy())
+    points = Points.of_test_users(run, model.max_len, 1)
+    hs = [steerer.truncate(h) for h in points.inputs]
+    with torch.no_grad():
+        final = final_states(model, steerer.layer, hs)
+        scores = masked_scores(model, final, hs)
+        E = item_matrix(model, final.shape[1])
+        p_k = torch.softmax(scores, 1).topk(10, dim=1).values[:, -1].median()
+        target = head_penalty_topk(torch.softmax(scores, 1), torch.from_numpy(head[1:].astype(np.float32)),
+                                   [1.5 * p_k], 10)[:, 0]
+    rms = float(final.pow(2).sum(1).mean().sqrt())
+    moved = scores + fit_edit(scores, lambda e: e @ E.T, target, final.shape[1], rms, steps=400) @ E.T
+    got = moved.topk(10, dim=1).indices
+    same = np.mean([set(a.tolist()) == set(b.tolist()) for a, b in zip(got, target)])
+    before = np.mean([set(a.tolist()) == set(b.tolist()) for a, b in zip(scores.topk(10, dim=1).indices, target)])
+    assert same >= 0.9 and before < 0.5, (same, before)

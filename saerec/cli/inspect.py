@@ -50,10 +50,9 @@ def add_parsers(sub) -> None:
     sp.add_argument("--k", type=int, default=10)
     sp.add_argument("--no-references", action="store_true",
                     help="skip the SAE-free reference curves (head-penalty re-ranking, best constant state shift)")
-    sp.add_argument("--strengths", help="per-user PopSteer strengths: the final-state shift in RMS state norms "
-                                        "(0 is added; default 0.1,0.2,0.3,0.4,0.5,0.6,0.8)")
-    sp.add_argument("--candidates", type=int, default=50,
-                    help="per-user PopSteer: each user's most probable items the feature values are fitted on (default 50)")
+    sp.add_argument("--penalties", help="per-user PopSteer: head penalties whose re-ranked lists the feature values "
+                                        "are fitted to, in units of the median k-th probability (0 is added; "
+                                        "default 0.25,0.5,0.75,1,1.25,1.5)")
     sp.add_argument("--no-per-user", action="store_true", help="skip per-user PopSteer (feature values fitted per user)")
     sp = sub.add_parser("features", help="the feature catalog: labels, correlation, firing frequency")
     sp.add_argument("--run", required=True, help="run directory")
@@ -187,23 +186,20 @@ def cmd_popsteer(args) -> int:
     if not alphas or any(not 0 <= a <= 100 for a in alphas):
         raise UsageError(f"--alphas must be numbers in 0..100, got {args.alphas!r}")
     try:
-        strengths = (PerUserConfig.strengths if args.strengths is None
-                     else tuple(float(a) for a in args.strengths.split(",") if a.strip()))
+        penalties = (PerUserConfig.penalties if args.penalties is None
+                     else tuple(float(a) for a in args.penalties.split(",") if a.strip()))
     except ValueError:
-        raise UsageError(f"--strengths must be comma-separated numbers, got {args.strengths!r}") from None
-    if not strengths or any(not 0 < a <= 10 for a in strengths):
-        raise UsageError(f"--strengths must be numbers in (0, 10], got {args.strengths!r}")
+        raise UsageError(f"--penalties must be comma-separated numbers, got {args.penalties!r}") from None
+    if not penalties or any(not 0 < a <= 100 for a in penalties):
+        raise UsageError(f"--penalties must be numbers in (0, 100], got {args.penalties!r}")
     for flag, v in (("--users-per-group", args.users_per_group), ("--length", args.length),
-                    ("--eval-positions", args.eval_positions), ("--k", args.k), ("--top-n", args.top_n or 1),
-                    ("--candidates", args.candidates)):
+                    ("--eval-positions", args.eval_positions), ("--k", args.k), ("--top-n", args.top_n or 1)):
         if v < 1:
             raise UsageError(f"{flag} must be >= 1, got {v}")
-    if args.candidates < 2:
-        raise UsageError(f"--candidates must be >= 2 (head and tail items to tell apart), got {args.candidates}")
     run = RunDir(args.run)
     require(run, args.run, A.WEIGHTS, A.SAE_WEIGHTS, A.FEATURES)
     cfg = PopSteerConfig(users_per_group=args.users_per_group, length=args.length, top_n=args.top_n)
-    per_user = None if args.no_per_user else PerUserConfig(candidates=args.candidates, strengths=strengths)
+    per_user = None if args.no_per_user else PerUserConfig(penalties=penalties)
     s = popsteer_run(run, alphas, cfg, k=args.k, eval_positions=args.eval_positions,
                      references=not args.no_references, per_user=per_user)
     k = args.k
@@ -217,7 +213,7 @@ def cmd_popsteer(args) -> int:
     if s.get("per_user"):
         r = s["per_user"]
         lo, hi = r["ndcg_drop_ci95"]
-        print(f"per-user PopSteer (values fitted to each user's {r['candidates']} candidates): best strength "
+        print(f"per-user PopSteer (values fitted per user to the head penalty's lists): best penalty "
               f"{r['best_strength_within_10pct_ndcg']:g} within a 10% drop: long-tail share {r['long_tail_lift']:.2f}x, "
               f"NDCG drop {r['ndcg_drop']:.1%} [95% {lo:.1%}, {hi:.1%}], Gini {r['gini_at_best']:.3f} "
               f"(the curve: {run.path(A.POPSTEER_PER_USER)})")

@@ -70,7 +70,7 @@ def reference_lists(model, layer: str, histories: list[np.ndarray], is_head: np.
         final = final_states(model, layer, [histories[i] for i in rows])
         d = final.shape[1]
         finals.append(final)
-        probs_k.append(torch.softmax(_masked_scores(model, final, [histories[i] for i in rows]), 1)
+        probs_k.append(torch.softmax(masked_scores(model, final, [histories[i] for i in rows]), 1)
                        .topk(k, dim=1).values[:, -1])
     rms = float(torch.cat(finals).pow(2).sum(1).mean().sqrt()) if finals else 0.0
     p_k = float(torch.cat(probs_k).median()) if probs_k else 0.0
@@ -82,12 +82,12 @@ def reference_lists(model, layer: str, histories: list[np.ndarray], is_head: np.
     out = np.zeros((len(histories), len(specs), k), dtype=np.int64)
     for rows, final in zip(batches, finals):                 # pass 2: the lists, from pass 1's states
         hs = [histories[i] for i in rows]
-        scores = _masked_scores(model, final, hs)
+        scores = masked_scores(model, final, hs)
         lists = [scores.topk(k, dim=1).indices[:, None]]
         probs = torch.where(torch.isfinite(scores), torch.softmax(scores, 1), -torch.inf)   # seen items stay out
         lists.append(head_penalty_topk(probs, head, [s * p_k for s in penalties], k))
         for beta in betas:
-            lists.append(_masked_scores(model, final + beta * rms * v, hs).topk(k, dim=1).indices[:, None])
+            lists.append(masked_scores(model, final + beta * rms * v, hs).topk(k, dim=1).indices[:, None])
         out[rows] = (torch.cat(lists, dim=1) + 1).numpy()
     return out, specs, {"shift_r2": r2, "state_rms": rms, "median_p_at_k": p_k}
 
@@ -104,7 +104,7 @@ def final_states(model, layer: str, histories: list[np.ndarray]) -> torch.Tensor
     return model.replay_last(cache, cache.state[:, None, :])[:, 0]
 
 
-def _masked_scores(model, final: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
+def masked_scores(model, final: torch.Tensor, histories: list[np.ndarray]) -> torch.Tensor:
     items, _ = pad_inputs(histories)
     scores = model.scores(final)
     return scores.add_(mask_seen(torch.zeros_like(scores), items))

@@ -20,7 +20,7 @@ lie in units of their spread.
 5. :func:`reference_curves`: the same metrics for two SAE-free references on the same points
    (:mod:`saerec.steer.popref`), so the curve is read against what the recommender's own ranking
    and the best constant state shift give.
-6. :func:`per_user_curve`: the same features with values fitted to each user's own candidates
+6. :func:`per_user_curve`: the same features with values fitted per user to the head penalty's lists
    (:mod:`saerec.steer.popfit`) instead of one value per feature for everyone.
 """
 
@@ -158,10 +158,11 @@ def per_user_curve(steerer: Steerer, points: Points, effects: pd.DataFrame, top_
     topk, facts = per_user_lists(steerer, points.inputs, chosen["feature"].to_numpy(), is_head, cfg, k)
     rows = curve_rows(steerer, points, topk, row_ndcg(topk[:, 0], points.targets), k)
     table = with_lift(pd.DataFrame([{"strength": float(s), "features": len(chosen), **r}
-                                    for s, r in zip((0.0, *cfg.strengths), rows)]), k)
+                                    for s, r in zip((0.0, *cfg.penalties), rows)]), k)
     best = best_within(table, k)
     summary = {"best_strength_within_10pct_ndcg": float(best["strength"]), **_best_summary(best, k),
-               "candidates": cfg.candidates, "features": len(chosen), "state_rms": facts["state_rms"]}
+               "penalties": list(cfg.penalties), "features": len(chosen), "state_rms": facts["state_rms"],
+               "median_p_at_k": facts["median_p_at_k"]}
     values = pd.DataFrame({"feature": chosen["feature"].to_numpy(), "per_user_mean_value": facts["mean_value"],
                            "per_user_mean_abs_value": facts["mean_abs_value"]})
     return table, summary, effects.merge(values, on="feature", how="left").fillna(
