@@ -165,7 +165,7 @@ def per_user_lists(steerer, histories: list[np.ndarray], features: np.ndarray, i
         out[rows] = (torch.stack(lists, dim=1) + 1).numpy()
         done += len(rows)
         rate = done / max(time.monotonic() - started, 1e-9)
-        log.info("per-user PopSteer: %d/%d users fitted (%.0f/s, ETA %.0fs)", done, len(histories), rate,
+        log.info("per-user PopSteer: %d/%d users fitted (%.1f/s, ETA %.0fs)", done, len(histories), rate,
                  (len(histories) - done) / rate)
     n = max(len(histories), 1) * max(len(cfg.penalties), 1)
     return out, {"state_rms": rms, "median_p_at_k": unit, "mean_value": (value_sum / n).numpy(),

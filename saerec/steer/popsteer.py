@@ -151,8 +151,9 @@ def popsteer_curve(steerer: Steerer, points: Points, effects: pd.DataFrame, alph
 def per_user_curve(steerer: Steerer, points: Points, effects: pd.DataFrame, top_n: int | None = None,
                    k: int = 10, cfg: PerUserConfig = PerUserConfig(), head: float = 0.2) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Per-user PopSteer (:mod:`saerec.steer.popfit`) on the same points and features as the curve:
-    one row per strength (0: unsteered), its best row within a 10% NDCG drop, and ``effects`` with
-    each feature's mean fitted value and mean |value| at strength 1."""
+    one row per head penalty (column ``strength``, shared with the other curves; 0: unsteered), its
+    best row within a 10% NDCG drop, and ``effects`` with each feature's mean fitted value and mean
+    |value| over users and penalties."""
     chosen = steered_features(effects, top_n)
     is_head, _ = popularity_arrays(steerer.items.items["train_count"].to_numpy(), head)
     topk, facts = per_user_lists(steerer, points.inputs, chosen["feature"].to_numpy(), is_head, cfg, k)
