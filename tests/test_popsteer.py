@@ -125,7 +125,7 @@ def test_per_user_values_put_the_head_penalty_lists_on_top(interpreted_run):
     assert not any(np.isin(lists[u], hs[u]).any() for u in range(len(hs)))
     with torch.no_grad():
         scores = masked_scores(steerer.model, final_states(steerer.model, steerer.layer, hs), hs)
-        want = head_penalty_topk(torch.softmax(scores, 1), torch.from_numpy(head[1:].astype(np.float32)),
+        want = head_penalty_topk(scores, torch.from_numpy(head[1:].astype(np.float32)),
                                  [lam * facts["median_p_at_k"] for lam in cfg.penalties], 10).numpy() + 1
     for j in range(2):      # through ln_f a block.0 edit reaches fewer lists than a final-state one
         same = np.mean([set(lists[u, 1 + j]) == set(want[u, j]) for u in range(len(hs))])
@@ -151,7 +151,7 @@ def test_fit_edit_reaches_the_head_penalty_sets_at_the_final_state(interpreted_r
         scores = masked_scores(model, final, hs)
         E = item_matrix(model, final.shape[1])
         p_k = torch.softmax(scores, 1).topk(10, dim=1).values[:, -1].median()
-        target = head_penalty_topk(torch.softmax(scores, 1), torch.from_numpy(head[1:].astype(np.float32)),
+        target = head_penalty_topk(scores, torch.from_numpy(head[1:].astype(np.float32)),
                                    [1.5 * p_k], 10)[:, 0]
     rms = float(final.pow(2).sum(1).mean().sqrt())
     moved = scores + fit_edit(scores, lambda e: e @ E.T, target, final.shape[1], rms, steps=400) @ E.T

@@ -145,11 +145,9 @@ def per_user_lists(steerer, histories: list[np.ndarray], features: np.ndarray, i
         with torch.no_grad():
             items, lengths = pad_inputs(hs)
             cache = model.prefill_last(items, lengths, steerer.layer)
-            final = model.replay_last(cache, cache.state[:, None])[:, 0]
-            seen = mask_seen(torch.zeros(len(hs), d_out), items)
-            scores = model.scores(final) + seen
-            targets = head_penalty_topk(torch.softmax(scores, 1), head, [lam * unit for lam in cfg.penalties], k)
-        plain = model.scores(final).detach()
+            plain = model.scores(model.replay_last(cache, cache.state[:, None])[:, 0])
+            scores = plain + mask_seen(torch.zeros_like(plain), items)
+            targets = head_penalty_topk(scores, head, [lam * unit for lam in cfg.penalties], k)
 
         def move(edit, cache=cache, plain=plain):                         # exact: replayed through later blocks
             return model.scores(model.replay_last(cache, (cache.state + edit)[:, None])[:, 0]) - plain

@@ -29,13 +29,18 @@ PENALTIES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 BETAS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
-def head_penalty_topk(probs: torch.Tensor, is_head: torch.Tensor, penalties, k: int) -> torch.Tensor:
-    """(b, len(penalties), k) column indices of the top k of ``probs - lam * is_head`` per penalty.
+def head_penalty_topk(scores: torch.Tensor, is_head: torch.Tensor, penalties, k: int) -> torch.Tensor:
+    """(b, len(penalties), k) column indices of the top k of ``p - lam * is_head`` per penalty, with
+    ``p`` the softmax of ``scores``; columns scored ``-inf`` (seen items) stay out, whatever the
+    penalty (a plain softmax would give them 0, above a penalised head item).
 
     >>> p = torch.tensor([[0.5, 0.3, 0.15, 0.05]]); head = torch.tensor([1.0, 1.0, 0.0, 0.0])
-    >>> head_penalty_topk(p, head, [0.0, 0.2, 1.0], 2).tolist()
+    >>> head_penalty_topk(p.log(), head, [0.0, 0.2, 1.0], 2).tolist()
     [[[0, 1], [0, 2], [2, 3]]]
+    >>> head_penalty_topk(torch.tensor([[2.0, 1.0, -float("inf"), 0.0]]), head, [1.0], 2).tolist()
+    [[[3, 0]]]
     """
+    probs = torch.where(torch.isfinite(scores), torch.softmax(scores, 1), -torch.inf)
     return torch.stack([(probs - lam * is_head).topk(k, dim=1).indices for lam in penalties], dim=1)
 
 
@@ -84,8 +89,7 @@ def reference_lists(model, layer: str, histories: list[np.ndarray], is_head: np.
         hs = [histories[i] for i in rows]
         scores = masked_scores(model, final, hs)
         lists = [scores.topk(k, dim=1).indices[:, None]]
-        probs = torch.where(torch.isfinite(scores), torch.softmax(scores, 1), -torch.inf)   # seen items stay out
-        lists.append(head_penalty_topk(probs, head, [s * p_k for s in penalties], k))
+        lists.append(head_penalty_topk(scores, head, [s * p_k for s in penalties], k))
         for beta in betas:
             lists.append(masked_scores(model, final + beta * rms * v, hs).topk(k, dim=1).indices[:, None])
         out[rows] = (torch.cat(lists, dim=1) + 1).numpy()
